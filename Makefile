@@ -1,0 +1,29 @@
+# Two commands do all the set-up on a fresh machine with Python 3.10+:
+#   make demo   creates .venv, writes the built-in sample clip and runs facezoom on it
+#   make test   creates .venv and runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+OUT := out
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("facezoom needs Python 3.10 or newer") if sys.version_info < (3, 10) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	mkdir -p $(OUT)
+	$(BIN)/facezoom sample -o $(OUT)/sample.mp4
+	$(BIN)/facezoom video $(OUT)/sample.mp4 -o $(OUT)/sample_facezoom.mp4 --report $(OUT)/sample_report.json
+	@echo "wrote $(OUT)/sample_facezoom.mp4 and $(OUT)/sample_report.json"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(OUT)

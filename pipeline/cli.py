@@ -1,0 +1,127 @@
+"""The command line: `facezoom COMMAND ...` (also `python run_pipeline.py COMMAND ...`).
+
+Thin by design: it parses arguments, loads the config and calls the pipeline. Exit status:
+0 success, 2 bad input or usage (one line on stderr, no traceback), 1 internal error,
+130 interrupted (no output file is left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from models.errors import ModelError
+from pipeline.errors import UserError
+
+log = logging.getLogger("facezoom")
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML preset (see configs/); its keys override the defaults")
+    parser.add_argument(
+        "--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append", default=[],
+        help="override one setting, e.g. --set sr.backend=pulse (repeatable; wins over --config)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facezoom", description="Find, track and super-resolve faces in video.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    video = commands.add_parser("video", help="super-resolve the faces of a video file")
+    video.add_argument("input", help="any video file FFmpeg reads")
+    video.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov, .webm)")
+    video.add_argument("--report", metavar="R.json", help="write a JSON report of the run")
+    video.add_argument("--engine", choices=("local", "ray"), help="shortcut for --set engine.engine=...")
+    video.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (implies --engine ray)")
+    _add_config_args(video)
+
+    sample = commands.add_parser("sample", help="write the built-in sample clip (a real face, with audio)")
+    sample.add_argument("-o", "--output", required=True, help="where to write the clip (.mp4)")
+    sample.add_argument("--seconds", type=float, default=4.0, help="length (default 4)")
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="facezoom: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ModelError) as err:
+        print(f"facezoom: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facezoom: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: say so in one line unless asked for the traceback
+        if args.debug:
+            raise
+        print(f"facezoom: internal error: {type(err).__name__}: {err} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.run import run
+
+    overrides = list(args.overrides)
+    if args.engine:
+        overrides.append(f"engine.engine={args.engine}")
+    if args.ray_address:
+        overrides += ["engine.engine=ray", f"engine.ray_address={args.ray_address}"]
+    cfg = load_config(args.config, overrides)
+    _check_paths(Path(args.input), Path(args.output))
+    report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
+    if args.report:
+        _write_json(Path(args.report), report)
+    if not args.quiet:
+        print(
+            f"facezoom: wrote {args.output}: {report['frames_out']} frames in {report['wall_seconds']:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from pipeline.sample import write_sample
+
+    if not 0.5 <= args.seconds <= 600:
+        raise UserError(f"--seconds must be in 0.5..600, got {args.seconds}")
+    output = Path(args.output)
+    if output.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+        raise UserError(f"the sample is H.264 with AAC audio: write it to .mp4, .mkv or .mov, not {output.name!r}")
+    write_sample(output, seconds=args.seconds)
+    if not args.quiet:
+        print(f"facezoom: wrote the sample clip to {output}", file=sys.stderr)
+    return 0
+
+
+def _check_paths(input_path: Path, output_path: Path) -> None:
+    if output_path.exists() and input_path.exists() and os.path.samefile(input_path, output_path):
+        raise UserError(f"the output {output_path} is the input; choose another output path")
+    if output_path.is_dir():
+        raise UserError(f"the output {output_path} is a folder; give a file name such as {output_path / 'out.mp4'}")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write the report {path}: {err.strerror}") from None
+    os.replace(tmp, path)
+
+
+COMMANDS = {"video": cmd_video, "sample": cmd_sample}

@@ -1,0 +1,16 @@
+"""Run a video job with the engine the config names.
+
+The one entry point the CLI, the benchmarks and the tests share: `run(input, output, cfg=...)`
+returns the run's report (a JSON-ready dict).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool = True) -> dict[str, Any]:
+    from pipeline.engine import run_video
+
+    return run_video(input_path, output_path, cfg=cfg, progress=progress)

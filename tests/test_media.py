@@ -1,0 +1,225 @@
+"""Video I/O loses nothing: frames, timestamps, audio bytes, orientation; and never leaves half a file."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.errors import InputError, UserError
+from pipeline.media import VideoConfig, VideoReader, VideoWriter
+from synth import audio_packets, make_video, pattern, psnr, set_mp4_rotation, video_frames
+
+
+def copy_through(src, dst, cfg=VideoConfig(), transform=None):
+    """Decode `src` and encode it to `dst` with facezoom's reader and writer."""
+    with VideoReader(src) as reader, VideoWriter(
+        dst, width=reader.width, height=reader.height, time_base=reader.time_base,
+        rate=reader.rate, cfg=cfg, audio_from=src,
+    ) as writer:
+        for frame in reader:
+            writer.write(transform(frame) if transform else frame.image, frame.pts)
+    return dst
+
+
+def test_reader_yields_rgb_frames_with_pts(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=10, width=96, height=64)
+    with VideoReader(src) as reader:
+        frames = list(reader)
+    assert [f.index for f in frames] == list(range(10))
+    assert all(f.image.shape == (64, 96, 3) and f.image.dtype == np.uint8 for f in frames)
+    assert [f.seconds for f in frames] == pytest.approx([i / 24 for i in range(10)], abs=1e-3)
+    assert psnr(frames[3].image, pattern(3, 96, 64)) > 35
+
+
+def test_constant_rate_round_trip_keeps_frames_times_audio_and_pixels(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=30, audio=("aac",))
+    out = copy_through(src, tmp_path / "out.mp4")
+    times_in, images_in = video_frames(src)
+    times_out, images_out = video_frames(out)
+    assert len(times_out) == len(times_in) == 30
+    assert times_out == pytest.approx(times_in, abs=1e-4)
+    assert audio_packets(out) == audio_packets(src)
+    assert min(psnr(a, b) for a, b in zip(images_in, images_out)) > 35
+
+
+def test_variable_frame_rate_survives(tmp_path):
+    pts = [0, 40, 80, 200, 240, 500, 520, 540, 900, 1000]  # ms: pauses and bursts
+    src = make_video(tmp_path / "vfr.mkv", pts=pts, time_base=Fraction(1, 1000), audio=())
+    out = copy_through(src, tmp_path / "out.mp4")
+    times_out, _ = video_frames(out)
+    assert times_out == pytest.approx([p / 1000 for p in pts], abs=1e-4)
+
+
+def test_several_audio_streams_are_copied_byte_for_byte(tmp_path):
+    src = make_video(tmp_path / "two.mov", frames=24, audio=("aac", "aac"))
+    out = copy_through(src, tmp_path / "out.mkv")
+    packets_in, packets_out = audio_packets(src), audio_packets(out)
+    assert len(packets_out) == 2
+    assert packets_out == packets_in
+
+
+def test_audio_stays_in_sync_with_video(tmp_path):
+    """Audio packets are muxed near the video frames of the same time, not all at the end."""
+    src = make_video(tmp_path / "in.mp4", frames=48, audio=("aac",))
+    out = copy_through(src, tmp_path / "out.mp4")
+    with av.open(str(out)) as container:
+        order = [(p.stream.type, float(p.dts * p.time_base)) for p in container.demux() if p.dts is not None]
+    first_audio = next(i for i, (kind, _) in enumerate(order) if kind == "audio")
+    assert first_audio < len(order) // 2
+    with av.open(str(out)) as a, av.open(str(src)) as b:
+        assert a.streams.audio[0].duration * a.streams.audio[0].time_base == pytest.approx(
+            b.streams.audio[0].duration * b.streams.audio[0].time_base, abs=1e-3
+        )
+
+
+def test_no_audio_input_gives_no_audio_output(tmp_path):
+    src = make_video(tmp_path / "silent.mp4", frames=8, audio=())
+    out = copy_through(src, tmp_path / "out.mp4")
+    with av.open(str(out)) as container:
+        assert not container.streams.audio
+        assert container.streams.video[0].frames == 8
+
+
+@pytest.mark.parametrize("width,height", [(95, 63), (33, 48), (64, 21)])
+def test_odd_sizes_are_padded_to_even_and_keep_their_pixels(tmp_path, width, height):
+    src = make_video(tmp_path / "odd.mkv", frames=4, width=width, height=height, pix_fmt="yuv444p", audio=())
+    out = copy_through(src, tmp_path / "out.mp4")
+    _, images = video_frames(out)
+    assert len(images) == 4
+    assert images[0].shape == (height + height % 2, width + width % 2, 3)
+    assert psnr(images[0][:height, :width], pattern(0, width, height)) > 27  # 4:2:0 on a tiny frame
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_metadata_is_applied_to_the_pixels(tmp_path, degrees):
+    src = make_video(tmp_path / "phone.mp4", frames=3, width=96, height=64, audio=())
+    set_mp4_rotation(src, degrees)
+    with VideoReader(src) as reader:
+        frame = next(iter(reader)).image
+    expected = np.rot90(pattern(0, 96, 64), k=-degrees // 90)  # clockwise by `degrees`
+    assert frame.shape == expected.shape
+    assert psnr(frame, expected) > 30
+    out = copy_through(src, tmp_path / "upright.mp4")
+    _, images = video_frames(out)
+    assert images[0].shape == expected.shape  # written upright, no rotation left to apply
+    assert psnr(images[0], expected) > 30
+
+
+@pytest.mark.parametrize(
+    "name,codec,audio",
+    [
+        ("h264.mp4", "libx264", "aac"),
+        ("hevc.mkv", "libx265", "aac"),
+        ("vp9.webm", "libvpx-vp9", "libopus"),
+        ("av1.mkv", "libsvtav1", "libopus"),
+        ("mpeg4.avi", "mpeg4", "libmp3lame"),
+        ("h264.mov", "libx264", "aac"),
+    ],
+)
+def test_decodes_common_containers_and_codecs(tmp_path, name, codec, audio):
+    src = make_video(tmp_path / name, frames=12, codec=codec, audio=(audio,))
+    out = copy_through(src, tmp_path / "out.mkv")
+    times, images = video_frames(out)
+    assert len(times) == 12
+    assert psnr(images[5], pattern(5, 96, 64)) > 25
+    assert audio_packets(out) == audio_packets(src)
+
+
+@pytest.mark.parametrize("codec,suffix", [("hevc", ".mp4"), ("vp9", ".webm"), ("av1", ".mkv")])
+def test_encodes_with_other_codecs(tmp_path, codec, suffix):
+    src = make_video(tmp_path / "in.mkv", frames=10, audio=())
+    out = copy_through(src, tmp_path / f"out{suffix}", cfg=VideoConfig(codec=codec, crf=20, preset="8" if codec == "av1" else "fast"))
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name in {"hevc": ("hevc",), "vp9": ("vp9", "libvpx-vp9"), "av1": ("av1", "libdav1d")}[codec]
+    times, _ = video_frames(out)
+    assert len(times) == 10
+
+
+def test_audio_that_the_output_container_cannot_hold_is_a_clear_error(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=4, audio=("aac",))
+    with pytest.raises(UserError, match="cannot hold the input's aac audio"):
+        copy_through(src, tmp_path / "out.webm", cfg=VideoConfig(codec="vp9"))
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_an_error_midway_leaves_no_file(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=20)
+
+    def explode(frame):
+        if frame.index == 10:
+            raise KeyboardInterrupt
+        return frame.image
+
+    with pytest.raises(KeyboardInterrupt):
+        copy_through(src, tmp_path / "out.mp4", transform=explode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_output_appears_only_when_complete(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=6)
+    target = tmp_path / "out.mp4"
+    with VideoReader(src) as reader, VideoWriter(
+        target, width=reader.width, height=reader.height, time_base=reader.time_base, rate=reader.rate
+    ) as writer:
+        for frame in reader:
+            writer.write(frame.image, frame.pts)
+            assert not target.exists()
+    assert target.exists()
+
+
+def test_writer_checks_frame_shape(tmp_path):
+    with VideoWriter(tmp_path / "o.mp4", width=32, height=32, time_base=Fraction(1, 25), rate=Fraction(25)) as writer:
+        with pytest.raises(ValueError, match=r"\[32, 32, 3\] uint8"):
+            writer.write(np.zeros((32, 31, 3), np.uint8), 0)
+        writer.write(np.zeros((32, 32, 3), np.uint8), 0)
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p / "missing.mp4", "not found"),
+        (lambda p: _write(p / "empty.mp4", b""), "empty"),
+        (lambda p: _write(p / "text.mp4", b"hello, not a video\n" * 50), "cannot read"),
+        (lambda p: p, "folder"),
+    ],
+)
+def test_unreadable_inputs_raise_input_error(tmp_path, make, message):
+    with pytest.raises(InputError, match=message):
+        VideoReader(make(tmp_path))
+
+
+def test_audio_only_file_is_rejected(tmp_path):
+    path = tmp_path / "song.m4a"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=48000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    with pytest.raises(InputError, match="no video stream"):
+        VideoReader(path)
+
+
+def test_truncated_mp4_without_index_is_rejected(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=30)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])  # mp4 keeps its index at the end: it is gone
+    with pytest.raises(InputError):
+        VideoReader(src)
+
+
+def test_truncated_mkv_keeps_what_can_be_decoded(tmp_path):
+    src = make_video(tmp_path / "in.mkv", frames=30, audio=())
+    data = src.read_bytes()
+    src.write_bytes(data[: int(len(data) * 0.6)])
+    with VideoReader(src) as reader:
+        frames = list(reader)
+    assert 5 <= len(frames) < 30
