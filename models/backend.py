@@ -48,6 +48,7 @@ class SRBackend(abc.ABC):
     out_size: int  # side of the high-res output faces
     deterministic: bool  # same inputs and seeds give the same outputs, bit for bit
     device: torch.device
+    stateful: bool = False  # a track's crop needs the state its previous crop returned (warm starts)
 
     @abc.abstractmethod
     def downscale(self, images: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
+    from pipeline.media import VideoReader
     from pipeline.run import run
 
     overrides = list(args.overrides)
@@ -83,6 +84,14 @@ def cmd_video(args: argparse.Namespace) -> int:
         overrides += ["engine.engine=ray", f"engine.ray_address={args.ray_address}"]
     cfg = load_config(args.config, overrides)
     _check_paths(Path(args.input), Path(args.output))
+    with VideoReader(args.input):  # a bad input is reported before anything else is said or started
+        pass
+    if cfg.sr.backend == "classical":
+        print(
+            "facezoom: note: sr.backend=classical enlarges faces with bicubic interpolation and invents no "
+            "detail; set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution",
+            file=sys.stderr,
+        )
     report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
     if args.report:
         _write_json(Path(args.report), report)

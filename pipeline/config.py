@@ -149,6 +149,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if len(item_types) != len(value):
             raise ConfigError(f"{key} must have {len(item_types)} items, got {len(value)}")
         return tuple(_coerce(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, item_types)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, e.g. {{name: 1}}; got {value!r}")
+        key_type, value_type = args
+        return {_coerce(f"{key} key", k, key_type): _coerce(f"{key}.{k}", v, value_type) for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value

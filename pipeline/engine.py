@@ -1,7 +1,7 @@
-"""The single-process engine: decode -> face stages -> encode, streaming, in one process.
+"""The single-process engine: decode -> detect and track -> super-resolve -> composite -> encode.
 
-`run_video` reads the input frame by frame, hands frames in small chunks to the face
-processor, and writes each processed frame at its input timestamp, with the input's audio
+`run_video` reads the input frame by frame, hands frames in small chunks to the
+`FaceProcessor`, and writes each processed frame at its input timestamp, with the input's audio
 copied alongside. Memory is bounded by the chunk size, whatever the video's length. The Ray
 engine (`pipeline/ray_engine.py`) runs the same stages on actors.
 """
@@ -13,24 +13,32 @@ import logging
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.composite import PasteFace, composite
+from pipeline.faces import FaceAnalyzer, FaceCrop
 from pipeline.media import Frame, VideoReader, VideoWriter
+from pipeline.report import FaceReport
+from pipeline.scheduler import CropJob, CropScheduler, crop_seed
+from pipeline.superres import create_backend, run_batch
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class EngineConfig:
-    engine: Literal["local", "ray"] = "local"  # one process, or Ray actors
+    engine: Literal["local", "ray"] = "local"  # one process (starts at once), or Ray actors (scales out)
     chunk: int = 8  # frames handed to the face stages at once (detection batches over them)
-    ray_address: str | None = None  # None = start an embedded local Ray; else join this cluster
+    ray_address: str | None = None  # None = start an embedded local Ray; else join this cluster ('auto' too)
     sr_actors: int = 1  # super-resolution actors in the pool
-    num_gpus: float = 0.0  # GPUs each SR actor reserves (0 on a CPU machine; 1 = one GPU per actor)
+    num_gpus: float | None = None  # GPUs per SR actor; None = 1 if the cluster has enough GPUs, else 0 (CPU)
+    sr_threads: int = 0  # torch threads per SR actor; 0 = the node's cores shared out among the actors
+    sr_resources: dict[str, float] = dataclasses.field(default_factory=dict)  # custom Ray resources per SR actor
     max_frames_in_flight: int = 32  # backpressure: frames decoded but not yet encoded
+    max_restarts: int = 3  # times a dead SR actor is restarted before the job fails
     dashboard: bool = False  # Ray's dashboard costs memory and a port; off unless asked for
 
     def __post_init__(self):
@@ -38,12 +46,18 @@ class EngineConfig:
             raise ValueError(f"chunk must be >= 1, got {self.chunk}")
         if self.sr_actors < 1:
             raise ValueError(f"sr_actors must be >= 1, got {self.sr_actors}")
-        if self.num_gpus < 0:
-            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus}")
+        if self.num_gpus is not None and self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be >= 0 (or null for automatic), got {self.num_gpus}")
+        if self.sr_threads < 0:
+            raise ValueError(f"sr_threads must be >= 0 (0 = automatic), got {self.sr_threads}")
+        if any(v < 0 for v in self.sr_resources.values()):
+            raise ValueError(f"sr_resources amounts must be >= 0, got {self.sr_resources}")
         if self.max_frames_in_flight < self.chunk:
             raise ValueError(
                 f"max_frames_in_flight must be >= chunk ({self.chunk}), got {self.max_frames_in_flight}"
             )
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
 
 
 class StageTimer:
@@ -67,12 +81,63 @@ class _Timing:
         self.totals[self.stage] += time.perf_counter() - self.start
 
 
-# A processor takes a chunk of frames and returns their processed images, in order.
-Processor = Callable[[Sequence[Frame], StageTimer], list[np.ndarray]]
+class FaceProcessor:
+    """The face stages for one stream: detect and track -> super-resolve -> composite.
+
+    Call it with consecutive chunks of frames; it returns their processed images, in order.
+    Every face crop of a chunk is super-resolved before the chunk is returned, batched across
+    tracks by the crop scheduler, each track warm-starting from its previous frame.
+    """
+
+    def __init__(self, cfg, *, report: bool = True):
+        self.cfg = cfg
+        self.backend = create_backend(cfg.sr)
+        self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size)
+        self.scheduler = CropScheduler(stateful=self.backend.stateful, batch_size=cfg.sr.batch_size)
+        self.report = FaceReport(enabled=report)
+
+    def __call__(self, frames: Sequence[Frame], timer: StageTimer) -> list[np.ndarray]:
+        # 1. Detect (every k-th frame), track and align.
+        with timer("detect_track"):
+            crops = self.analyzer.process([f.image for f in frames], frames[0].index)
+            self.report.add_detections(self.analyzer.last_detections)
+            finished = self.analyzer.pop_finished_tracks()
+        # 2. Super-resolve every crop, batched across tracks, each track in frame order.
+        faces: dict[tuple[int, int], np.ndarray] = {}
+        with timer("sr"):
+            for crop in (c for frame_crops in crops for c in frame_crops):
+                seed = crop_seed(self.cfg.sr.seed, crop.track_id, crop.frame_index)
+                self.scheduler.add(CropJob(crop.frame_index, crop.track_id, seed, payload=crop))
+            for record in finished:
+                self.scheduler.end_track(record.track_id)
+            while (batch := self.scheduler.next_batch()) is not None:
+                result = run_batch(
+                    self.backend, [job.payload.crop for job in batch.jobs], batch.states,
+                    [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur,
+                )
+                self.scheduler.commit(batch, result.states)
+                for i, job in enumerate(batch.jobs):
+                    faces[job.frame_index, job.track_id] = result.faces[i]
+                    self.report.add_face(
+                        job.payload, consistency=result.consistency[i], success=result.success[i], steps=result.steps[i]
+                    )
+        # 3. Paste the faces back.
+        with timer("composite"):
+            images = [
+                composite(frame.image, [paste_face(c, faces[c.frame_index, c.track_id]) for c in frame_crops], self.cfg.composite)
+                for frame, frame_crops in zip(frames, crops, strict=True)
+            ]
+        self.report.add_tracks(finished)
+        return images
+
+    def finish(self) -> dict[str, Any]:
+        """End of stream: the report's face entries."""
+        self.report.add_tracks(self.analyzer.close())
+        return self.report.to_dict()
 
 
-def passthrough(frames: Sequence[Frame], timer: StageTimer) -> list[np.ndarray]:
-    return [frame.image for frame in frames]
+def paste_face(crop: FaceCrop, face: np.ndarray) -> PasteFace:
+    return PasteFace(matrix=crop.matrix, image=face, track_id=crop.track_id, box=crop.box)
 
 
 def chunks(frames: Iterator[Frame], size: int, timer: StageTimer) -> Iterator[list[Frame]]:
@@ -96,19 +161,22 @@ def run_video(
     output_path: str | Path,
     *,
     cfg,
-    processor: Processor = passthrough,
-    out_scale: int = 1,
+    processor: FaceProcessor | None = None,
     progress: bool = True,
+    report_faces: bool = True,
 ) -> dict[str, Any]:
     """Process `input_path` into `output_path` in this process; returns the run's report."""
     start = time.perf_counter()
     timer = StageTimer()
+    with timer("setup"):
+        processor = processor or FaceProcessor(cfg, report=report_faces)
+    scale = cfg.composite.scale
     with VideoReader(input_path, threads=cfg.video.decode_threads) as reader:
         bar = tqdm(total=reader.frame_count, unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom")
         with bar, VideoWriter(
             output_path,
-            width=reader.width * out_scale,
-            height=reader.height * out_scale,
+            width=reader.width * scale,
+            height=reader.height * scale,
             time_base=reader.time_base,
             rate=reader.rate,
             cfg=cfg.video,
@@ -122,13 +190,17 @@ def run_video(
                     for frame, image in zip(chunk, images, strict=True):
                         writer.write(image, frame.pts)
                 bar.update(len(chunk))
+            faces = processor.finish()
             with timer("encode"):
                 writer.close()
     return {
         "input": str(input_path),
         "output": str(output_path),
+        "engine": "local",
+        "backend": processor.backend.name,
         "frames_in": frames_in,
         "frames_out": writer.frames_written,
         "wall_seconds": round(time.perf_counter() - start, 3),
         "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+        **faces,
     }

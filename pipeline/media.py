@@ -386,6 +386,9 @@ def _temp_path_beside(path: Path) -> Path:
         raise UserError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
         raise UserError(f"output folder is not writable: {folder}")
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=folder)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=folder)
+    except OSError as err:
+        raise UserError(f"cannot write into the output folder {folder}: {err.strerror}") from None
     os.close(fd)
     return Path(name)

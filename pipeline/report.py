@@ -1,0 +1,66 @@
+"""What a run reports about faces: `detections`, `faces` and `tracks` for `--report R.json`.
+
+Entries are kept as small tuples and turned into JSON-ready dicts at the end. They are only
+collected when a report was asked for, since they grow with the video's length.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from pipeline.faces import FaceCrop, FrameDetections
+from pipeline.track import TrackRecord
+
+
+def _r(values, digits: int = 2) -> list:
+    return [round(float(v), digits) for v in values]
+
+
+class FaceReport:
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self._detections: list[dict[str, Any]] = []
+        self._faces: list[dict[str, Any]] = []
+        self._tracks: list[TrackRecord] = []
+
+    def add_detections(self, frames: Iterable[FrameDetections]) -> None:
+        if not self.enabled:
+            return
+        for item in frames:
+            d = item.detections
+            self._detections.append(
+                {
+                    "frame": item.frame_index,
+                    "boxes": [_r(b) for b in d.boxes],
+                    "scores": _r(d.scores, 4),
+                    "landmarks": [[_r(p) for p in lm] for lm in d.landmarks],
+                }
+            )
+
+    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int) -> None:
+        if not self.enabled:
+            return
+        self._faces.append(
+            {
+                "frame": crop.frame_index,
+                "track_id": crop.track_id,
+                "box": _r(crop.box),
+                "detected": crop.detected,
+                "consistency": round(consistency, 6),
+                "success": success,
+                "steps": steps,
+            }
+        )
+
+    def add_tracks(self, records: Iterable[TrackRecord]) -> None:
+        self._tracks.extend(records)
+
+    def to_dict(self) -> dict[str, Any]:
+        tracks = sorted(self._tracks, key=lambda t: t.track_id)
+        faces = sorted(self._faces, key=lambda f: (f["frame"], f["track_id"]))
+        return {
+            "detections": sorted(self._detections, key=lambda d: d["frame"]),
+            "faces": faces,
+            "tracks": [{"id": t.track_id, "first_frame": t.first_frame, "last_frame": t.last_frame} for t in tracks],
+            "faces_reaching_eps": sum(f["success"] for f in faces),
+        }

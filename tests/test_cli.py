@@ -1,0 +1,135 @@
+"""The command line: exit codes, one-line errors, reports, progress, and no half-written output."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from synth import audio_packets, make_video, video_frames
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args):
+    """Run `python run_pipeline.py ARGS` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_pipeline.py"), *map(str, args)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+
+
+def test_video_command_writes_output_and_report(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=20, width=160, height=96)
+    out, report = tmp_path / "out.mp4", tmp_path / "r.json"
+    assert main(["--quiet", "video", str(src), "-o", str(out), "--report", str(report)]) == 0
+    data = json.loads(report.read_text())
+    assert data["frames_in"] == data["frames_out"] == 20
+    assert data["input"] == str(src) and data["output"] == str(out)
+    assert data["wall_seconds"] > 0
+    assert {"decode", "detect_track", "encode"} <= set(data["stage_seconds"])
+    assert {"detections", "faces", "tracks"} <= set(data)
+    assert len(video_frames(out)[0]) == 20
+    assert audio_packets(out) == audio_packets(src)
+
+
+def test_run_pipeline_script_reports_progress_on_stderr(tmp_path):
+    src = make_video(tmp_path / "in.mp4", frames=10, width=64, height=48)
+    result = run_cli("video", src, "-o", tmp_path / "out.mp4", "--set", "video.preset=ultrafast")
+    assert result.returncode == 0, result.stderr
+    assert "frame" in result.stderr and "10/10" in result.stderr  # the progress bar
+    assert "classical" in result.stderr  # says which backend ran, and that it invents nothing
+    quiet = run_cli("--quiet", "video", src, "-o", tmp_path / "out2.mp4")
+    assert quiet.returncode == 0 and "10/10" not in quiet.stderr
+
+
+def test_sample_command_writes_a_clip_with_a_face_and_audio(tmp_path):
+    out = tmp_path / "sample.mp4"
+    assert main(["--quiet", "sample", "-o", str(out), "--seconds", "1"]) == 0
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].frames == 25
+        assert container.streams.audio
+        assert container.streams.video[0].width == 640
+
+
+def _truncated(tmp_path):
+    src = make_video(tmp_path / "full.mp4", frames=30)
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(src.read_bytes()[:2000])
+    return path
+
+
+def _audio_only(tmp_path):
+    path = tmp_path / "song.m4a"
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=48000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make_input,message",
+    [
+        (lambda d: d / "missing.mp4", "input not found"),
+        (lambda d: _write(d / "zero.mp4", b""), "empty file"),
+        (lambda d: _write(d / "notes.mp4", b"these are my notes\n" * 100), "cannot read"),
+        (_truncated, "cannot read"),
+        (_audio_only, "no video stream"),
+    ],
+)
+def test_bad_inputs_exit_2_with_one_line_and_no_output(tmp_path, capsys, make_input, message):
+    out = tmp_path / "out.mp4"
+    code = main(["--quiet", "video", str(make_input(tmp_path)), "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_unwritable_output_folder_exits_2(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    if os.geteuid() == 0:  # root writes anywhere on disk; /proc refuses new files even to root
+        target = Path("/proc/facezoom-test-out.mp4")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "out.mp4"
+    assert main(["--quiet", "video", str(src), "-o", str(target)]) == 2
+    assert "output folder" in capsys.readouterr().err
+    assert main(["--quiet", "video", str(src), "-o", str(tmp_path / "no" / "such" / "out.mp4")]) == 2
+
+
+def test_bad_setting_exits_2_naming_the_key(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    assert main(["video", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "sr.batch_size=0"]) == 2
+    assert "sr.batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_output_equal_to_input_is_refused(tmp_path, capsys):
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    assert main(["video", str(src), "-o", str(src)]) == 2
+    assert "is the input" in capsys.readouterr().err
+
+
+def test_subprocess_bad_input_has_no_traceback(tmp_path):
+    result = run_cli("video", tmp_path / "missing.mp4", "-o", tmp_path / "o.mp4")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"facezoom: error: input not found: {tmp_path / 'missing.mp4'}"]
+
+
+def test_usage_errors_exit_2():
+    assert run_cli("video").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
