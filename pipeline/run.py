@@ -11,6 +11,10 @@ from typing import Any
 
 
 def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool = True) -> dict[str, Any]:
+    if cfg.engine.engine == "ray":
+        from pipeline.ray_engine import run_video_ray
+
+        return run_video_ray(input_path, output_path, cfg=cfg, progress=progress)
     from pipeline.engine import run_video
 
     return run_video(input_path, output_path, cfg=cfg, progress=progress)
