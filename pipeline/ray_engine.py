@@ -98,7 +98,11 @@ class SRActor:
 
     def info(self) -> dict[str, Any]:
         b = self._backend
-        return {"name": b.name, "out_size": b.out_size, "stateful": b.stateful, "device": str(b.device)}
+        context = ray.get_runtime_context()
+        return {
+            "name": b.name, "out_size": b.out_size, "stateful": b.stateful, "device": str(b.device),
+            "node": context.get_node_id(), "resources": context.get_assigned_resources(),
+        }
 
     @ray.method(num_returns=2)
     def run(self, states: list, seeds: list[int], pre_blur: bool, *crops: np.ndarray):
@@ -205,7 +209,8 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
         actors += pool
         decoder = DecodeActor.options(scheduling_strategy=here).remote(str(input_path), cfg.video.decode_threads)
         actors.append(decoder)
-        info, sr_info = _get([decoder.info.remote(), pool[0].info.remote()])
+        info, *pool_info = _get([decoder.info.remote(), *[a.info.remote() for a in pool]])
+        sr_info = pool_info[0]
         tracker = TrackActor.options(scheduling_strategy=here).remote(
             cfg.detect, cfg.track, sr_info["out_size"], max(1, os.cpu_count() or 1)
         )
@@ -226,7 +231,7 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
             "output": str(output_path),
             "engine": "ray",
             "backend": sr_info["name"],
-            "sr_actors": len(pool),
+            "sr_actors": [{"node": i["node"], "device": i["device"], "resources": i["resources"]} for i in pool_info],
             "frames_in": frames_out,
             "frames_out": frames_written,
             "wall_seconds": round(time.perf_counter() - start, 3),

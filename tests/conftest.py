@@ -1,0 +1,26 @@
+"""Shared fixtures: one local Ray instance for the whole session, and the sample clip."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray instance shared by every test that needs one (starting one takes seconds).
+
+    It declares a custom resource `accel` that stands in for GPUs in the resource tests.
+    """
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, resources={"accel": 2}, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sample_clip(tmp_path_factory):
+    """A 1.5 s cut of the built-in sample clip (the astronaut, zoomed into), with audio."""
+    from pipeline.sample import write_sample
+
+    return write_sample(tmp_path_factory.mktemp("sample") / "sample.mp4", seconds=1.5)
