@@ -8,6 +8,7 @@ Thin by design: it parses arguments, loads the config and calls the pipeline. Ex
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     video = commands.add_parser("video", help="super-resolve the faces of a video file")
+    video.set_defaults(handler=cmd_video)
     video.add_argument("input", help="any video file FFmpeg reads")
     video.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov, .webm)")
     video.add_argument("--report", metavar="R.json", help="write a JSON report of the run")
@@ -44,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(video)
 
     sample = commands.add_parser("sample", help="write the built-in sample clip (a real face, with audio)")
+    sample.set_defaults(handler=cmd_sample)
     sample.add_argument("-o", "--output", required=True, help="where to write the clip (.mp4)")
     sample.add_argument("--seconds", type=float, default=4.0, help="length (default 4)")
 
     weights = commands.add_parser("weights", help="list, download, verify or locate model weights")
+    weights.set_defaults(handler=cmd_weights)
     actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every registry entry: size, licence, source, whether it is cached")
     fetch = actions.add_parser("fetch", help="download an entry into the cache and verify it")
@@ -57,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = actions.add_parser("path", help="print where an entry's file lives (or must be placed)")
     where.add_argument("name")
 
+    # Commands that live beside their feature: each module's `register(commands)` adds its
+    # parser and handler, importing nothing heavy until the handler runs.
+    for module in _FEATURE_COMMANDS:
+        importlib.import_module(module).register(commands, _add_config_args)
     return parser
 
 
@@ -68,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except (UserError, ModelError) as err:
         print(f"facezoom: error: {err}", file=sys.stderr)
         return 2
@@ -170,4 +178,4 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-COMMANDS = {"video": cmd_video, "sample": cmd_sample, "weights": cmd_weights}
+_FEATURE_COMMANDS: tuple[str, ...] = ()  # e.g. "pipeline.zoom": modules with a register(commands, add_config_args)

@@ -270,9 +270,14 @@ def _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks) 
             waiting[count_ref] = ("count", chunk)
             waiting[tracker.process.remote(frames_ref)] = ("tracked", chunk)
             in_flight += chunk_size  # until the decoder says how many it read
-        # 2. Hand ready batches to actors with room.
-        for actor in sorted(pool, key=lambda a: load[id(a)]):
-            while load[id(actor)] < BATCHES_PER_ACTOR and (batch := scheduler.next_batch()) is not None:
+        # 2. Hand ready crops to actors: first one batch to each idle actor, shared out evenly,
+        #    then a second, queued batch each, so an actor never waits for the driver.
+        for slot in range(BATCHES_PER_ACTOR):
+            free = [a for a in pool if load[id(a)] == slot]
+            for n, actor in enumerate(free):
+                batch = scheduler.next_batch(limit=-(-scheduler.ready // (len(free) - n)))
+                if batch is None:
+                    break
                 summary_ref, faces_ref = actor.run.remote(
                     batch.states, [j.seed for j in batch.jobs], cfg.sr.pre_blur, *[j.payload[1] for j in batch.jobs]
                 )

@@ -71,20 +71,21 @@ class CropScheduler:
             )
         queue.append(job)
 
-    def next_batch(self) -> Batch | None:
-        """Up to `batch_size` crops that may run now, or None if none may."""
+    def next_batch(self, limit: int | None = None) -> Batch | None:
+        """Up to `batch_size` (and `limit`) crops that may run now, or None if none may."""
         ready = [tid for tid, q in self._queues.items() if q and tid not in self._busy]
         if not ready:
             return None
+        size = min(self.batch_size, limit or self.batch_size)
         jobs: list[CropJob] = []
         if self.stateful:  # at most one crop per track: the next needs this one's state
             ready.sort(key=lambda tid: self._queues[tid][0].frame_index)
-            for tid in ready[: self.batch_size]:
+            for tid in ready[:size]:
                 jobs.append(self._queues[tid].popleft())
                 self._busy.add(tid)
         else:  # any crops, oldest frames first
             heads = sorted(ready, key=lambda tid: self._queues[tid][0].frame_index)
-            while heads and len(jobs) < self.batch_size:
+            while heads and len(jobs) < size:
                 tid = min(heads, key=lambda t: self._queues[t][0].frame_index)
                 jobs.append(self._queues[tid].popleft())
                 if not self._queues[tid]:
@@ -118,6 +119,13 @@ class CropScheduler:
             self._queues.pop(track_id, None)
             self._states.pop(track_id, None)
             self._ended.discard(track_id)
+
+    @property
+    def ready(self) -> int:
+        """Crops that could be dispatched right now."""
+        if self.stateful:
+            return sum(1 for tid, q in self._queues.items() if q and tid not in self._busy)
+        return self.pending
 
     @property
     def pending(self) -> int:
