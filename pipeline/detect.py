@@ -1,0 +1,175 @@
+"""Face detection: the first face stage, run on every k-th frame (the tracker fills the gaps).
+
+MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded
+Convolutional Networks", IEEE SPL 2016) as packaged by facenet-pytorch, with the weights that
+ship inside its wheel (nothing is downloaded). It returns a box, a score and five landmarks per
+face. Frames are detected in batches: MTCNN runs its three networks on a batch of equal-size
+images at once, so frames are grouped by size and fed `batch_size` at a time.
+
+Large frames are shrunk to a working size for detection (its cost grows with the pixel count)
+and the boxes and landmarks are mapped back to source pixels. A frame is never shrunk so far
+that a face of `min_face` source pixels falls below 12 pixels, the smallest face MTCNN's first
+network sees; where that would happen, detection runs at the larger scale `min_face` needs.
+
+Contracts: frames in are `[H, W, 3] uint8 RGB`; boxes out are `x0, y0, x1, y1` float32 in
+source pixels, landmarks `[N, 5, 2]` float32 (left eye, right eye, nose, mouth left, mouth
+right; "left" = image left) in source pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Sequence
+
+import numpy as np
+import cv2
+
+from pipeline.align import check_frame
+
+log = logging.getLogger(__name__)
+
+MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsampling the frame
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectConfig:
+    every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
+    working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels
+    min_face: int = 20  # source px; MTCNN's default; a 20 px face's FFHQ crop is ~40 px, more than a 16x16 input
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P-, R-, O-net score thresholds: MTCNN's own
+    factor: float = 0.709  # image-pyramid step (MTCNN's): larger = finer scales, slower
+    batch_size: int = 16  # frames per MTCNN call; bigger amortises the per-call overhead
+    device: str = "auto"  # 'auto' = CUDA when present, else CPU
+
+    def __post_init__(self):
+        if not 1 <= self.every <= 1000:
+            raise ValueError(f"every must be in 1..1000 (detect on every k-th frame), got {self.every}")
+        if self.working_size != 0 and not 64 <= self.working_size <= 8192:
+            raise ValueError(f"working_size must be 0 (native) or in 64..8192, got {self.working_size}")
+        if not 8 <= self.min_face <= 4096:
+            raise ValueError(f"min_face must be in 8..4096 source pixels, got {self.min_face}")
+        if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three numbers in (0, 1) for P-, R- and O-net, got {self.thresholds}")
+        if not 0.5 <= self.factor <= 0.95:
+            raise ValueError(f"factor must be in [0.5, 0.95], got {self.factor}")
+        if not 1 <= self.batch_size <= 1024:
+            raise ValueError(f"batch_size must be in 1..1024, got {self.batch_size}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+@dataclasses.dataclass
+class Detections:
+    """The faces found in one frame, best score first. All coordinates in source pixels."""
+
+    boxes: np.ndarray  # [N, 4] float32: x0, y0, x1, y1
+    scores: np.ndarray  # [N] float32 in (0, 1]
+    landmarks: np.ndarray  # [N, 5, 2] float32: x, y of left eye, right eye, nose, mouth left, mouth right
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float32)
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4):
+            raise ValueError(f"Detections.boxes must be [N, 4] (x0, y0, x1, y1), got shape {list(self.boxes.shape)}")
+        if self.scores.shape != (n,):
+            raise ValueError(f"Detections.scores must be [N] = [{n}], got shape {list(self.scores.shape)}")
+        if self.landmarks.shape != (n, 5, 2):
+            raise ValueError(f"Detections.landmarks must be [N, 5, 2] = [{n}, 5, 2], got shape {list(self.landmarks.shape)}")
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def working_scale(height: int, width: int, cfg: DetectConfig) -> tuple[float, bool]:
+    """The factor frames of this size are resized by for detection (<= 1; 1 = native), and
+    whether `min_face` rather than `working_size` set it."""
+    wanted = 1.0 if cfg.working_size == 0 else min(1.0, cfg.working_size / max(height, width))
+    # Never shrink a min_face face below what MTCNN can see at its first pyramid level.
+    scale = min(1.0, max(wanted, MTCNN_MIN_FACE / cfg.min_face))
+    return scale, scale > wanted
+
+
+class FaceDetector:
+    """MTCNN over batches of frames. Builds its networks in the constructor (weights from the wheel)."""
+
+    def __init__(self, cfg: DetectConfig):
+        # Imported here so that importing this module (e.g. for DetectConfig) does not load torch.
+        from facenet_pytorch import MTCNN
+
+        from models.backend import resolve_device
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self._mtcnn = MTCNN(
+            min_face_size=cfg.min_face,  # replaced per frame size in _detect_batch
+            thresholds=list(cfg.thresholds),
+            factor=cfg.factor,
+            select_largest=False,  # order by score, not size
+            keep_all=True,
+            device=self.device,
+        ).eval()
+        self._warned_sizes: set[tuple[int, int]] = set()
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect faces in each frame: one `Detections` per frame, in order.
+
+        Frames may differ in size; frames of equal size are batched together, `batch_size` per
+        MTCNN call.
+        """
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        for i, frame in enumerate(frames):
+            check_frame(frame, f"frames[{i}]")
+        results: list[Detections | None] = [None] * len(frames)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_shape.setdefault(frame.shape, []).append(i)
+        for (height, width, _), indices in by_shape.items():
+            for start in range(0, len(indices), self.cfg.batch_size):
+                batch = indices[start : start + self.cfg.batch_size]
+                for i, dets in zip(batch, self._detect_batch([frames[i] for i in batch], height, width)):
+                    results[i] = dets
+        return results  # type: ignore[return-value]
+
+    def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
+        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
+        scale, limited = working_scale(height, width, self.cfg)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        sx, sy = size[0] / width, size[1] / height
+        if size == (width, height):
+            batch = np.stack(frames)  # [B, H, W, 3] uint8
+        else:
+            batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        if limited and (height, width) not in self._warned_sizes:
+            self._warned_sizes.add((height, width))
+            log.info(
+                "detecting %dx%d frames at %dx%d, not working_size=%d: a min_face=%d px face must stay >= %d px",
+                width, height, size[0], size[1], self.cfg.working_size, self.cfg.min_face, MTCNN_MIN_FACE,
+            )
+        # 2. MTCNN on the whole batch; its minimum face is min_face in working pixels.
+        self._mtcnn.min_face_size = self.cfg.min_face * min(sx, sy)
+        boxes, scores, points = self._mtcnn.detect(batch, landmarks=True)
+        # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
+        out = []
+        for b, s, p in zip(boxes, scores, points):
+            if b is None:
+                out.append(Detections.empty())
+                continue
+            b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+            p = np.asarray(p, dtype=np.float64).reshape(-1, 5, 2)
+            s = np.asarray(s, dtype=np.float64).reshape(-1)
+            b[:, 0::2] = (b[:, 0::2] + 0.5) / sx - 0.5
+            b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
+            p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
+            p[..., 1] = (p[..., 1] + 0.5) / sy - 0.5
+            keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
+            order = np.argsort(-s[keep], kind="stable")
+            out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
+        return out

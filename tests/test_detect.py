@@ -1,0 +1,102 @@
+"""Detection with MTCNN on a real face (the astronaut) in synthetic scenes."""
+
+import numpy as np
+import pytest
+import torch
+
+from face_scenes import Face, background, render
+from pipeline.detect import DetectConfig, Detections, FaceDetector, working_scale
+from pipeline.track import iou_matrix
+
+
+@pytest.fixture(scope="module")
+def detector():
+    # One torch thread: on a small shared CPU, idle intra-op threads spin and slow MTCNN 10x.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield FaceDetector(DetectConfig(device="cpu"))
+    torch.set_num_threads(threads)
+
+
+def _assert_found(dets: Detections, faces: list[Face]):
+    assert len(dets) == len(faces), f"found {len(dets)} faces, expected {len(faces)}"
+    iou = iou_matrix(np.stack([f.box() for f in faces]), dets.boxes)
+    for i, face in enumerate(faces):
+        j = int(iou[i].argmax())
+        assert iou[i, j] > 0.6, f"face {i}: best IoU {iou[i, j]:.2f}"
+        error = np.abs(dets.landmarks[j] - face.landmarks()).max() / face.width
+        assert error < 0.08, f"face {i}: landmarks off by {error:.1%} of its width"
+
+
+def test_finds_several_copies_at_several_sizes_with_landmarks(detector):
+    faces = [Face(70, 80, 36), Face(200, 110, 64), Face(390, 180, 110)]
+    frame = render(background(300, 480, seed=1), faces)
+    (dets,) = detector.detect([frame])
+    assert dets.boxes.dtype == np.float32 and dets.landmarks.shape == (3, 5, 2)
+    assert (np.diff(dets.scores) <= 0).all()  # best first
+    _assert_found(dets, faces)
+    # MTCNN's landmark order: left eye, right eye, nose, mouth left, mouth right (image left).
+    for lm in dets.landmarks:
+        assert lm[0, 0] < lm[1, 0] and lm[3, 0] < lm[4, 0] and lm[0, 1] < lm[2, 1] < lm[3, 1]
+
+
+def test_large_frames_are_detected_at_working_size_and_mapped_back(detector):
+    faces = [Face(300, 250, 130), Face(1000, 450, 90)]
+    frame = render(background(720, 1280, seed=2), faces)
+    small = FaceDetector(DetectConfig(working_size=320, min_face=48, device="cpu"))
+    (dets,) = small.detect([frame])
+    _assert_found(dets, faces)  # boxes and landmarks in source pixels
+    assert working_scale(720, 1280, small.cfg) == (0.25, False)
+
+
+def test_min_face_bounds_how_far_a_frame_is_shrunk():
+    # A 20 px face must stay >= 12 px for MTCNN: 1280 px frames run at 0.6, not 640 / 1280.
+    assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=20)) == (0.6, True)
+    assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=40)) == (0.5, False)
+    assert working_scale(240, 320, DetectConfig(working_size=640)) == (1.0, False)
+    assert working_scale(2160, 3840, DetectConfig(working_size=0, min_face=20)) == (1.0, False)
+
+
+def test_batch_gives_the_same_faces_as_one_frame_at_a_time(detector):
+    bg = background(240, 320, seed=3)
+    frames = [render(bg, [Face(100 + 20 * i, 120, 60 + 5 * i)]) for i in range(3)]
+    frames.insert(1, render(background(200, 260, seed=4), [Face(130, 100, 70)]))  # another size
+    frames.insert(3, bg)  # no face
+    batched = FaceDetector(DetectConfig(batch_size=2, device="cpu")).detect(frames)
+    assert [len(d) for d in batched] == [1, 1, 1, 0, 1]
+    for frame, together in zip(frames, batched):
+        (alone,) = detector.detect([frame])
+        np.testing.assert_allclose(together.boxes, alone.boxes, atol=1e-2)
+        np.testing.assert_allclose(together.landmarks, alone.landmarks, atol=1e-2)
+
+
+def test_faces_below_min_face_are_dropped(detector):
+    faces = [Face(80, 120, 32), Face(230, 120, 90)]
+    frame = render(background(240, 320, seed=5), faces)
+    (all_faces,) = detector.detect([frame])
+    assert len(all_faces) == 2
+    (big_only,) = FaceDetector(DetectConfig(min_face=60, device="cpu")).detect([frame])
+    _assert_found(big_only, faces[1:])
+
+
+def test_no_face_gives_empty_arrays_of_the_right_shape(detector):
+    (dets,) = detector.detect([background(240, 320, seed=6)])
+    assert dets.boxes.shape == (0, 4) and dets.scores.shape == (0,) and dets.landmarks.shape == (0, 5, 2)
+    assert detector.detect([]) == []
+
+
+def test_bad_frames_raise_with_got_and_expected(detector):
+    with pytest.raises(ValueError, match=r"frames\[1\] must be \[H, W, 3\] uint8 RGB, got shape \[240, 320\]"):
+        detector.detect([np.zeros((240, 320, 3), np.uint8), np.zeros((240, 320), np.uint8)])
+    with pytest.raises(ValueError, match=r"frames\[0\] must be \[H, W, 3\] uint8 RGB, got dtype float64"):
+        detector.detect([np.zeros((240, 320, 3))])
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [({"every": 0}, "every"), ({"working_size": 10}, "working_size"), ({"min_face": 2}, "min_face"),
+     ({"thresholds": (0.6, 0.7, 1.2)}, "thresholds"), ({"batch_size": 0}, "batch_size"), ({"device": "tpu"}, "device")],
+)
+def test_config_errors_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=rf"^{key} must be .*, got"):
+        DetectConfig(**kwargs)

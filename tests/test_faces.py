@@ -1,0 +1,130 @@
+"""The face stages end to end on real faces: detect every k frames, track, align, chunk by chunk."""
+
+import numpy as np
+import pytest
+import torch
+
+from face_scenes import Face, background, moving_face, render
+from pipeline.align import template_points, transform_points
+from pipeline.detect import DetectConfig, FaceDetector
+from pipeline.faces import FaceAnalyzer
+from pipeline.track import TrackConfig, TrackRecord
+
+CROP = 64
+
+
+@pytest.fixture(scope="module")
+def detector():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small shared CPU runs MTCNN far faster on one thread
+    yield FaceDetector(DetectConfig(device="cpu"))
+    torch.set_num_threads(threads)
+
+
+def _analyzer(detector, every=3, **track):
+    return FaceAnalyzer(DetectConfig(every=every), TrackConfig(**track), CROP, detector=detector)
+
+
+def _run(analyzer, frames, chunk=16):
+    out = []
+    for start in range(0, len(frames), chunk):
+        out += analyzer.process(frames[start : start + chunk], start)
+    return out
+
+
+def test_moving_face_is_found_in_almost_every_frame_with_one_id(detector):
+    frames, truth = moving_face(60, seed=21)
+    analyzer = _analyzer(detector)
+    result = _run(analyzer, frames)
+    assert len(result) == 60
+    found = [faces for faces in result if len(faces) == 1]
+    assert len(found) >= 0.95 * 60, f"face found in {len(found)} of 60 frames"
+    assert {f.track_id for faces in result for f in faces} == {1}
+    for faces, face in zip(result, truth):
+        for crop in faces:
+            assert crop.crop.shape == (CROP, CROP, 3) and crop.crop.dtype == np.uint8
+            assert crop.matrix.shape == (2, 3)
+            # The crop is aligned: the true landmarks land on the template, within 6% of the crop.
+            error = np.abs(transform_points(crop.matrix, face.landmarks()) - template_points(CROP)).max()
+            assert error < 0.06 * CROP, f"frame {crop.frame_index}: landmarks {error:.1f} px off the template"
+    assert sum(f.detected for faces in result for f in faces) == 20  # detection every 3rd frame
+    assert analyzer.close() == [TrackRecord(1, 0, 59)]
+
+
+def test_two_faces_keep_two_ids_after_crossing(detector):
+    bg = background(240, 360, seed=22)
+    frames, truth = [], []
+    for i in range(45):
+        t = i / 44
+        a = Face(360 * (0.2 + 0.6 * t), 110, 64)  # moves right, behind b
+        b = Face(360 * (0.8 - 0.6 * t), 128, 72)  # moves left, in front
+        frames.append(render(bg, [a, b]))
+        truth.append((a, b))
+    result = _run(_analyzer(detector), frames)
+    ids = {"a": set(), "b": set()}
+    for faces, (a, b) in zip(result, truth):
+        for f in faces:
+            centre = (f.box[:2] + f.box[2:]) / 2
+            who = "a" if np.hypot(*(centre - (a.cx, a.cy))) < np.hypot(*(centre - (b.cx, b.cy))) else "b"
+            ids[who].add(f.track_id)
+    assert len(ids["a"]) == 1 and len(ids["b"]) == 1 and ids["a"] != ids["b"], ids
+    # Both are seen on both sides of the crossing.
+    for faces, (a, b) in [(result[2], truth[2]), (result[-3], truth[-3])]:
+        assert len(faces) == 2
+
+
+def test_track_survives_occlusion_and_ends_cleanly_after_a_long_absence(detector):
+    bg = background(240, 320, seed=23)
+    frames = []
+    for i in range(80):
+        face = Face(90 + 1.5 * i, 120, 70)
+        if i < 45:
+            cover = [(int(face.cx - 60), 40, int(face.cx + 60), 200)] if 18 <= i < 26 else []
+            frames.append(render(bg, [face], cover))
+        else:
+            frames.append(bg.copy())
+    analyzer = _analyzer(detector, max_age=15)
+    result, finished = [], []
+    for start in range(0, 80, 10):
+        result += analyzer.process(frames[start : start + 10], start)
+        finished += analyzer.pop_finished_tracks()
+    assert {f.track_id for faces in result for f in faces} == {1}  # the same face after the cover
+    assert all(len(result[i]) == 1 for i in range(18)) and all(len(result[i]) == 1 for i in range(27, 45))
+    assert all(result[i] == [] for i in range(19, 26))  # covered: nothing to paste over the cover
+    assert all(result[i] == [] for i in range(45, 80))
+    assert finished == [TrackRecord(1, 0, 44)]  # ended within the stream, reported once
+    assert analyzer.close() == []
+
+
+def test_chunk_size_does_not_change_the_result(detector):
+    frames, _ = moving_face(30, seed=24)
+    one = _run(_analyzer(detector), frames, chunk=30)
+    many = _run(_analyzer(detector), frames, chunk=7)
+    assert [[f.track_id for f in faces] for faces in one] == [[f.track_id for f in faces] for faces in many]
+    for a, b in zip(one, many):
+        for fa, fb in zip(a, b):
+            np.testing.assert_allclose(fa.landmarks, fb.landmarks, atol=1e-3)
+            assert np.array_equal(fa.crop, fb.crop)
+
+
+def test_raw_detections_are_those_of_the_latest_chunk(detector):
+    frames, _ = moving_face(20, seed=25)
+    analyzer = _analyzer(detector, every=4)
+    analyzer.process(frames[:10], 0)
+    assert [d.frame_index for d in analyzer.last_detections] == [0, 4, 8]
+    analyzer.process(frames[10:], 10)
+    assert [d.frame_index for d in analyzer.last_detections] == [12, 16]
+    assert all(len(d.detections) == 1 for d in analyzer.last_detections)
+    assert analyzer.active_tracks() == [TrackRecord(1, 0, 19)]
+
+
+def test_chunks_must_follow_each_other(detector):
+    frames, _ = moving_face(4, seed=26)
+    analyzer = _analyzer(detector)
+    analyzer.process(frames[:2], 100)
+    with pytest.raises(ValueError, match="start_index must continue the stream: expected 102, got 103"):
+        analyzer.process(frames[2:], 103)
+    with pytest.raises(ValueError, match=r"frames\[0\] must be \[H, W, 3\] uint8 RGB, got shape \[240, 320, 4\]"):
+        analyzer.process([np.zeros((240, 320, 4), np.uint8)], 102)
+    with pytest.raises(ValueError, match="crop_size must be an integer in 8..4096, got 4"):
+        FaceAnalyzer(DetectConfig(), TrackConfig(), 4, detector=detector)
