@@ -316,12 +316,17 @@ def _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks) 
             try:
                 summary = _get(ref)
             except ray.exceptions.RayActorError as err:
-                key = id(ctx.batch)
-                failures[key] = failures.get(key, 0) + 1
-                if failures[key] > cfg.engine.max_restarts:
-                    raise RuntimeError(f"a super-resolution actor died {failures[key]} times on one batch: {err}") from None
-                log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
                 scheduler.retry(ctx.batch)
+                failures[id(ctx.actor)] = failures.get(id(ctx.actor), 0) + 1
+                # A death fails every batch the actor held (up to BATCHES_PER_ACTOR); past max_restarts
+                # deaths Ray has given up restarting it.
+                if failures[id(ctx.actor)] > (cfg.engine.max_restarts + 1) * BATCHES_PER_ACTOR:
+                    pool.remove(ctx.actor)
+                    if not pool:
+                        raise RuntimeError(f"every super-resolution actor died more than {cfg.engine.max_restarts} times: {err}") from None
+                    log.warning("a super-resolution actor keeps dying; going on with %d", len(pool))
+                else:
+                    log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
                 continue
             scheduler.commit(ctx.batch, summary["states"])
             for i, job in enumerate(ctx.batch.jobs):

@@ -125,3 +125,20 @@ def set_mp4_rotation(path: str | Path, degrees_clockwise: int) -> None:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def audio_only(path: str | Path) -> Path:
+    """A short AAC file with no video stream."""
+    path = Path(path)
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=48000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    Path(path).write_bytes(data)
+    return Path(path)

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from pipeline.cli import main
-from synth import audio_packets, make_video, video_frames
+from synth import audio_only, audio_packets, make_video, video_frames, write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,30 +63,14 @@ def _truncated(tmp_path):
     return path
 
 
-def _audio_only(tmp_path):
-    path = tmp_path / "song.m4a"
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=48000, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-        frame.sample_rate, frame.pts = 48000, 0
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
-    return path
-
-
-def _write(path, data):
-    path.write_bytes(data)
-    return path
-
-
 @pytest.mark.parametrize(
     "make_input,message",
     [
         (lambda d: d / "missing.mp4", "input not found"),
-        (lambda d: _write(d / "zero.mp4", b""), "empty file"),
-        (lambda d: _write(d / "notes.mp4", b"these are my notes\n" * 100), "cannot read"),
+        (lambda d: write_bytes(d / "zero.mp4", b""), "empty file"),
+        (lambda d: write_bytes(d / "notes.mp4", b"these are my notes\n" * 100), "cannot read"),
         (_truncated, "cannot read"),
-        (_audio_only, "no video stream"),
+        (lambda d: audio_only(d / "song.m4a"), "no video stream"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line_and_no_output(tmp_path, capsys, make_input, message):

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import InputError, UserError
 from pipeline.media import VideoConfig, VideoReader, VideoWriter
-from synth import audio_packets, make_video, pattern, psnr, set_mp4_rotation, video_frames
+from synth import audio_only, audio_packets, make_video, pattern, psnr, set_mp4_rotation, video_frames, write_bytes
 
 
 def copy_through(src, dst, cfg=VideoConfig(), transform=None):
@@ -177,17 +177,12 @@ def test_writer_checks_frame_shape(tmp_path):
         writer.write(np.zeros((32, 32, 3), np.uint8), 0)
 
 
-def _write(path, data: bytes):
-    path.write_bytes(data)
-    return path
-
-
 @pytest.mark.parametrize(
     "make,message",
     [
         (lambda p: p / "missing.mp4", "not found"),
-        (lambda p: _write(p / "empty.mp4", b""), "empty"),
-        (lambda p: _write(p / "text.mp4", b"hello, not a video\n" * 50), "cannot read"),
+        (lambda p: write_bytes(p / "empty.mp4", b""), "empty"),
+        (lambda p: write_bytes(p / "text.mp4", b"hello, not a video\n" * 50), "cannot read"),
         (lambda p: p, "folder"),
     ],
 )
@@ -197,15 +192,8 @@ def test_unreadable_inputs_raise_input_error(tmp_path, make, message):
 
 
 def test_audio_only_file_is_rejected(tmp_path):
-    path = tmp_path / "song.m4a"
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=48000, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
-        frame.sample_rate, frame.pts = 48000, 0
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
     with pytest.raises(InputError, match="no video stream"):
-        VideoReader(path)
+        VideoReader(audio_only(tmp_path / "song.m4a"))
 
 
 def test_truncated_mp4_without_index_is_rejected(tmp_path):
