@@ -391,4 +391,7 @@ def _temp_path_beside(path: Path) -> Path:
     except OSError as err:
         raise UserError(f"cannot write into the output folder {folder}: {err.strerror}") from None
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp makes owner-only files; an output gets the usual mode
     return Path(name)
