@@ -27,6 +27,7 @@ def _section_types() -> dict[str, type]:
     from pipeline.composite import CompositeConfig
     from pipeline.detect import DetectConfig
     from pipeline.engine import EngineConfig
+    from pipeline.live import LiveConfig
     from pipeline.media import VideoConfig
     from pipeline.superres import SRConfig
     from pipeline.track import TrackConfig
@@ -38,6 +39,7 @@ def _section_types() -> dict[str, type]:
         "sr": SRConfig,
         "composite": CompositeConfig,
         "engine": EngineConfig,
+        "live": LiveConfig,
     }
 
 
@@ -51,6 +53,7 @@ class PipelineConfig:
     sr: Any
     composite: Any
     engine: Any
+    live: Any
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -1,0 +1,220 @@
+"""Live sources made in code, on 127.0.0.1, for the live tests and benchmarks/live.py.
+
+`TSServer` is a camera on the network: every client that connects over TCP gets an MPEG-TS
+stream (H.264, no B-frames, a keyframe every `gop` frames) of the built-in sample's virtual
+camera (a real face, moving), encoded as it is sent at `fps` frames per second by the wall
+clock. Timestamps come from the wall clock too, so a sender that runs late on a loaded machine
+does not look like a receiver falling behind. `vanish()` drops every client and stops
+listening, as a camera that is unplugged; `stall()` keeps the connections open but stops
+sending, as a camera that hangs.
+
+`UDPSender` sends the same stream as UDP datagrams for a few seconds, then goes quiet.
+`SilentServer` accepts connections and never sends a byte.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from fractions import Fraction
+
+import av
+
+from pipeline.sample import camera_frames
+
+TS_CLOCK = Fraction(1, 90000)  # MPEG-TS timestamps run at 90 kHz
+
+
+class _SocketFile(io.RawIOBase):
+    """A write-only file over a socket, for PyAV's muxer."""
+
+    def __init__(self, conn: socket.socket):
+        self.conn = conn
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.conn.sendall(data)
+        return len(data)
+
+
+class TSServer:
+    def __init__(self, *, width: int = 640, height: int = 480, fps: int = 30, seconds: float = 60.0, gop: int = 15):
+        self.width, self.height, self.fps, self.seconds, self.gop = width, height, fps, seconds, gop
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._stall = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self.frames_sent = 0
+        self._accept = threading.Thread(target=self._accept_loop, name="ts-server", daemon=True)
+        self._accept.start()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return  # the listener was closed
+            self._conns.append(conn)
+            thread = threading.Thread(target=self._send, args=(conn,), name="ts-client", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _send(self, conn: socket.socket) -> None:
+        try:
+            with av.open(_SocketFile(conn), "w", format="mpegts") as out:
+                stream = out.add_stream("libx264", rate=self.fps)
+                stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+                stream.time_base = stream.codec_context.time_base = TS_CLOCK
+                stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(self.gop), "crf": "28"}
+                start = time.monotonic()
+                frames = camera_frames(seconds=self.seconds, fps=self.fps, width=self.width, height=self.height)
+                for i, image in enumerate(frames):
+                    if self._stop.wait(max(0.0, start + i / self.fps - time.monotonic())):
+                        return
+                    while self._stall.is_set() and not self._stop.is_set():
+                        time.sleep(0.05)
+                    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                    frame.pts = round((time.monotonic() - start) / TS_CLOCK)
+                    frame.time_base = TS_CLOCK
+                    for packet in stream.encode(frame):
+                        out.mux(packet)
+                    self.frames_sent += 1
+        except (OSError, av.error.FFmpegError):
+            return  # the client went away, or vanish() closed the socket
+        finally:
+            conn.close()
+
+    def stall(self) -> None:
+        """Keep every connection open, send nothing more."""
+        self._stall.set()
+
+    def vanish(self) -> None:
+        """Drop every client and stop listening."""
+        self._stop.set()
+        self._listener.close()
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._join()
+
+    def restart(self) -> None:
+        """Listen again on the same port (after `vanish`), as a camera coming back."""
+        self._stop.clear()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.2)
+        self._accept = threading.Thread(target=self._accept_loop, name="ts-server", daemon=True)
+        self._accept.start()
+
+    def _join(self) -> None:
+        self._accept.join(5)
+        for thread in self._threads:
+            thread.join(5)
+        self._threads, self._conns = [], []
+
+    def close(self) -> None:
+        self._stall.clear()
+        self._stop.set()
+        self._listener.close()
+        self._join()
+
+    def __enter__(self) -> "TSServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class UDPSender:
+    """Sends the same MPEG-TS stream as `TSServer` as UDP datagrams to 127.0.0.1:`port`, for
+    `seconds`, then stops (a camera that goes quiet: UDP has no connection to drop)."""
+
+    def __init__(self, port: int, *, width: int = 320, height: int = 240, fps: int = 30, seconds: float = 3.0):
+        self.url = f"udp://127.0.0.1:{port}"
+        self.width, self.height, self.fps, self.seconds = width, height, fps, seconds
+        self.frames_sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._send, name="udp-sender", daemon=True)
+        self._thread.start()
+
+    def _send(self) -> None:
+        with av.open(f"{self.url}?pkt_size=1316", "w", format="mpegts") as out:
+            stream = out.add_stream("libx264", rate=self.fps)
+            stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
+            stream.time_base = stream.codec_context.time_base = TS_CLOCK
+            stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": "15", "crf": "28"}
+            start = time.monotonic()
+            for i, image in enumerate(camera_frames(seconds=self.seconds, fps=self.fps, width=self.width, height=self.height)):
+                if self._stop.wait(max(0.0, start + i / self.fps - time.monotonic())):
+                    return
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = round((time.monotonic() - start) / TS_CLOCK), TS_CLOCK
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+                self.frames_sent += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def __enter__(self) -> "UDPSender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SilentServer:
+    """Accepts TCP connections on 127.0.0.1 and never sends anything."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"tcp://127.0.0.1:{self.port}"
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+        for conn in self._conns:
+            conn.close()
+
+    def __enter__(self) -> "SilentServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
