@@ -178,4 +178,4 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-_FEATURE_COMMANDS: tuple[str, ...] = ()  # e.g. "pipeline.zoom": modules with a register(commands, add_config_args)
+_FEATURE_COMMANDS: tuple[str, ...] = ("pipeline.zoom_command", "pipeline.enhance", "pipeline.train", "pipeline.live")  # modules with a register(commands, add_config_args)

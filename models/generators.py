@@ -1,0 +1,256 @@
+"""Generators behind one interface: recognise a checkpoint's layout, load it strictly, fit its W.
+
+Two published key layouts are understood, each recognised from its keys:
+- `basicsr-stylegan2`: BasicSR's `StyleGAN2Generator` state dict, usually wrapped in
+  `{"params_ema": ...}` (GFPGAN's `StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth`);
+- `lernapparat-stylegan1`: the flat `g_mapping.* / g_synthesis.*` state dict of the StyleGAN
+  (v1) PyTorch port PULSE used (`karras2019stylegan-ffhq-1024x1024.for_g_all.pt`).
+Loading builds the architecture (from the registry's settings, or inferred from the tensor
+shapes for a local file), compares every key and shape, and raises `ModelError` with a readable
+diff on any mismatch: never `strict=False`.
+
+The PULSE search (Menon et al., CVPR 2020) uses every generator the same way (`Generator`), and
+needs the "gaussian fit" of its mapping network: mean and std of `leaky_relu(mapping(z), 5)`
+over many z (PULSE: 10^6 with seed 0). It is computed on first use and cached beside the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Mapping, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from models.errors import ModelError
+from models.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("basicsr-stylegan2", "lernapparat-stylegan1")
+FIT_SAMPLES = 1_000_000  # PULSE's sample count for the gaussian fit
+FIT_SEED = 0  # PULSE's torch.manual_seed(0)
+
+
+class Generator(Protocol):
+    """What the PULSE search needs from a generator (both StyleGAN classes provide it)."""
+
+    kind: str
+    resolution: int
+    w_dim: int
+    render_sizes: tuple[int, ...]
+
+    def num_ws(self, render_size: int) -> int: ...
+    def noise_sizes(self, render_size: int) -> list[int]: ...
+    def mapping(self, z: torch.Tensor) -> torch.Tensor: ...
+    def synthesize(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, render_size: int | None = None) -> torch.Tensor: ...
+
+
+def unwrap(checkpoint: Mapping[str, object], *, source: str = "checkpoint") -> tuple[str, dict[str, torch.Tensor]]:
+    """The layout name and the flat state dict inside a loaded checkpoint."""
+    state = checkpoint
+    if "params_ema" in checkpoint:  # BasicSR saves {"params": ..., "params_ema": ...}; the EMA weights are the generator
+        state = checkpoint["params_ema"]
+    elif "params" in checkpoint and isinstance(checkpoint["params"], Mapping):
+        log.warning("%s has BasicSR's 'params' but no 'params_ema'; using the non-averaged weights", source)
+        state = checkpoint["params"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{source} is not a state dict of tensors; pass a StyleGAN checkpoint in one of the layouts {', '.join(LAYOUTS)}")
+    keys = set(state)
+    if "constant_input.weight" in keys or any(k.startswith("style_mlp.") for k in keys):
+        return "basicsr-stylegan2", dict(state)
+    if any(k.startswith("g_mapping.dense") for k in keys) or any(k.startswith("g_synthesis.blocks.") for k in keys):
+        return "lernapparat-stylegan1", dict(state)
+    sample = ", ".join(sorted(keys)[:5])
+    raise ModelError(
+        f"{source}: unrecognised key layout (first keys: {sample}); expected BasicSR StyleGAN2Generator keys "
+        "(style_mlp.*, constant_input.weight, ...) or the StyleGAN port's g_mapping.dense*/g_synthesis.blocks.*"
+    )
+
+
+def _shape(state: Mapping[str, torch.Tensor], *keys: str, dim: int) -> int | None:
+    for key in keys:
+        if key in state and state[key].ndim > dim:
+            return int(state[key].shape[dim])
+    return None
+
+
+def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def infer_config(layout: str, state: Mapping[str, torch.Tensor]) -> StyleGAN1Config | StyleGAN2Config:
+    """The architecture a state dict describes, read from its tensor shapes."""
+    if layout == "basicsr-stylegan2":
+        mlp = _indices(state, r"style_mlp\.(\d+)\.weight")
+        w_dim = _shape(state, *[f"style_mlp.{i}.weight" for i in mlp], "style_conv1.modulated_conv.modulation.weight", dim=1)
+        blocks = max(_indices(state, r"to_rgbs\.(\d+)\..*") + [(max(_indices(state, r"style_convs\.(\d+)\..*") or [-1]) - 1) // 2])
+        channels = [_shape(state, "constant_input.weight", "style_conv1.modulated_conv.weight", dim=1)]
+        for b in range(blocks + 1):
+            conv = f"style_convs.{2 * b}.modulated_conv.weight"
+            channels.append(_shape(state, conv, f"style_convs.{2 * b + 1}.modulated_conv.weight", dim=1))
+        if w_dim is None or None in channels or not mlp:
+            raise ModelError("cannot read the StyleGAN2 architecture from this checkpoint: style_mlp/style_convs weights are missing")
+        return StyleGAN2Config(resolution=2 ** (blocks + 3), w_dim=w_dim, num_mlp=max(mlp), channels=tuple(channels))  # style_mlp.0 has no weights
+    if layout == "lernapparat-stylegan1":
+        mlp = _indices(state, r"g_mapping\.dense(\d+)\.weight")
+        w_dim = _shape(state, *[f"g_mapping.dense{i}.weight" for i in mlp], "g_synthesis.blocks.4x4.epi1.style_mod.lin.weight", dim=1)
+        sides = sorted({int(m.group(1)) for k in state if (m := re.match(r"g_synthesis\.blocks\.(\d+)x\1\.", k))})
+        channels = [_shape(state, "g_synthesis.blocks.4x4.const", dim=1)]
+        channels += [_shape(state, f"g_synthesis.blocks.{s}x{s}.conv1.weight", f"g_synthesis.blocks.{s}x{s}.conv0_up.weight", dim=0) for s in sides if s > 4]
+        if w_dim is None or not sides or None in channels or not mlp:
+            raise ModelError("cannot read the StyleGAN architecture from this checkpoint: g_mapping/g_synthesis weights are missing")
+        return StyleGAN1Config(resolution=max(sides), w_dim=w_dim, num_mlp=max(mlp) + 1, channels=tuple(channels))
+    raise ModelError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+
+
+def config_for(layout: str, arch: Mapping[str, object]) -> StyleGAN1Config | StyleGAN2Config:
+    """The architecture a registry entry promises (`arch` as in `models.weights`)."""
+    if layout == "basicsr-stylegan2":
+        return StyleGAN2Config.basicsr(**arch)
+    if layout == "lernapparat-stylegan1":
+        return StyleGAN1Config.karras(**arch)
+    raise ModelError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+
+
+def build(config: StyleGAN1Config | StyleGAN2Config) -> StyleGAN1Generator | StyleGAN2Generator:
+    return StyleGAN2Generator(config) if isinstance(config, StyleGAN2Config) else StyleGAN1Generator(config)
+
+
+def published_state(generator: StyleGAN1Generator | StyleGAN2Generator) -> dict[str, object]:
+    """The generator's weights as the published file holds them (what `torch.save` should write)."""
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    return {"params_ema": state} if generator.kind == "stylegan2" else state
+
+
+def state_diff(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], *, limit: int = 8) -> str:
+    """A one-line, readable difference between two state dicts' keys and shapes ('' if none)."""
+
+    def listing(items: list[str]) -> str:
+        more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+        return ", ".join(items[:limit]) + more
+
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    shapes = [f"{k} {list(got[k].shape)} (expected {list(expected[k].shape)})" for k in sorted(set(expected) & set(got)) if got[k].shape != expected[k].shape]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {listing(missing)}")
+    if extra:
+        parts.append(f"unexpected {len(extra)}: {listing(extra)}")
+    if shapes:
+        parts.append(f"wrong shape {len(shapes)}: {listing(shapes)}")
+    return "; ".join(parts)
+
+
+def load_generator(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    layout: str | None = None,
+    arch: Mapping[str, object] | None = None,
+) -> StyleGAN1Generator | StyleGAN2Generator:
+    """Load a checkpoint strictly. `layout`/`arch` (a registry entry's) pin what the file must be."""
+    from models.weights import load_checkpoint  # weights imports nothing from here; keep the edge one-way at import
+
+    checkpoint = load_checkpoint(path)
+    found, state = unwrap(checkpoint, source=str(path))
+    if layout is not None and found != layout:
+        raise ModelError(f"{path} has the {found} key layout, but its registry entry says {layout}; delete it and fetch it again")
+    config = config_for(found, arch) if arch is not None else infer_config(found, state)
+    with torch.device("meta"):
+        expected = build(config).state_dict()
+    diff = state_diff(expected, state)
+    if diff:
+        raise ModelError(f"{path} does not match {config.__class__.__name__}(resolution={config.resolution}, w_dim={config.w_dim}, channels={list(config.channels)}): {diff}")
+    generator = build(config)
+    generator.load_state_dict(state, strict=True)
+    log.info("loaded %s %dpx generator from %s", generator.kind, generator.resolution, path)
+    return generator.eval().requires_grad_(False).to(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianFit:
+    """Per-dimension statistics of `leaky_relu(w, 5)` (PULSE's inverse of the mapping's last ReLU)."""
+
+    mean: torch.Tensor  # [w_dim]
+    std: torch.Tensor  # [w_dim]
+
+    def to(self, device: torch.device | str) -> "GaussianFit":
+        return GaussianFit(self.mean.to(device), self.std.to(device))
+
+
+@torch.no_grad()
+def compute_gaussian_fit(generator: Generator, *, samples: int = FIT_SAMPLES, seed: int = FIT_SEED, chunk: int = 65536, device: torch.device | str = "cpu") -> GaussianFit:
+    """Mean and std of `leaky_relu(mapping(z), 5)` over `samples` z ~ N(0, I), drawn from `seed`."""
+    rng = torch.Generator().manual_seed(seed)  # drawn on the CPU so every device gets the same z
+    total = torch.zeros(generator.w_dim, dtype=torch.float64, device=device)
+    total_sq = torch.zeros_like(total)
+    done = 0
+    while done < samples:
+        n = min(chunk, samples - done)
+        z = torch.randn(n, generator.w_dim, generator=rng).to(device)  # [n, w_dim]
+        w = F.leaky_relu(generator.mapping(z), 5.0).double()  # [n, w_dim]
+        total += w.sum(0)
+        total_sq += w.pow(2).sum(0)
+        done += n
+    mean = total / samples
+    var = (total_sq - samples * mean.pow(2)) / max(samples - 1, 1)
+    return GaussianFit(mean.float().cpu(), var.clamp(min=0).sqrt().float().cpu())
+
+
+def fit_cache_path(weights_path: Path) -> Path:
+    return weights_path.with_name(weights_path.name + ".gaussian_fit.pt")
+
+
+def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int = FIT_SAMPLES, seed: int = FIT_SEED, device: torch.device | str = "cpu") -> GaussianFit:
+    """The fit for the generator loaded from `weights_path`: read from its cache file, or computed and cached.
+
+    The cache (`<weights>.gaussian_fit.pt`, beside the weights; under `FACEZOOM_HOME/fits/` if
+    that folder is read-only) records the weights' SHA-256, so replaced weights are refitted.
+    """
+    from models.weights import cache_dir, sha256_file
+
+    weights_path = Path(weights_path)
+    digest = sha256_file(weights_path)
+    candidates = [fit_cache_path(weights_path), cache_dir() / "fits" / f"{digest}.gaussian_fit.pt"]
+    for path in candidates:
+        if path.is_file():
+            try:
+                cached = torch.load(path, map_location="cpu", weights_only=True)
+            except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:  # costs a recomputation, nothing more
+                log.warning("ignoring unreadable gaussian fit cache %s (%s)", path, err)
+                continue
+            if not isinstance(cached, dict) or not {"mean", "std", "samples", "seed"} <= set(cached):
+                log.warning("ignoring malformed gaussian fit cache %s", path)
+                continue
+            fits = cached.get("weights_sha256") == digest and tuple(cached["mean"].shape) == (generator.w_dim,)
+            if fits and int(cached["samples"]) == samples and int(cached["seed"]) == seed:
+                log.debug("gaussian fit read from %s", path)
+                return GaussianFit(cached["mean"], cached["std"])
+            log.info("gaussian fit at %s is for other weights or settings; recomputing", path)
+    log.info("computing the gaussian fit of the mapping network (%d samples, seed %d); done once per weights file", samples, seed)
+    fit = compute_gaussian_fit(generator, samples=samples, seed=seed, device=device)
+    record = {"mean": fit.mean, "std": fit.std, "samples": torch.tensor(samples), "seed": torch.tensor(seed), "weights_sha256": digest}
+    for path in candidates:
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+            os.close(fd)
+            torch.save(record, tmp)
+            os.replace(tmp, path)
+            log.info("gaussian fit cached at %s", path)
+            break
+        except OSError as err:
+            log.warning("could not cache the gaussian fit at %s (%s)", path, err)
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+    return fit

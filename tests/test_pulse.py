@@ -1,0 +1,310 @@
+"""PULSE latent search, warm starts and the `pulse` backend (models/pulse.py), on tiny CPU generators."""
+
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import generators, weights
+from models.backend import consistency
+from models.downscale import bicubic_downscale
+from models.errors import ModelError
+from models.generators import compute_gaussian_fit, published_state
+from models.pulse import PulseBackend, default_out_size, draw_start, geocross, one_cycle, pulse_search
+from models.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+EPS = 2e-3
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tame(g):
+    """Random weights as a trained generator would have them: RGB near [-1, 1], noise that matters."""
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if "rgb" in name and name.endswith("modulated_conv.weight"):
+                p.mul_(0.5)
+            if name.endswith("torgb.weight"):
+                p.mul_(0.3)
+            if name.endswith("noise.weight") or (name.endswith(".weight") and p.shape == (1,)):
+                p.fill_(0.1)
+    return g.eval().requires_grad_(False)
+
+
+def tiny_v2(resolution=32):
+    torch.manual_seed(0)
+    return tame(StyleGAN2Generator(StyleGAN2Config(resolution=resolution, w_dim=32, num_mlp=2, channels=(32, 32, 16, 16, 16)[: int(math.log2(resolution)) - 1])))
+
+
+def tiny_v1(resolution=32):
+    torch.manual_seed(0)
+    return tame(StyleGAN1Generator(StyleGAN1Config(resolution=resolution, w_dim=32, num_mlp=2, channels=(32, 32, 16, 16)[: int(math.log2(resolution)) - 1])))
+
+
+@pytest.fixture(scope="module")
+def g():
+    return tiny_v2()
+
+
+@pytest.fixture(scope="module")
+def fit(g):
+    return compute_gaussian_fit(g, samples=20_000)
+
+
+def render(g, fit, latents: torch.Tensor, noise_seed: int = 99) -> torch.Tensor:
+    """Faces from known latents `[T, L, D]`, as the generator renders them: `[T, 3, R, R]`."""
+    _, noise = draw_start(g, noise_seed, render_size=g.resolution)
+    with torch.no_grad():
+        ws = F.leaky_relu(latents * fit.std + fit.mean, 0.2)
+        return g.synthesize(ws, [m[None].expand(len(latents), -1, -1, -1) for m in noise]).clamp(-1, 1)
+
+
+def known_faces(g, fit, seeds):
+    latents = torch.stack([draw_start(g, s, render_size=g.resolution)[0] for s in seeds])
+    hr = render(g, fit, latents)
+    return hr, bicubic_downscale(hr, 16).clamp(-1, 1)
+
+
+def search(g, fit, lr, **kw):
+    kw.setdefault("seeds", list(range(lr.shape[0])))
+    return pulse_search(g, lr, fit=fit, device="cpu", **kw)
+
+
+def test_schedule_and_geocross_follow_pulse():
+    assert one_cycle(0, 100) == pytest.approx(0.1)
+    assert one_cycle(45, 100) == pytest.approx(1.0)
+    assert one_cycle(90, 100) == pytest.approx(0.1)
+    assert one_cycle(99, 100) == pytest.approx(0.1 + 0.9 * (0.001 - 0.1))
+    w = torch.randn(2, 6, 32)
+    assert torch.all(geocross(w) > 0)
+    torch.testing.assert_close(geocross(w * 3), geocross(w))  # angles only
+    assert geocross(w[:, :1].expand(-1, 6, -1)).abs().max() < 1e-3  # one direction: nothing to pull together
+
+
+def test_recovers_a_face_rendered_from_a_known_latent(g, fit):
+    _, lr = known_faces(g, fit, [11, 12])
+    res = search(g, fit, lr, steps=100)
+    assert res.success.all() and (res.l2 <= EPS).all() and (res.steps < 100).all(), (res.l2, res.steps)
+    assert res.images.shape == (2, 1, 3, 32, 32) and res.images.abs().max() <= 1
+    recomputed = ((bicubic_downscale(res.images[:, 0], 16).clamp(-1, 1) - lr) / 2).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(recomputed, res.l2[:, 0])  # the reported L2 is the returned image's
+
+
+def test_a_crop_that_cannot_be_matched_is_reported_and_stops_no_one_else(g, fit):
+    _, face = known_faces(g, fit, [13])
+    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1  # no face downscales to this
+    lr = torch.cat([face, checker.expand(1, 3, 16, 16)])
+    res = search(g, fit, lr, steps=60)
+    assert res.success[:, 0].tolist() == [True, False]
+    assert res.steps[0, 0] < 60 and res.steps[1, 0] == 60 and res.l2[1, 0] > EPS
+
+
+class Degrading(torch.nn.Module):
+    """A stand-in generator whose every render is worse than the one before."""
+
+    kind, resolution, w_dim, render_sizes = "fake", 32, 8, (32,)
+
+    def __init__(self, target: torch.Tensor):
+        super().__init__()
+        self.base = F.interpolate(target, size=32, mode="nearest")
+        self.calls = 0
+
+    def num_ws(self, size):
+        return 2
+
+    def noise_sizes(self, size):
+        return [4, 8]
+
+    def mapping(self, z):
+        return z
+
+    def synthesize(self, ws, noise, *, render_size=None):
+        self.calls += 1
+        return self.base + 0.1 * self.calls + 0 * ws.sum() + 0 * sum(n.sum() for n in noise)
+
+
+def test_the_best_image_is_returned_not_the_last():
+    lr = torch.zeros(1, 3, 16, 16)
+    fake = Degrading(lr)
+    flat = generators.GaussianFit(torch.zeros(8), torch.ones(8))
+    res = pulse_search(fake, lr, fit=flat, seeds=[0], steps=5, eps=1e-6, geocross_weight=0.0, device="cpu")
+    assert fake.calls == 5 and res.steps[0, 0] == 5 and not res.success[0, 0]
+    torch.testing.assert_close(res.images[0, 0], torch.full((3, 32, 32), 0.1))  # the first render
+    assert res.l2[0, 0] == pytest.approx(0.05**2)
+
+
+def test_gradients_reach_the_latent_and_the_trainable_noise(g, fit):
+    _, lr = known_faces(g, fit, [14])
+    res = search(g, fit, lr, steps=3, eps=1e-9, seeds=[5])
+    state = res.states[0][0]
+    latent, noise = draw_start(g, pulse_seed := int(state["seed"]), render_size=32)
+    assert pulse_seed == int(state["seed"])
+    assert not torch.allclose(state["latent"], latent)
+    trainable = sorted(k for k in state if k.startswith("noise"))
+    assert trainable == [f"noise{j}" for j in range(5)]  # PULSE: the first 5 maps; the rest stay fixed
+    for j in range(5):
+        assert state[f"noise{j}"].shape == noise[j].shape and not torch.allclose(state[f"noise{j}"], noise[j])
+    assert torch.allclose(state["latent"].norm(dim=-1), latent.norm(dim=-1), rtol=1e-4)  # the spherical projection
+
+
+def test_same_seeds_same_faces_other_seeds_other_faces(g, fit):
+    _, lr = known_faces(g, fit, [15])
+    first = search(g, fit, lr, seeds=[3], steps=8, eps=1e-9)
+    again = search(g, fit, lr, seeds=[3], steps=8, eps=1e-9)
+    assert torch.equal(first.images, again.images) and torch.equal(first.states[0][0]["latent"], again.states[0][0]["latent"])
+    other = search(g, fit, lr, seeds=[4], steps=8, eps=1e-9)
+    assert not torch.allclose(first.images, other.images, atol=1e-3)
+    many = search(g, fit, lr, seeds=[3], samples=3, steps=8, eps=1e-9)
+    assert many.images.shape == (1, 3, 3, 32, 32)
+    pairs = [(i, j) for i in range(3) for j in range(i + 1, 3)]
+    assert all((many.images[0, i] - many.images[0, j]).abs().mean() > 1e-3 for i, j in pairs)
+    assert torch.equal(many.images, search(g, fit, lr, seeds=[3], samples=3, steps=8, eps=1e-9).images)
+    with pytest.raises(ValueError, match="cold starts"):
+        search(g, fit, lr, seeds=[3], samples=2, states=[first.states[0][0]])
+
+
+def trajectory(g, fit, frames: int, turn: float):
+    """Latents moving smoothly along great circles between two gaussian draws, and their 16x16 crops."""
+    a, b = (draw_start(g, s, render_size=32)[0] for s in (21, 22))
+    latents = torch.stack([math.cos(t) * a + math.sin(t) * b for t in torch.linspace(0, turn, frames).tolist()])
+    hr = render(g, fit, latents)
+    return hr, bicubic_downscale(hr, 16).clamp(-1, 1)
+
+
+def test_warm_starts_need_fewer_steps_on_a_smooth_trajectory(g, fit):
+    _, lr = trajectory(g, fit, frames=6, turn=0.3)
+    cold = search(g, fit, lr, seeds=[7] * 6, steps=100)
+    state, warm_steps = None, []
+    for frame in range(6):
+        res = search(g, fit, lr[frame:frame + 1], seeds=[7], states=[state], steps=100, warm_steps=20)
+        assert res.success.all() and not res.cut.any()
+        warm_steps.append(int(res.steps[0, 0]))
+        state = res.states[0][0]
+    assert cold.success.all()
+    assert warm_steps[0] == int(cold.steps[0, 0])  # the first frame is a cold start
+    assert sum(warm_steps[1:]) * 3 <= int(cold.steps[1:].sum()), (warm_steps, cold.steps.flatten().tolist())
+
+
+def test_states_are_plain_cpu_tensors_that_survive_pickling(g, fit):
+    _, lr = trajectory(g, fit, frames=2, turn=0.2)
+    state = search(g, fit, lr[:1], seeds=[1]).states[0][0]
+    assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in state.values())
+    travelled = pickle.loads(pickle.dumps(state))  # how a Ray actor receives it
+    here = search(g, fit, lr[1:], seeds=[1], states=[state])
+    there = search(g, fit, lr[1:], seeds=[1], states=[travelled])
+    assert torch.equal(here.images, there.images) and here.steps[0, 0] == there.steps[0, 0]
+    with pytest.raises(ValueError, match="does not fit this generator"):
+        search(g, fit, lr[1:], seeds=[1], states=[{**state, "latent": state["latent"][:3]}])
+
+
+def test_a_cut_cold_starts_the_track(g, fit):
+    _, lr = known_faces(g, fit, [31, 32])
+    previous = search(g, fit, lr[:1], seeds=[2]).states[0][0]  # a different person
+    res = search(g, fit, lr[1:], seeds=[2], states=[previous], warm_steps=2, steps=100)
+    assert res.cut[0, 0] and res.success[0, 0] and res.steps[0, 0] > 2
+
+
+def test_the_temporal_prior_keeps_the_latent_near_the_previous_frame(g, fit):
+    _, lr = trajectory(g, fit, frames=2, turn=0.15)
+    state = search(g, fit, lr[:1], seeds=[3]).states[0][0]
+    moved = {}
+    for weight in (0.0, 0.3):
+        res = search(g, fit, lr[1:], seeds=[3], states=[state], warm_steps=20, temporal_weight=weight)
+        assert res.success.all() and not res.cut.any()
+        moved[weight] = float((res.states[0][0]["latent"] - state["latent"]).norm())
+    assert moved[0.3] < 0.7 * moved[0.0]
+
+
+def test_backend_contract(g, fit):
+    backend = PulseBackend(g, fit, in_size=16, steps=60, warm_steps=20, device="cpu")
+    assert backend.out_size == 32 and backend.render_size == 32 and backend.deterministic
+    hr, lr = known_faces(g, fit, [41, 42])
+    torch.testing.assert_close(backend.downscale(hr), lr)
+    out = backend.super_resolve(lr, [None, None], seeds=[0, 1])
+    assert out.images.shape == (2, 3, 32, 32) and out.images.dtype == torch.float32 and out.images.abs().max() <= 1
+    torch.testing.assert_close(out.consistency, consistency(backend, out.images, lr))
+    assert out.success.tolist() == (out.consistency <= EPS).tolist() == [True, True]
+    again = backend.super_resolve(lr, out.states, seeds=[0, 1])  # the same frame again: already solved
+    assert again.steps.tolist() == [1, 1] and again.success.all()
+    torch.testing.assert_close(again.images, out.images, rtol=0, atol=1e-5)  # re-rendered, in a batch of another size
+    with pytest.raises(ValueError, match=r"\[B, 3, 16, 16\]"):
+        backend.super_resolve(lr[:, :, :8], [None, None], seeds=[0, 1])
+    with pytest.raises(ModelError, match="sr.out_size=64"):
+        PulseBackend(g, fit, in_size=16, out_size=64)
+
+
+def test_default_output_sizes():
+    with torch.device("meta"):
+        assert default_out_size(StyleGAN2Generator(StyleGAN2Config.basicsr(512))) == 256
+        assert default_out_size(StyleGAN1Generator(StyleGAN1Config.karras(1024))) == 1024
+
+
+@pytest.mark.parametrize("make", [tiny_v2, tiny_v1])
+def test_from_settings_loads_a_local_checkpoint_and_caches_the_fit(tmp_path, monkeypatch, make):
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    path = tmp_path / "tiny.pt"
+    torch.save(published_state(make()), path)
+    settings = dict(generator=str(path), device=torch.device("cpu"), in_size=16, out_size=None, steps=5, warm_steps=2, eps=EPS, temporal_weight=0.0)
+    backend = PulseBackend.from_settings(**settings)
+    assert backend.generator.kind == make().kind and backend.out_size == 32
+    assert generators.fit_cache_path(path).is_file()
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the gaussian fit was computed again")
+
+    monkeypatch.setattr(generators, "compute_gaussian_fit", refit)
+    again = PulseBackend.from_settings(**settings)
+    torch.testing.assert_close(again.fit.mean, backend.fit.mean)
+    lr = backend.downscale(render(backend.generator, backend.fit, draw_start(backend.generator, 1, render_size=32)[0][None]))
+    assert backend.super_resolve(lr, [None], seeds=[0]).images.shape == (1, 3, 32, 32)
+
+
+def test_from_settings_refuses_a_non_stylegan_registry_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
+    others = [n for n, e in weights.REGISTRY.items() if e.layout not in generators.LAYOUTS]
+    for name in others:
+        with pytest.raises(ModelError, match="not a StyleGAN one"):
+            PulseBackend.from_settings(generator=name, device=torch.device("cpu"), in_size=16, out_size=None, steps=5, warm_steps=2, eps=EPS, temporal_weight=0.0)
+
+
+def test_gaussian_fit_is_seeded_cached_and_redone_for_new_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    g, path = tiny_v2(), tmp_path / "g.pt"
+    torch.save(published_state(g), path)
+    first = generators.gaussian_fit(g, path, samples=2000)
+    z = torch.randn(2000, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(first.mean, F.leaky_relu(g.mapping(z), 5.0).mean(0))  # PULSE: lrelu(w, 5), seed 0
+    assert torch.equal(generators.compute_gaussian_fit(g, samples=2000).std, first.std)
+    assert not torch.equal(generators.compute_gaussian_fit(g, samples=2000, seed=1).mean, first.mean)
+    generators.fit_cache_path(path).write_bytes(b"damaged")
+    torch.testing.assert_close(generators.gaussian_fit(g, path, samples=2000).mean, first.mean)  # recomputed, not a crash
+    other = tiny_v2()
+    with torch.no_grad():
+        other.style_mlp[1].bias.add_(1.0)
+    torch.save(published_state(other), path)  # new weights under the same name
+    refit = generators.gaussian_fit(other, path, samples=2000)
+    assert not torch.allclose(refit.mean, first.mean)
+
+
+def test_the_pipeline_builds_the_pulse_backend_from_its_settings(tmp_path, monkeypatch):
+    from pipeline.superres import SRConfig, create_backend
+
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    path = tmp_path / "tiny.pt"
+    torch.save(published_state(tiny_v2()), path)
+    cfg = SRConfig(backend="pulse", generator=str(path), device="cpu", steps=7, warm_steps=3, eps=1e-3, temporal_weight=0.2)
+    backend = create_backend(cfg)
+    assert isinstance(backend, PulseBackend) and backend.device == torch.device("cpu")
+    assert (backend.steps, backend.warm_steps, backend.eps, backend.temporal_weight) == (7, 3, 1e-3, 0.2)
+    with pytest.raises(ModelError, match="neither a registry name"):
+        create_backend(SRConfig(backend="pulse", generator=str(tmp_path / "absent.pt"), device="cpu"))

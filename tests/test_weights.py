@@ -1,0 +1,233 @@
+"""The weights registry, cache and downloads (models/weights.py).
+
+Downloads go to an HTTP server on 127.0.0.1 started by the test (a free port, shut down after);
+FACEZOOM_HOME points at a temporary folder; nothing here touches another host.
+"""
+
+import dataclasses
+import hashlib
+import http.server
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import weights
+from models.errors import ModelError
+from models.generators import LAYOUTS, config_for, load_generator, published_state
+from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FACEZOOM_OFFLINE", raising=False)
+    monkeypatch.setattr(weights, "RETRY_DELAYS", (0.0, 0.0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Server:
+    """Serves files from a folder on 127.0.0.1; `fail_first` requests answer `fail_status`."""
+
+    def __init__(self, root: Path, fail_first: int = 0, fail_status: int = 503):
+        self.requests, self.fail_first = [], fail_first
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                if len(server.requests) <= server.fail_first:
+                    self.send_error(fail_status)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def tiny_checkpoint(folder: Path) -> tuple[Path, str]:
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(StyleGAN2Config.basicsr(32, narrow=1 / 32, w_dim=16, num_mlp=2))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny_stylegan2.pth"
+    torch.save(published_state(g), path)
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def register(monkeypatch, url: str, sha256: str | None, name: str = "tiny") -> weights.WeightsEntry:
+    entry = dataclasses.replace(
+        weights.REGISTRY[weights.DEFAULT], name=name, url=url, filename=f"{name}.pth", sha256=sha256,
+        arch=(("resolution", 32), ("narrow", 1 / 32), ("w_dim", 16), ("num_mlp", 2)),
+    )
+    monkeypatch.setitem(weights.REGISTRY, name, entry)
+    return entry
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.glob("*.part")] if folder.exists() else []
+
+
+def test_registry_entries_are_complete():
+    assert weights.DEFAULT == "stylegan2-ffhq-512" and weights.DEFAULT in weights.REGISTRY
+    for name, e in weights.REGISTRY.items():
+        assert e.name == name and e.url.startswith("https://") and e.filename and e.source and e.converter
+        assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)  # None: not published, never invented
+        assert "non-commercial" in e.licence  # every face model here was trained on FFHQ or CelebA
+    stylegans = {n: e for n, e in weights.REGISTRY.items() if e.layout in LAYOUTS}
+    assert set(stylegans) == {"stylegan2-ffhq-512", "stylegan1-ffhq-1024"}
+    for name, e in stylegans.items():
+        assert e.url.startswith("https://github.com/") and e.url.endswith("/" + e.filename)  # release assets, not Drive
+        assert config_for(e.layout, dict(e.arch)).resolution == {"stylegan2-ffhq-512": 512, "stylegan1-ffhq-1024": 1024}[name]
+
+
+def test_cache_dir_follows_facezoom_home(tmp_path, monkeypatch):
+    assert weights.cache_dir() == tmp_path / "home"
+    assert weights.path_for(weights.DEFAULT) == tmp_path / "home" / "weights" / "StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth"
+    monkeypatch.delenv("FACEZOOM_HOME")
+    assert weights.cache_dir() == Path.home() / ".cache" / "facezoom"
+
+
+def test_fetch_verifies_and_loads_strictly(tmp_path, monkeypatch):
+    path, digest = tiny_checkpoint(tmp_path / "site")
+    with Server(tmp_path / "site") as server:
+        entry = register(monkeypatch, f"{server.url}/{path.name}", digest)
+        got = weights.fetch("tiny", progress=False)
+        assert weights.fetch("tiny", progress=False) == got  # cached: no second download
+        assert server.requests == [f"/{path.name}"]
+    assert got == weights.path_for("tiny") and got.read_bytes() == path.read_bytes()
+    assert leftovers(got.parent) == []
+    assert [r.status for r in weights.verify()] == ["ok"]
+    generator = load_generator(weights.resolve("tiny"), layout=entry.layout, arch=dict(entry.arch))
+    assert generator.resolution == 32
+
+
+def test_wrong_hash_is_refused_and_leaves_nothing(tmp_path, monkeypatch):
+    path, digest = tiny_checkpoint(tmp_path / "site")
+    with Server(tmp_path / "site") as server:
+        register(monkeypatch, f"{server.url}/{path.name}", "0" * 64)
+        with pytest.raises(ModelError, match=f"SHA-256 {digest}, the registry expects {'0' * 64}"):
+            weights.fetch("tiny", progress=False)
+        assert len(server.requests) == 1  # a wrong file is not retried
+    target = weights.path_for("tiny")
+    assert not target.exists() and leftovers(target.parent) == []
+
+
+def test_server_errors_are_retried(tmp_path, monkeypatch):
+    path, digest = tiny_checkpoint(tmp_path / "site")
+    with Server(tmp_path / "site", fail_first=2) as server:
+        register(monkeypatch, f"{server.url}/{path.name}", digest)
+        assert weights.fetch("tiny", progress=False).is_file()
+        assert len(server.requests) == 3
+
+
+def test_missing_file_is_not_retried(tmp_path, monkeypatch):
+    (tmp_path / "site").mkdir()
+    with Server(tmp_path / "site") as server:
+        register(monkeypatch, f"{server.url}/absent.pth", None)
+        with pytest.raises(ModelError, match="HTTP 404"):
+            weights.fetch("tiny", progress=False)
+        assert len(server.requests) == 1
+
+
+def test_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
+    with Server(tmp_path) as server:
+        url = f"{server.url}/StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth"
+    register(monkeypatch, url, None)  # the port is closed now: connection refused, three times
+    with pytest.raises(ModelError) as err:
+        weights.fetch("tiny", progress=False)
+    message = str(err.value)
+    assert url in message and str(weights.path_for("tiny")) in message and "tried 3 times" in message
+    monkeypatch.setenv("FACEZOOM_OFFLINE", "1")
+    with pytest.raises(ModelError, match="FACEZOOM_OFFLINE") as err:
+        weights.resolve(None)  # the default entry; no connection is attempted
+    assert weights.REGISTRY[weights.DEFAULT].url in str(err.value)
+    assert str(weights.path_for(weights.DEFAULT)) in str(err.value)
+
+
+def test_every_load_from_cache_checks_the_hash(tmp_path, monkeypatch):
+    path, digest = tiny_checkpoint(tmp_path / "site")
+    with Server(tmp_path / "site") as server:
+        register(monkeypatch, f"{server.url}/{path.name}", digest, name="published")
+        register(monkeypatch, f"{server.url}/{path.name}", None, name="unpublished")
+        cached = [weights.fetch(n, progress=False) for n in ("published", "unpublished")]
+    assert [r.status for r in weights.verify()] == ["ok", "recorded"]
+    for name, file in zip(("published", "unpublished"), cached):
+        with open(file, "r+b") as f:  # corrupt one byte in place
+            f.seek(100)
+            byte = f.read(1)
+            f.seek(100)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        with pytest.raises(ModelError, match=f"delete it and run `weights fetch {name}`"):
+            weights.resolve(name)
+    assert [r.status for r in weights.verify()] == ["mismatch", "mismatch"]
+
+
+def test_hand_placed_file_without_published_hash_is_recorded(tmp_path, monkeypatch):
+    path, _ = tiny_checkpoint(tmp_path / "site")
+    register(monkeypatch, "https://example.invalid/tiny_stylegan2.pth", None)
+    target = weights.path_for("tiny")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(path.read_bytes())
+    assert weights.resolve("tiny") == target  # no download attempted: the file is there
+    report = weights.verify("tiny")[0]
+    assert report.status == "recorded" and report.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert weights.verify("stylegan1-ffhq-1024")[0].status == "missing"
+
+
+def test_resolve_local_paths_and_unknown_names(tmp_path):
+    path, _ = tiny_checkpoint(tmp_path)
+    assert weights.resolve(str(path)) == path
+    with pytest.raises(ModelError, match="stylegan2-ffhq-512, stylegan1-ffhq-1024"):
+        weights.resolve("stylegan3-ffhq")
+    with pytest.raises(ModelError, match="unknown weights"):
+        weights.path_for("nope")
+
+
+def test_load_checkpoint_is_weights_only(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": torch.zeros(1), "payload": Payload()}, path)
+    with pytest.raises(ModelError, match="could not read checkpoint"):
+        weights.load_checkpoint(path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="truncated"):
+        weights.load_checkpoint(path)
+
+
+class Payload:
+    pass
+
+
+def test_importing_touches_no_network():
+    code = (
+        "import socket\n"
+        "def refuse(*a, **k): raise AssertionError('network used at import')\n"
+        "socket.socket.connect = refuse; socket.socket.connect_ex = refuse\n"
+        "socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
+        "import models.weights, models.generators, models.pulse, models.stylegan1, models.stylegan2, models.downscale\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
