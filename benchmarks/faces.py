@@ -37,13 +37,16 @@ def main() -> None:
     ]
     stages = [{"stage": k, "seconds": v, "share": v / ours} for k, v in report["stage_seconds"].items()]
     ratio = plain / ours
+    setup = report["stage_seconds"].get("setup", 0.0)
+    steady = plain / (ours - setup)  # once the detector and backend are loaded, as on a long video
     print(f"1080p, {frames} frames, {args.faces} faces, detect every {cfg.detect.every}, "
           f"{len(report['faces'])} face crops, {len(report['tracks'])} tracks")
     print(table(rows, ["path", "seconds", "fps"]))
     print()
     print(table(stages, ["stage", "seconds", "share"]))
-    print(f"throughput ratio facezoom / plain = {ratio:.3f}  (goal >= 0.5)")
+    print(f"throughput ratio facezoom / plain = {ratio:.3f} wall, {steady:.3f} without the one-time setup  (goal >= 0.5)")
     write_json(args.json, {"frames": frames, "faces": args.faces, "rows": rows, "stages": stages, "ratio": ratio,
+                           "ratio_without_setup": steady,
                            "crops": len(report["faces"]), "tracks": len(report["tracks"]), "goal": 0.5})
 
 

@@ -55,6 +55,8 @@ def test_min_face_bounds_how_far_a_frame_is_shrunk():
     assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=40)) == (0.5, False)
     assert working_scale(240, 320, DetectConfig(working_size=640)) == (1.0, False)
     assert working_scale(2160, 3840, DetectConfig(working_size=0, min_face=20)) == (1.0, False)
+    # Unset, the working size alone decides: the smallest face is 12 px at that size.
+    assert working_scale(1080, 1920, DetectConfig(working_size=640)) == (1 / 3, False)
 
 
 def test_batch_gives_the_same_faces_as_one_frame_at_a_time(detector):
