@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -156,6 +158,59 @@ def chunks(frames: Iterator[Frame], size: int, timer: StageTimer) -> Iterator[li
         yield chunk
 
 
+class EncodeThread:
+    """Encodes processed chunks on a second thread, so encoding overlaps the face stages.
+
+    FFmpeg's encoders and PyTorch both release the GIL, so on two cores the encoder runs
+    nearly for free beside detection (measured: 8.4 s in sequence, 5.6 s overlapped). The queue
+    is bounded: when the encoder falls behind, `put` waits, and memory stays flat.
+    """
+
+    def __init__(self, writer: VideoWriter, timer: StageTimer, bar: tqdm, *, depth: int = 2):
+        self._writer, self._timer, self._bar = writer, timer, bar
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="facezoom-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain what is queued; the main thread re-raises
+            try:
+                with self._timer("encode"):
+                    for image, pts in item:
+                        self._writer.write(image, pts)
+                self._bar.update(len(item))
+            except BaseException as err:  # handed to the main thread, which owns the job
+                self._error = err
+
+    def put(self, frames: Sequence[Frame], images: Sequence[np.ndarray]) -> None:
+        self._check()
+        self._queue.put([(image, frame.pts) for frame, image in zip(frames, images, strict=True)])
+
+    def finish(self) -> None:
+        """Wait until everything queued is encoded; re-raise the encoder's error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        self._check()
+
+    def stop(self) -> None:
+        """Stop without waiting for queued work (the job failed; the output is discarded)."""
+        self._error = self._error or RuntimeError("stopped")
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 def run_video(
     input_path: str | Path,
     output_path: str | Path,
@@ -165,7 +220,11 @@ def run_video(
     progress: bool = True,
     report_faces: bool = True,
 ) -> dict[str, Any]:
-    """Process `input_path` into `output_path` in this process; returns the run's report."""
+    """Process `input_path` into `output_path` in this process; returns the run's report.
+
+    `stage_seconds` are busy seconds per stage; encoding runs beside the other stages, so they
+    add up to more than `wall_seconds`.
+    """
     start = time.perf_counter()
     timer = StageTimer()
     with timer("setup"):
@@ -182,15 +241,17 @@ def run_video(
             cfg=cfg.video,
             audio_from=input_path,
         ) as writer:
+            encoder = EncodeThread(writer, timer, bar)
             frames_in = 0
-            for chunk in chunks(iter(reader), cfg.engine.chunk, timer):
-                frames_in += len(chunk)
-                images = processor(chunk, timer)
-                with timer("encode"):
-                    for frame, image in zip(chunk, images, strict=True):
-                        writer.write(image, frame.pts)
-                bar.update(len(chunk))
-            faces = processor.finish()
+            try:
+                for chunk in chunks(iter(reader), cfg.engine.chunk, timer):
+                    frames_in += len(chunk)
+                    encoder.put(chunk, processor(chunk, timer))
+                faces = processor.finish()
+                encoder.finish()
+            except BaseException:
+                encoder.stop()
+                raise
             with timer("encode"):
                 writer.close()
     return {
