@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--report", metavar="R.json", help="write a JSON report of the run")
     video.add_argument("--engine", choices=("local", "ray"), help="shortcut for --set engine.engine=...")
     video.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (implies --engine ray)")
+    video.add_argument("--side-by-side", action="store_true", help="write input | output side by side (composite.side_by_side)")
+    video.add_argument("--draw-boxes", action="store_true", help="debug: draw face boxes and track ids (composite.draw_boxes)")
     _add_config_args(video)
 
     sample = commands.add_parser("sample", help="write the built-in sample clip (a real face, with audio)")
@@ -100,6 +102,10 @@ def cmd_video(args: argparse.Namespace) -> int:
         overrides.append(f"engine.engine={args.engine}")
     if args.ray_address:
         overrides += ["engine.engine=ray", f"engine.ray_address={args.ray_address}"]
+    if args.side_by_side:
+        overrides.append("composite.side_by_side=true")
+    if args.draw_boxes:
+        overrides.append("composite.draw_boxes=true")
     cfg = load_config(args.config, overrides)
     _check_paths(Path(args.input), Path(args.output))
     with VideoReader(args.input):  # a bad input is reported before anything else is said or started

@@ -40,6 +40,11 @@ class CompositeConfig:
     feather: float = 0.1  # width of the mask's soft edge, as a fraction of the crop side
     color_match: bool = False  # SR outputs downscale to their input, so colours already agree
     draw_boxes: bool = False  # debug: draw each face's box and track id
+    side_by_side: bool = False  # before | after: the input (at the output scale) left of the result
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The output frame's (width, height) for an input frame of `width` x `height`."""
+        return width * self.scale * (2 if self.side_by_side else 1), height * self.scale
 
     def __post_init__(self):
         if self.scale not in (1, 2, 4):
@@ -125,7 +130,8 @@ def _match_colour(face: np.ndarray, original: np.ndarray, weight: np.ndarray) ->
 
 
 def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: CompositeConfig) -> np.ndarray:
-    """`frame` upscaled by `cfg.scale`, with each face blended in (in order): `[H*s, W*s, 3] uint8`.
+    """`frame` upscaled by `cfg.scale`, with each face blended in (in order): `[H*s, W*s, 3] uint8`
+    (`[H*s, 2*W*s, 3]` with `side_by_side`: the upscaled input on the left).
 
     `frame` is not modified. Pixels outside every face's mask footprint are those of the
     upscaled frame exactly.
@@ -136,9 +142,10 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
     s = cfg.scale
     # 1. The frame at the output scale.
     if s == 1:
-        out = frame.copy()
+        before = frame
     else:
-        out = cv2.resize(frame, (width * s, height * s), interpolation=_INTERPOLATION[cfg.upscale])
+        before = cv2.resize(frame, (width * s, height * s), interpolation=_INTERPOLATION[cfg.upscale])
+    out = before.copy()
     to_out = resize_matrix(float(s))  # source pixels -> output pixels, as cv2.resize maps them
     out_h, out_w = out.shape[:2]
 
@@ -175,6 +182,8 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
 
     if cfg.draw_boxes:
         _draw_boxes(out, checked, to_out)
+    if cfg.side_by_side:
+        return np.concatenate([before, out], axis=1)
     return out
 
 

@@ -229,13 +229,13 @@ def run_video(
     timer = StageTimer()
     with timer("setup"):
         processor = processor or FaceProcessor(cfg, report=report_faces)
-    scale = cfg.composite.scale
     with VideoReader(input_path, threads=cfg.video.decode_threads) as reader:
         bar = tqdm(total=reader.frame_count, unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom")
+        width, height = cfg.composite.output_size(reader.width, reader.height)
         with bar, VideoWriter(
             output_path,
-            width=reader.width * scale,
-            height=reader.height * scale,
+            width=width,
+            height=height,
             time_base=reader.time_base,
             rate=reader.rate,
             cfg=cfg.video,

@@ -163,10 +163,11 @@ def run_live(
         processor = FaceProcessor(cfg, report=False)
         max_every = min(live.max_detect_every, cfg.track.max_age or 1)  # tracks must outlive the gap between detections
         controller = BudgetController(processor, budget_ms=live.budget_ms, max_detect_every=max_every, enabled=live.adapt)
-        width, height, scale = source.width, source.height, cfg.composite.scale
+        width, height = source.width, source.height
         try:
             if output is not None:
-                recorder = Recorder(output, width=width * scale, height=height * scale, video_cfg=cfg.video)
+                out_width, out_height = cfg.composite.output_size(width, height)
+                recorder = Recorder(output, width=out_width, height=out_height, video_cfg=cfg.video)
             last_status, resized = time.monotonic(), False
             while not stop.is_set():
                 # 2. The newest frame (older ones were dropped by the reader).

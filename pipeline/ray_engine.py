@@ -115,9 +115,9 @@ class SRActor:
 class EncodeActor:
     def __init__(self, output: str, info: dict[str, Any], video_cfg, composite_cfg, audio_from: str):
         self._composite_cfg = composite_cfg
-        scale = composite_cfg.scale
+        width, height = composite_cfg.output_size(info["width"], info["height"])
         self._writer = VideoWriter(
-            output, width=info["width"] * scale, height=info["height"] * scale,
+            output, width=width, height=height,
             time_base=info["time_base"], rate=info["rate"], cfg=video_cfg, audio_from=audio_from,
         )
         self._writer.__enter__()

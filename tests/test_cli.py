@@ -116,3 +116,17 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path):
 def test_usage_errors_exit_2():
     assert run_cli("video").returncode == 2
     assert run_cli("frobnicate").returncode == 2
+
+
+def test_side_by_side_and_boxes_make_a_before_after_video(sample_clip, tmp_path):
+    out = tmp_path / "sbs.mp4"
+    assert main(["--quiet", "video", str(sample_clip), "-o", str(out), "--side-by-side", "--draw-boxes",
+                 "--set", "video.preset=ultrafast"]) == 0
+    _, before = video_frames(sample_clip)
+    _, after = video_frames(out)
+    assert after[0].shape == (before[0].shape[0], 2 * before[0].shape[1], 3)
+    width = before[0].shape[1]
+    left = after[-1][:, :width].astype(int)
+    right = after[-1][:, width:].astype(int)
+    assert abs(left - before[-1]).mean() < 3  # the left half is the input
+    assert abs(right - before[-1]).mean() > abs(left - before[-1]).mean()  # the right half has faces replaced, boxes drawn

@@ -177,3 +177,15 @@ def test_bad_inputs_raise_with_got_and_expected():
 def test_config_errors_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=rf"^{key} must be"):
         CompositeConfig(**kwargs)
+
+
+def test_side_by_side_puts_the_untouched_input_left_of_the_result():
+    frame = np.full((40, 60, 3), 90, np.uint8)
+    face = np.full((32, 32, 3), 250, np.uint8)
+    matrix = np.array([[1.0, 0.0, -10.0], [0.0, 1.0, -4.0]])  # the face covers x 10..42, y 4..36
+    cfg = CompositeConfig(scale=2, side_by_side=True)
+    out = composite(frame, [(matrix, face, 1, None)], cfg)
+    assert out.shape == (80, 240, 3)
+    assert cfg.output_size(60, 40) == (240, 80)
+    assert (out[:, :120] == 90).all()
+    assert out[:, 120:].max() == 250
