@@ -7,12 +7,11 @@ face. Frames are detected in batches: MTCNN runs its three networks on a batch o
 images at once, so frames are grouped by size and fed `batch_size` at a time.
 
 Large frames are shrunk to a working size for detection (its cost grows with the pixel count)
-and the boxes and landmarks are mapped back to source pixels. By default (`min_face` unset)
-the working size alone sets the speed and the smallest face found: 12 working pixels, the
-smallest face MTCNN's first network sees (12 px in a 640x360 frame, 36 px in 1080p). With
-`min_face` set, a frame is never shrunk so far that a face of `min_face` source pixels falls
-below 12 pixels; where that would happen, detection runs at the larger scale `min_face` needs
-(slower: finding 20 px faces in 1080p costs about 3x the default).
+and the boxes and landmarks are mapped back to source pixels. `working_size` is the speed knob:
+detection never runs above it, so the smallest face found is `min_face` source pixels or 12
+working pixels (the smallest MTCNN's first network sees), whichever is larger: 20 px in a
+640x360 frame, 36 px in 1080p by default. Set `working_size` higher (0 = native) to find smaller
+faces in large frames; finding 20 px faces in 1080p costs about 3x the default.
 
 Contracts: frames in are `[H, W, 3] uint8 RGB`; boxes out are `x0, y0, x1, y1` float32 in
 source pixels, landmarks `[N, 5, 2]` float32 (left eye, right eye, nose, mouth left, mouth
@@ -39,9 +38,9 @@ MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsamp
 class DetectConfig:
     every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
     working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels
-    # source px; None = whatever is 12 px at the working size (12 px at 640x360, 36 px in 1080p).
-    # Set it (e.g. 20) to find smaller faces in large frames, at the cost of detecting at a larger scale.
-    min_face: int | None = None
+    # source px: smaller faces are not looked for (fewer pyramid levels). MTCNN's default; a 20 px
+    # face's FFHQ crop is ~40 px, more than a 16x16 input. At working_size the floor is 12 working px.
+    min_face: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P-, R-, O-net score thresholds: MTCNN's own
     factor: float = 0.709  # image-pyramid step (MTCNN's): larger = finer scales, slower
     batch_size: int = 16  # frames per MTCNN call; bigger amortises the per-call overhead
@@ -52,7 +51,7 @@ class DetectConfig:
             raise ValueError(f"every must be in 1..1000 (detect on every k-th frame), got {self.every}")
         if self.working_size != 0 and not 64 <= self.working_size <= 8192:
             raise ValueError(f"working_size must be 0 (native) or in 64..8192, got {self.working_size}")
-        if self.min_face is not None and not 8 <= self.min_face <= 4096:
+        if not 8 <= self.min_face <= 4096:
             raise ValueError(f"min_face must be in 8..4096 source pixels, got {self.min_face}")
         if len(self.thresholds) != 3 or not all(0.0 < t < 1.0 for t in self.thresholds):
             raise ValueError(f"thresholds must be three numbers in (0, 1) for P-, R- and O-net, got {self.thresholds}")
@@ -92,15 +91,12 @@ class Detections:
         return len(self.boxes)
 
 
-def working_scale(height: int, width: int, cfg: DetectConfig) -> tuple[float, bool]:
-    """The factor frames of this size are resized by for detection (<= 1; 1 = native), and
-    whether `min_face` rather than `working_size` set it."""
-    wanted = 1.0 if cfg.working_size == 0 else min(1.0, cfg.working_size / max(height, width))
-    if cfg.min_face is None:
-        return wanted, False
-    # Never shrink a min_face face below what MTCNN can see at its first pyramid level.
-    scale = min(1.0, max(wanted, MTCNN_MIN_FACE / cfg.min_face))
-    return scale, scale > wanted
+def working_scale(height: int, width: int, cfg: DetectConfig) -> tuple[float, float]:
+    """The factor frames of this size are resized by for detection (<= 1; 1 = native), and the
+    smallest face, in source pixels, that can be found at it: `min_face`, or 12 working pixels
+    (MTCNN's smallest) if that is larger."""
+    scale = 1.0 if cfg.working_size == 0 else min(1.0, cfg.working_size / max(height, width))
+    return scale, max(float(cfg.min_face), MTCNN_MIN_FACE / scale)
 
 
 class FaceDetector:
@@ -147,21 +143,22 @@ class FaceDetector:
 
     def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
         # 1. Resize to the working size (area averaging: no aliasing on a shrink).
-        scale, limited = working_scale(height, width, self.cfg)
+        scale, smallest = working_scale(height, width, self.cfg)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         sx, sy = size[0] / width, size[1] / height
         if size == (width, height):
             batch = np.stack(frames)  # [B, H, W, 3] uint8
         else:
             batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        if limited and (height, width) not in self._warned_sizes:
+        if smallest > self.cfg.min_face and (height, width) not in self._warned_sizes:
             self._warned_sizes.add((height, width))
             log.info(
-                "detecting %dx%d frames at %dx%d, not working_size=%d: a min_face=%d px face must stay >= %d px",
-                width, height, size[0], size[1], self.cfg.working_size, self.cfg.min_face, MTCNN_MIN_FACE,
+                "detecting %dx%d frames at %dx%d (detect.working_size=%d): faces under %.0f px are not found; "
+                "raise working_size (0 = native size) to find faces down to detect.min_face=%d px, at a higher cost",
+                width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
             )
-        # 2. MTCNN on the whole batch; its minimum face is min_face in working pixels.
-        self._mtcnn.min_face_size = MTCNN_MIN_FACE if self.cfg.min_face is None else self.cfg.min_face * min(sx, sy)
+        # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
+        self._mtcnn.min_face_size = smallest * min(sx, sy)
         boxes, scores, points = self._mtcnn.detect(batch, landmarks=True)
         # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
         out = []
@@ -176,7 +173,7 @@ class FaceDetector:
             b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
             p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
             p[..., 1] = (p[..., 1] + 0.5) / sy - 0.5
-            keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= (self.cfg.min_face or 0)
+            keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
             order = np.argsort(-s[keep], kind="stable")
             out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
         return out

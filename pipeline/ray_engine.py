@@ -71,20 +71,27 @@ class TrackActor:
 
         torch.set_num_threads(threads)
         self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size)
+        self.busy = 0.0
+
+    def ready(self) -> bool:
+        return True
 
     def process(self, frames: list) -> dict[str, Any]:
         """Per frame, the crops' metadata with each aligned crop as its own object ref."""
         if not frames:
             return {"crops": [], "detections": [], "finished": []}
+        start = time.perf_counter()
         crops = self._analyzer.process([f.image for f in frames], frames[0].index)
+        self.busy += time.perf_counter() - start
         return {
             "crops": [[(dataclasses.replace(c, crop=None), ray.put(c.crop)) for c in cs] for cs in crops],
             "detections": self._analyzer.last_detections,
             "finished": self._analyzer.pop_finished_tracks(),
         }
 
-    def close(self) -> list:
-        return self._analyzer.close()
+    def close(self) -> tuple[list, float]:
+        """End of stream: the tracks still open, and the seconds spent detecting and tracking."""
+        return self._analyzer.close(), self.busy
 
 
 @ray.remote
@@ -106,8 +113,10 @@ class SRActor:
 
     @ray.method(num_returns=2)
     def run(self, states: list, seeds: list[int], pre_blur: bool, *crops: np.ndarray):
+        start = time.perf_counter()
         result = run_batch(self._backend, crops, states, seeds, pre_blur=pre_blur)
         summary = {k: getattr(result, k) for k in ("states", "consistency", "success", "steps")}
+        summary["seconds"] = time.perf_counter() - start
         return summary, result.faces
 
 
@@ -121,17 +130,24 @@ class EncodeActor:
             time_base=info["time_base"], rate=info["rate"], cfg=video_cfg, audio_from=audio_from,
         )
         self._writer.__enter__()
+        self.busy = 0.0
+
+    def ready(self) -> bool:
+        return True
 
     def write(self, frames: list, placements: list, *face_lists: list) -> int:
         """Composite and encode one chunk. placements[i]: (matrix, track_id, box, list, item) per face."""
+        start = time.perf_counter()
         for frame, faces in zip(frames, placements, strict=True):
             paste = [PasteFace(m, face_lists[li][ii], tid, box) for m, tid, box, li, ii in faces]
             self._writer.write(composite(frame.image, paste, self._composite_cfg), frame.pts)
+        self.busy += time.perf_counter() - start
         return len(frames)
 
-    def close(self) -> int:
+    def close(self) -> tuple[int, float]:
+        """Finish the file: the frames written, and the seconds spent compositing and encoding."""
         self._writer.__exit__(None, None, None)
-        return self._writer.frames_written
+        return self._writer.frames_written, self.busy
 
     def abort(self) -> None:
         self._writer.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
@@ -218,12 +234,15 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
             str(output_path), info, cfg.video, cfg.composite, str(input_path)
         )
         actors += [tracker, encoder]
+        _get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
+        setup = time.perf_counter() - start
         report = FaceReport(enabled=report_faces)
         scheduler = CropScheduler(stateful=sr_info["stateful"], batch_size=cfg.sr.batch_size)
         with tqdm(total=info["frames"], unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom") as bar:
-            frames_out = _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks)
-        report.add_tracks(_get(tracker.close.remote()))
-        frames_written = _get(encoder.close.remote())
+            frames_out, sr_seconds = _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks)
+        open_tracks, track_seconds = _get(tracker.close.remote())
+        report.add_tracks(open_tracks)
+        frames_written, encode_seconds = _get(encoder.close.remote())
         encoder = None
         assert frames_written == frames_out, (frames_written, frames_out)
         return {
@@ -235,7 +254,11 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
             "frames_in": frames_out,
             "frames_out": frames_written,
             "wall_seconds": round(time.perf_counter() - start, 3),
-            "stage_seconds": {},
+            # Busy seconds per actor kind; the actors run side by side, so these overlap.
+            "stage_seconds": {
+                "setup": round(setup, 3), "detect_track": round(track_seconds, 3),
+                "sr": round(sr_seconds, 3), "composite_encode": round(encode_seconds, 3),
+            },
             **report.to_dict(),
         }
     finally:
@@ -251,13 +274,14 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
 
 
 def _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks) -> int:
-    """The driver loop: read, track, schedule, super-resolve, write; returns frames written."""
+    """The driver loop: read, track, schedule, super-resolve, write; returns frames written and SR busy seconds."""
     chunk_size, limit = cfg.engine.chunk, cfg.engine.max_frames_in_flight
     chunks: deque[_Chunk] = deque()
     waiting: dict[Any, tuple[str, Any]] = {}  # object ref -> (what it is, its context)
     load = {id(a): 0 for a in pool}
     failures: dict[int, int] = {}
     in_flight = frames_out = batches_done = next_number = 0
+    sr_seconds = 0.0
     eof = False
 
     while True:
@@ -291,7 +315,7 @@ def _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks) 
         if not waiting:
             if chunks or scheduler.pending or scheduler.in_flight:
                 raise RuntimeError("the Ray engine stalled with work left; this is a bug")
-            return frames_out
+            return frames_out, sr_seconds
         # 4. Wait for the next result.
         [ref], _ = ray.wait(list(waiting), num_returns=1)
         kind, ctx = waiting.pop(ref)
@@ -329,6 +353,7 @@ def _drive(cfg, decoder, tracker, pool, encoder, scheduler, report, bar, hooks) 
                     log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
                 continue
             scheduler.commit(ctx.batch, summary["states"])
+            sr_seconds += summary["seconds"]
             for i, job in enumerate(ctx.batch.jobs):
                 chunk = chunks[job.frame_index // chunk_size - chunks[0].number]
                 chunk.faces[job.frame_index, job.track_id] = (ctx.faces_ref, i)

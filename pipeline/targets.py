@@ -89,16 +89,13 @@ def find_faces(frames: Iterable[np.ndarray], *, cfg, crop_size: int, chunk: int 
     return spots
 
 
-def choose_track(faces: Sequence[Sequence[Spot]], choice: Choice, *, source: str, min_face: int | None) -> int:
+def choose_track(faces: Sequence[Sequence[Spot]], choice: Choice, *, source: str, min_face: int) -> int:
     """The track id of the face `choice` names; a `UserError` that lists the faces otherwise."""
     if not any(faces):
-        limit = (
-            "faces under 12 px at the detection size detect.working_size are not looked for"
-            if min_face is None else f"faces under detect.min_face={min_face} px are not looked for"
-        )
         raise InputError(
-            f"no face found in {source} ({limit}); pass --whole to use the whole picture as the face, "
-            "or look for smaller faces, e.g. --set detect.min_face=12 or --set detect.working_size=0"
+            f"no face found in {source} (faces under detect.min_face={min_face} px, or under 12 px at "
+            "detect.working_size, are not looked for); pass --whole to use the whole picture as the face, "
+            "or look for smaller faces, e.g. --set detect.min_face=12 --set detect.working_size=0"
         )
     first = sorted(next(f for f in faces if f), key=lambda s: (s.box[0] + s.box[2]) / 2)  # left to right
     listing = ", ".join(f"#{i} (track {s.track_id}) box {_box(s.box)}" for i, s in enumerate(first))

@@ -46,17 +46,16 @@ def test_large_frames_are_detected_at_working_size_and_mapped_back(detector):
     small = FaceDetector(DetectConfig(working_size=320, min_face=48, device="cpu"))
     (dets,) = small.detect([frame])
     _assert_found(dets, faces)  # boxes and landmarks in source pixels
-    assert working_scale(720, 1280, small.cfg) == (0.25, False)
+    assert working_scale(720, 1280, small.cfg) == (0.25, 48.0)
 
 
-def test_min_face_bounds_how_far_a_frame_is_shrunk():
-    # A 20 px face must stay >= 12 px for MTCNN: 1280 px frames run at 0.6, not 640 / 1280.
-    assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=20)) == (0.6, True)
-    assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=40)) == (0.5, False)
-    assert working_scale(240, 320, DetectConfig(working_size=640)) == (1.0, False)
-    assert working_scale(2160, 3840, DetectConfig(working_size=0, min_face=20)) == (1.0, False)
-    # Unset, the working size alone decides: the smallest face is 12 px at that size.
-    assert working_scale(1080, 1920, DetectConfig(working_size=640)) == (1 / 3, False)
+def test_working_size_caps_the_detection_scale_and_sets_the_smallest_face():
+    # The smallest face is min_face or 12 working pixels, whichever is larger.
+    assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=20)) == (0.5, 24.0)
+    assert working_scale(720, 1280, DetectConfig(working_size=640, min_face=40)) == (0.5, 40.0)
+    assert working_scale(240, 320, DetectConfig(working_size=640)) == (1.0, 20.0)
+    assert working_scale(2160, 3840, DetectConfig(working_size=0, min_face=20)) == (1.0, 20.0)
+    assert working_scale(1080, 1920, DetectConfig(working_size=640)) == (1 / 3, 36.0)
 
 
 def test_batch_gives_the_same_faces_as_one_frame_at_a_time(detector):
