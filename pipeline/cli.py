@@ -17,6 +17,7 @@ from pathlib import Path
 
 from models.errors import ModelError
 from pipeline.errors import UserError
+from pipeline.media import keep_frame_memory_flat
 
 log = logging.getLogger("facezoom")
 
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_frame_memory_flat()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="facezoom: %(levelname)s: %(message)s",

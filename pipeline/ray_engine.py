@@ -38,7 +38,7 @@ from models.errors import ModelError
 from pipeline.composite import PasteFace, composite
 from pipeline.errors import UserError
 from pipeline.faces import FaceAnalyzer
-from pipeline.media import VideoReader, VideoWriter
+from pipeline.media import VideoReader, VideoWriter, keep_frame_memory_flat
 from pipeline.report import FaceReport
 from pipeline.scheduler import Batch, CropJob, CropScheduler, crop_seed
 from pipeline.superres import create_backend, run_batch
@@ -51,6 +51,7 @@ BATCHES_PER_ACTOR = 2  # one running, one waiting: the next batch's transfer hid
 @ray.remote(num_cpus=0)
 class DecodeActor:
     def __init__(self, path: str, threads: int):
+        keep_frame_memory_flat()
         self._reader = VideoReader(path, threads=threads)
         self._frames = iter(self._reader)
 
@@ -67,6 +68,7 @@ class DecodeActor:
 @ray.remote(num_cpus=0)
 class TrackActor:
     def __init__(self, detect_cfg, track_cfg, crop_size: int, threads: int):
+        keep_frame_memory_flat()
         import torch
 
         torch.set_num_threads(threads)
@@ -97,6 +99,7 @@ class TrackActor:
 @ray.remote
 class SRActor:
     def __init__(self, sr_cfg, threads: int):
+        keep_frame_memory_flat()
         import torch
 
         if threads:
@@ -123,6 +126,7 @@ class SRActor:
 @ray.remote(num_cpus=0)
 class EncodeActor:
     def __init__(self, output: str, info: dict[str, Any], video_cfg, composite_cfg, audio_from: str):
+        keep_frame_memory_flat()
         self._composite_cfg = composite_cfg
         width, height = composite_cfg.output_size(info["width"], info["height"])
         self._writer = VideoWriter(
