@@ -29,6 +29,10 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.sr.generator == "/x/y.pt"
 
 
+def test_exponent_numbers_are_numbers():
+    assert load_config(overrides=["sr.eps=1e-9"]).sr.eps == 1e-9  # YAML 1.1 alone would read a string
+
+
 def test_codec_aliases_resolve_to_encoders():
     assert load_config(overrides=["video.codec=hevc"]).video.codec == "libx265"
 
