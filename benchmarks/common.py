@@ -56,6 +56,23 @@ def make_clip(path: Path, *, width: int, height: int, seconds: float, fps: int =
     return path
 
 
+def stylegan2_checkpoint(folder: Path, *, channels: tuple[int, ...]) -> Path:
+    """A StyleGAN2 in the published (BasicSR) layout at 32 px with these channel widths and random
+    weights: a stand-in for the real 512 px generator that a CPU runs in seconds."""
+    import torch
+
+    from models.generators import build, published_state
+    from models.stylegan2 import StyleGAN2Config
+
+    path = folder / f"stylegan2_32_{'-'.join(map(str, channels))}.pth"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        config = StyleGAN2Config(resolution=32, w_dim=64, num_mlp=2, channels=channels)
+        torch.save(published_state(build(config)), path)
+    return path
+
+
 def plain_loop(src: Path, dst: Path, cfg: VideoConfig = VideoConfig()) -> float:
     """The baseline: decode to RGB arrays and encode them again with PyAV alone; returns seconds."""
     start = time.perf_counter()

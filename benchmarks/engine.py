@@ -23,23 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from common import ROOT, make_clip, parser, table, write_json
+from common import ROOT, make_clip, parser, stylegan2_checkpoint, table, write_json
 
-from models.generators import build, published_state
-from models.stylegan2 import StyleGAN2Config
-
-
-def small_pulse_checkpoint(folder: Path) -> Path:
-    """A StyleGAN2 of the published layout at 32 px, random weights; ~40 ms per crop-step on one
-    thread whatever the batch (a narrower one costs the same for 1 or 4 crops, which would hide
-    whether the engine runs actors side by side)."""
-    path = folder / "small_stylegan2_32.pth"
-    if not path.exists():
-        torch.manual_seed(0)
-        config = StyleGAN2Config(resolution=32, w_dim=64, num_mlp=2, channels=(256, 256, 128, 64))
-        torch.save(published_state(build(config)), path)
-    return path
 
 
 def run_job(clip: Path, out: Path, overrides: list[str]) -> dict:
@@ -108,7 +93,9 @@ def main() -> None:
     print(table(rows, ["engine", "seconds", "setup_seconds", "job_seconds", "fps", "vs_local", "peak_mb"]))
 
     # 2. A compute-heavy backend: a small PULSE, one torch thread per SR actor.
-    checkpoint = small_pulse_checkpoint(work)
+    # ~40 ms per crop-step on one thread whatever the batch: a narrower generator costs the same
+    # for 1 or 4 crops, which would hide whether the engine runs actors side by side.
+    checkpoint = stylegan2_checkpoint(work, channels=(256, 256, 128, 64))
     small = make_clip(work / "engine_4faces_1.5s_15fps.mp4", width=640, height=360, seconds=1.5, fps=15, faces=4)
     pulse = ["sr.backend=pulse", f"sr.generator={checkpoint}", "sr.out_size=32", "sr.steps=10", "sr.warm_steps=5",
              "sr.eps=1e-9", "engine.sr_threads=1", "engine.engine=ray"]

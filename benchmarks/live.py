@@ -24,8 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from common import ROOT, parser, table, write_json
-from engine import tiny_pulse_checkpoint
+from common import ROOT, parser, stylegan2_checkpoint, table, write_json
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -69,7 +68,7 @@ def main() -> None:
     args = p.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    pulse = ["sr.backend=pulse", f"sr.generator={tiny_pulse_checkpoint(workdir)}"]
+    pulse = ["sr.backend=pulse", f"sr.generator={stylegan2_checkpoint(workdir, channels=(64, 64, 32, 16))}"]
     rows = [
         run("classical", [], LiveConfig(), args.seconds),
         run("tiny PULSE, adaptive", pulse, LiveConfig(), args.seconds),
