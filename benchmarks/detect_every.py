@@ -98,12 +98,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120, help="frames per clip")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a small shared CPU)")
     parser.add_argument("--no-smooth", action="store_true", help="turn off One Euro smoothing")
+    parser.add_argument("--factor", type=float, default=DetectConfig.factor, help="MTCNN pyramid step (detect.factor)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
-    detector = FaceDetector(DetectConfig(device="cpu"))
+    detector = FaceDetector(DetectConfig(device="cpu", factor=args.factor))
     rows = []
     for name, (frames, truth) in clips(args.frames).items():
         detector.detect(frames[:1])  # warm up

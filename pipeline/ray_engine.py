@@ -67,11 +67,8 @@ class DecodeActor:
 
 @ray.remote(num_cpus=0)
 class TrackActor:
-    def __init__(self, detect_cfg, track_cfg, crop_size: int, threads: int):
+    def __init__(self, detect_cfg, track_cfg, crop_size: int):
         keep_frame_memory_flat()
-        import torch
-
-        torch.set_num_threads(threads)
         self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size)
         self.busy = 0.0
 
@@ -208,16 +205,6 @@ def _sr_options(cfg) -> dict[str, Any]:
     return {"num_cpus": cpus, "num_gpus": gpus, "resources": dict(cfg.sr_resources), "max_restarts": cfg.max_restarts}
 
 
-def _track_threads() -> int:
-    """Torch threads for detection: half the cores left after the encoder's, at least one.
-
-    Decode, detect and encode run at the same time in separate processes; OpenMP threads that
-    outnumber the cores spin against each other. On 2 cores, 2 detection threads made the track
-    actor 56% slower than the local engine's detection; 1 thread, 32% faster than 2.
-    """
-    return max(1, ((os.cpu_count() or 2) - 1) // 2)
-
-
 def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report_faces: bool = True, hooks=None) -> dict:
     """Process a video on Ray actors; the same report as `pipeline.engine.run_video`.
 
@@ -242,7 +229,7 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
         info, *pool_info = _get([decoder.info.remote(), *[a.info.remote() for a in pool]])
         sr_info = pool_info[0]
         tracker = TrackActor.options(scheduling_strategy=here).remote(
-            cfg.detect, cfg.track, sr_info["out_size"], _track_threads()
+            cfg.detect, cfg.track, sr_info["out_size"]
         )
         encoder = EncodeActor.options(scheduling_strategy=here).remote(
             str(output_path), info, cfg.video, cfg.composite, str(input_path)
