@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import sys
@@ -120,7 +119,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         )
     report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
     if args.report:
-        _write_json(Path(args.report), report)
+        from pipeline.report import write_report
+
+        write_report(Path(args.report), report)
     if not args.quiet:
         print(
             f"facezoom: wrote {args.output}: {report['frames_out']} frames in {report['wall_seconds']:.1f} s",
@@ -175,15 +176,6 @@ def _check_paths(input_path: Path, output_path: Path) -> None:
         raise UserError(f"the output {output_path} is the input; choose another output path")
     if output_path.is_dir():
         raise UserError(f"the output {output_path} is a folder; give a file name such as {output_path / 'out.mp4'}")
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as err:
-        raise UserError(f"cannot write the report {path}: {err.strerror}") from None
-    os.replace(tmp, path)
 
 
 _FEATURE_COMMANDS: tuple[str, ...] = ("pipeline.zoom_command", "pipeline.enhance", "pipeline.train", "pipeline.live")  # modules with a register(commands, add_config_args)

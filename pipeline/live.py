@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
-import os
 import queue
 import signal
 import sys
@@ -349,7 +347,9 @@ def cmd_live(args: argparse.Namespace) -> int:
         if preview is not None:
             preview.close()
     if args.report:
-        _write_json(Path(args.report), report)
+        from pipeline.report import write_report
+
+        write_report(Path(args.report), report)
     if not args.quiet:
         recorded = f"; recorded {report['frames_recorded']} frames to {report['output']}" if report["output"] else ""
         print(f"\rfacezoom: live: {report['frames_in']} frames in, {report['frames_out']} out, {report['frames_dropped']} dropped; "
@@ -378,12 +378,3 @@ def _print_status(status: dict) -> None:
     print(f"\rfacezoom: live: {status['fps']:.1f} fps, latency p50 {ms(status['latency_ms_p50'])} ms "
           f"p95 {ms(status['latency_ms_p95'])} ms, {status['frames_dropped']} dropped, {status['budget']}   ",
           end="", file=sys.stderr, flush=True)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as err:
-        raise UserError(f"cannot write the report {path}: {err.strerror}") from None
-    os.replace(tmp, path)

@@ -202,7 +202,32 @@ class VideoReader:
         self.close()
 
 
-class VideoWriter:
+class AtomicWriter:
+    """An output that appears only when complete: leaving its `with` block normally calls
+    `close()` (which moves the finished file into place); leaving it through an exception, or
+    a `close()` that fails, calls `_discard()` (which deletes the partial file)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self._discard()
+                raise
+        else:
+            self._discard()
+
+
+class VideoWriter(AtomicWriter):
     """Encode frames to `path`, copying the audio of `audio_from` untouched.
 
     with VideoWriter("out.mp4", width=w, height=h, time_base=tb, rate=r, cfg=cfg, audio_from="in.mp4") as out:
@@ -353,19 +378,6 @@ class VideoWriter:
                 except (av.error.FFmpegError, ValueError, OSError):
                     pass  # closing a half-written file may fail; it is deleted next
         self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self._discard()
-                raise
-        else:
-            self._discard()
 
 
 def keep_frame_memory_flat() -> None:

@@ -1,4 +1,4 @@
-"""What a run reports about faces: `detections`, `faces` and `tracks` for `--report R.json`.
+"""What a run reports: the `detections`, `faces` and `tracks` of `--report R.json`, and its writing.
 
 Entries are kept as small tuples and turned into JSON-ready dicts at the end. They are only
 collected when a report was asked for, since they grow with the video's length.
@@ -6,10 +6,26 @@ collected when a report was asked for, since they grow with the video's length.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
 
-from pipeline.faces import FaceCrop, FrameDetections
-from pipeline.track import TrackRecord
+from pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    from pipeline.faces import FaceCrop, FrameDetections
+    from pipeline.track import TrackRecord
+
+
+def write_report(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON to `path`, atomically (a temporary file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write the report {path}: {err.strerror}") from None
+    os.replace(tmp, path)
 
 
 def _r(values, digits: int = 2) -> list:

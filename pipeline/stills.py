@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import InputError, UserError
+from pipeline.media import AtomicWriter
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def _has_audio(path: str | Path) -> bool:
         return False
 
 
-class GifWriter:
+class GifWriter(AtomicWriter):
     """An animated GIF, looping forever; each frame shown until the next one's pts.
 
     Frames are quantised to 256 colours each (Pillow's median cut, Floyd-Steinberg dithering)
@@ -299,25 +300,12 @@ class GifWriter:
                 pass  # a half-written file may not close cleanly; it is deleted next
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "GifWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self._discard()
-                raise
-        else:
-            self._discard()
-
 
 def _centiseconds(seconds: float) -> int:
     return math.floor(seconds * 100 + 0.5)
 
 
-class PngFolderWriter:
+class PngFolderWriter(AtomicWriter):
     """A folder of PNG frames named frame_00000.png, frame_00001.png, ... in order of writing.
 
     The frames go into a temporary folder beside `path`, renamed to `path` when complete. An
@@ -365,19 +353,6 @@ class PngFolderWriter:
     def _discard(self) -> None:
         self._closed = True
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> "PngFolderWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            try:
-                self.close()
-            except BaseException:
-                self._discard()
-                raise
-        else:
-            self._discard()
 
 
 def read_frames(path: str | Path) -> list[np.ndarray]:
