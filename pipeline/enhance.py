@@ -237,7 +237,7 @@ def register(commands, add_config_args) -> None:
 
 def cmd_enhance(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.stills import is_picture, list_pictures, output_kind, parse_colour, read_picture
+    from pipeline.stills import batch_names, is_picture, list_pictures, output_kind, parse_colour, read_picture
     from pipeline.superres import create_backend
     from pipeline.targets import Choice, backend_note, parse_point
 
@@ -283,7 +283,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if not args.quiet and backend_note(cfg):
         print(backend_note(cfg), file=sys.stderr)
     backend = None
-    names = _batch_names(pictures) if batch else {}
+    names = batch_names(pictures) if batch else {}
     skipped = 0
     for path in pictures:
         try:
@@ -311,9 +311,3 @@ def cmd_enhance(args: argparse.Namespace) -> int:
         print(f"facezoom: error: {skipped} of {len(pictures)} pictures were skipped (see the warnings above)", file=sys.stderr)
         return 2
     return 0
-
-
-def _batch_names(pictures: list[Path]) -> dict[Path, str]:
-    """Output names for a batch: the input's stem, or its whole name where two inputs share a stem."""
-    stems = [p.stem for p in pictures]
-    return {p: (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")) for p in pictures}

@@ -126,6 +126,12 @@ def list_pictures(folder: str | Path) -> list[Path]:
     return found
 
 
+def batch_names(pictures: list[Path]) -> dict[Path, str]:
+    """Output names for a batch: the input's stem, or its whole name where two inputs share a stem."""
+    stems = [p.stem for p in pictures]
+    return {p: (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")) for p in pictures}
+
+
 def output_kind(path: str | Path) -> str:
     """What an output path asks for: 'video', 'gif', 'still' (one picture) or 'frames' (a PNG folder).
 

@@ -246,6 +246,36 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     return {"frames": written, "max_zoom": max_zoom, "track": track, "sr_calls": camera.sr_calls, "fps": float(rate or 0)}
 
 
+def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice, background, quiet: bool) -> int:
+    """A zoom of every picture in `source`, written as `output/<name>.<fmt>`; unreadable ones are skipped (exit 2)."""
+    from pipeline.stills import batch_names, list_pictures
+
+    if output.exists() and not output.is_dir():
+        raise UserError(f"a folder input writes a folder of zooms: {output} is a file; give a folder name")
+    if output.exists() and output.resolve() == source.resolve():
+        raise UserError(f"the output folder {output} is the input folder; choose another")
+    pictures = list_pictures(source)
+    if not output.exists():
+        if not output.parent.is_dir():
+            raise UserError(f"output folder does not exist: {output.parent}")
+        output.mkdir()
+    names, skipped = batch_names(pictures), 0
+    for path in pictures:
+        target = output / f"{names[path]}.{fmt}"
+        try:
+            summary = zoom_picture(path, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not quiet)
+        except UserError as err:
+            skipped += 1
+            log.warning("skipped %s: %s", path, err)
+            continue
+        if not quiet:
+            print(f"facezoom: wrote {target}: {summary['frames']} frames", file=sys.stderr)
+    if skipped:
+        print(f"facezoom: error: {skipped} of {len(pictures)} pictures were skipped (see the warnings above)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _check_duration(duration: float, length: float) -> None:
     if duration > length + 1e-3:
         raise UserError(f"--duration {duration:g} is longer than the video ({length:.2f} s from its first frame to its last); "
@@ -274,8 +304,9 @@ def register(commands, add_config_args) -> None:
         description="Zoom into (or out of) a face of a picture, an animated GIF or a video. Where the view has fewer "
                     "source pixels than output pixels, the super-resolved face fades in.",
     )
-    p.add_argument("input", help="a picture (png, jpg, webp; alpha is put over --background), an animated GIF, or a video")
-    p.add_argument("-o", "--output", required=True, help="out.mp4 (.mkv, .mov, .webm), out.gif, or a name without a suffix: a folder of PNG frames")
+    p.add_argument("input", help="a picture (png, jpg, webp; alpha is put over --background), an animated GIF, a video, or a folder of pictures")
+    p.add_argument("-o", "--output", required=True, help="out.mp4 (.mkv, .mov, .webm), out.gif, or a name without a suffix: a folder of PNG frames; for a folder input, the output folder")
+    p.add_argument("--format", choices=("mp4", "gif"), default="mp4", help="what a folder input's zooms are written as (default mp4)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--face", type=int, metavar="N", help="the N-th face from the left (0 = leftmost) on the first frame with faces; default: the largest face")
     target.add_argument("--track", type=int, metavar="ID", help="the face with this track id (as `facezoom video --report` lists them)")
@@ -306,8 +337,10 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     background = parse_colour(args.background)
     source, target = Path(args.input), Path(args.output)
     if source.is_dir():
-        raise UserError(f"zoom makes one animation from one picture or video, and {source} is a folder; run it once per file, "
-                        f"or use `facezoom enhance {source} -o OUTDIR` to process a folder as a batch")
+        if not args.quiet and backend_note(cfg):
+            print(backend_note(cfg), file=sys.stderr)
+        return _zoom_folder(source, target, fmt=args.format, cfg=cfg, settings=settings, choice=choice,
+                            background=background, quiet=args.quiet)
     if output_kind(target) == "still":
         raise UserError(f"a zoom is an animation: name the output .mp4, .gif or a folder for PNG frames, not {target.name!r}")
     if target.exists() and source.exists() and target.resolve() == source.resolve():

@@ -284,3 +284,18 @@ def test_zoom_of_an_animated_gif_keeps_it_playing(tmp_path):
     assert times == pytest.approx([k / 8 for k in range(8)])
     shown = ["red" if f[256, 256, 0] > f[256, 256, 2] else "blue" for f in frames]
     assert shown == ["red", "red", "blue", "blue"] * 2  # 0.25 s each, looped while the camera moves
+
+
+def test_a_folder_of_pictures_gives_a_folder_of_zooms_and_skips_bad_files(portrait, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(portrait.read_bytes())
+    (folder / "b.png").write_bytes(portrait.read_bytes())
+    out = tmp_path / "zooms"
+    argv = ["-q", "zoom", str(folder), "-o", str(out), "--format", "gif", "--size", "96x96", "--duration", "0.5", "--fps", "4"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.gif", "b.gif"]
+    assert len(read_picture(out / "a.gif").frames) == 2  # duration x fps
+    (folder / "c.png").write_bytes(b"not a picture")
+    assert main(argv) == 2  # the bad file is skipped and reported; the others are written
+    assert not (out / "c.gif").exists() and (out / "b.gif").exists()
