@@ -18,6 +18,18 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on a small shared CPU, idle intra-op threads spin and slow
+    small models many times over. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def sample_clip(tmp_path_factory):
     """A 1.5 s cut of the built-in sample clip (the astronaut, zoomed into), with audio."""

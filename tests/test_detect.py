@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from face_scenes import Face, background, render
 from pipeline.detect import DetectConfig, Detections, FaceDetector, working_scale
@@ -11,11 +10,7 @@ from pipeline.track import iou_matrix
 
 @pytest.fixture(scope="module")
 def detector():
-    # One torch thread: on a small shared CPU, idle intra-op threads spin and slow MTCNN 10x.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield FaceDetector(DetectConfig(device="cpu"))
-    torch.set_num_threads(threads)
+    return FaceDetector(DetectConfig(device="cpu"))  # MTCNN picks its own thread count (detect.threads)
 
 
 def _assert_found(dets: Detections, faces: list[Face]):

@@ -9,12 +9,7 @@ import torch.nn.functional as F
 from models.downscale import bicubic_downscale, cubic
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def pulse_reference(x: torch.Tensor, factor: int) -> torch.Tensor:

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from face_scenes import Face, background, moving_face, render
 from pipeline.align import template_points, transform_points
@@ -15,10 +14,7 @@ CROP = 64
 
 @pytest.fixture(scope="module")
 def detector():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small shared CPU runs MTCNN far faster on one thread
-    yield FaceDetector(DetectConfig(device="cpu"))
-    torch.set_num_threads(threads)
+    return FaceDetector(DetectConfig(device="cpu"))  # MTCNN picks its own thread count (detect.threads)
 
 
 def _analyzer(detector, every=3, **track):

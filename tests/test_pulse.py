@@ -19,12 +19,7 @@ from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 EPS = 2e-3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tame(g):

@@ -17,12 +17,7 @@ from models.stylegan1 import ScaledConv2d, StyleGAN1Config, StyleGAN1Generator
 from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_v2(resolution=32, seed=0):

@@ -24,15 +24,14 @@ from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 REPO = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FACEZOOM_OFFLINE", raising=False)
     monkeypatch.setattr(weights, "RETRY_DELAYS", (0.0, 0.0))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Server:
