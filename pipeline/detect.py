@@ -42,7 +42,9 @@ class DetectConfig:
     # source px: smaller faces are not looked for (fewer pyramid levels). MTCNN's default; a 20 px
     # face's FFHQ crop is ~40 px, more than a 16x16 input. At working_size the floor is 12 working px.
     min_face: int = 20
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P-, R-, O-net score thresholds: MTCNN's own
+    # P-, R-, O-net score thresholds. MTCNN's own O-net 0.7 let a helmet through on the built-in sample
+    # (scored 0.76; real faces score > 0.99 there), and a false face gets replaced: 0.9 is stricter.
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9)
     # image-pyramid step; MTCNN's is 0.709. 0.6 has 2/3 of the pyramid's pixels: detection ~30% faster
     # with the same recall, ids and landmark error (benchmarks/detect_every.py --factor); larger = finer, slower
     factor: float = 0.6
