@@ -4,8 +4,9 @@
 align: `pipeline.faces.FaceAnalyzer`) over a picture or a clip and keeps, per frame, where each
 face is (`Spot`: track id, box, alignment matrix) without the crops. `choose_track` picks the
 target the way the user named it: the largest face (default), the N-th face from the left, a
-track id, or the face at a point. `follow` lists the target's spot on every frame, holding the
-nearest frame's where the tracker lost it.
+track id, or the face at a point (`face_at`; `zoom` heads for the point itself when no face is
+there: `point_spot`, a spot with no face to super-resolve). `follow` lists the target's spot on
+every frame, holding the nearest frame's where the tracker lost it.
 
 `--whole` skips detection: `whole_matrix` maps the whole picture, mirrored out to a square, onto
 the model's crop. A picture exactly the model's input size (16x16 by default) is taken as it is:
@@ -36,7 +37,7 @@ class Spot(NamedTuple):
 
     track_id: int
     box: np.ndarray  # [4] float64: x0, y0, x1, y1
-    matrix: np.ndarray  # [2, 3] float64: source pixels -> aligned-crop pixels (crop side = the backend's out_size)
+    matrix: np.ndarray | None  # [2, 3] float64: source pixels -> aligned-crop pixels (side = the backend's out_size); None = a point, no face
 
 
 class Choice(NamedTuple):
@@ -48,6 +49,7 @@ class Choice(NamedTuple):
 
 
 WHOLE_TRACK = 0  # the track id given to the whole picture under --whole (real tracks start at 1)
+POINT_TRACK = -1  # the track id of a free point under --at (no face there)
 
 
 def parse_point(text: str) -> tuple[float, float]:
@@ -89,6 +91,26 @@ def find_faces(frames: Iterable[np.ndarray], *, cfg, crop_size: int, chunk: int 
     return spots
 
 
+def face_at(faces: Sequence[Sequence[Spot]], point: tuple[float, float]) -> int | None:
+    """The track of the innermost face whose box holds `point` on the first frame with faces, or None."""
+    first = next((f for f in faces if f), [])
+    x, y = point
+    inside = [s for s in first if s.box[0] <= x <= s.box[2] and s.box[1] <= y <= s.box[3]]
+    return min(inside, key=lambda s: (s.box[2] - s.box[0]) * (s.box[3] - s.box[1])).track_id if inside else None
+
+
+def point_spot(x: float, y: float) -> Spot:
+    """A point to zoom into that has no face: the camera heads for it, nothing is super-resolved."""
+    return Spot(POINT_TRACK, np.array([x, y, x, y], np.float64), None)
+
+
+def check_point(point: tuple[float, float], width: int, height: int) -> None:
+    """A `UserError` unless `point` lies in a `width` x `height` picture."""
+    x, y = point
+    if not (0 <= x <= width and 0 <= y <= height):
+        raise UserError(f"--at {x:g},{y:g} is outside the {width}x{height} input (x in 0..{width}, y in 0..{height})")
+
+
 def choose_track(faces: Sequence[Sequence[Spot]], choice: Choice, *, source: str, min_face: int) -> int:
     """The track id of the face `choice` names; a `UserError` that lists the faces otherwise."""
     if not any(faces):
@@ -110,12 +132,12 @@ def choose_track(faces: Sequence[Sequence[Spot]], choice: Choice, *, source: str
                             f"numbered from 0 left to right: {listing}")
         return first[choice.face].track_id
     if choice.at is not None:
-        x, y = choice.at
-        inside = [s for s in first if s.box[0] <= x <= s.box[2] and s.box[1] <= y <= s.box[3]]
-        if not inside:
+        track = face_at(faces, choice.at)
+        if track is None:
+            x, y = choice.at
             raise UserError(f"--at {x:g},{y:g}: no face's box holds that point on the first frame with faces of {source}; "
                             f"the faces are {listing}")
-        return min(inside, key=lambda s: (s.box[2] - s.box[0]) * (s.box[3] - s.box[1])).track_id  # the innermost
+        return track
     heights: dict[int, list[float]] = {}
     for frame in faces:
         for s in frame:

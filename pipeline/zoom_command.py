@@ -33,6 +33,7 @@ PICTURE_DURATION = 4.0  # s: a zoom of a picture long enough to watch, short eno
 PICTURE_FPS = 25.0
 SMALL_PICTURE = 256  # px: pictures whose long side is smaller are enlarged for the output...
 ENLARGED_SIDE = 512  # ...to this long side, so a 16x16 sprite does not make a 16x16 animation
+POINT_MAX_ZOOM = 4.0  # default zoom into a free point (--at with no face): there is no face size to fill the view with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +107,7 @@ class ZoomCamera:
         view = zoom.camera_view(frame_size=self.frame_size, out_size=self.out_size, target=centre, tight=tight, zoom=zf)
         out = zoom.render_view(image, view, self.out_size)
         weight = zoom.detail_weight(zoom.magnification(view, self.out_size), wide_magnification=self.wide_magnification)
-        if weight > 0:
+        if weight > 0 and spot.matrix is not None:  # a free point (--at with no face there) has no face to add
             face = self._face(image, spot)
             out = zoom.blend_detail(out, face, zoom.face_to_output(spot.matrix, view, self.out_size), weight=weight, cfg=self.composite_cfg)
         return out
@@ -128,7 +129,8 @@ class ZoomCamera:
 
 
 def _target_spots(frames, *, backend, cfg, whole: bool, choice, source: str, progress: bool, total: int | None):
-    """Per frame, the target's `Spot` (and its track id) — detected and tracked, or the whole picture."""
+    """Per frame, the target's `Spot` (and its track id): detected and tracked, the whole picture,
+    or the point `--at` names when no face's box holds it."""
     from tqdm import tqdm
 
     from pipeline import targets
@@ -141,6 +143,11 @@ def _target_spots(frames, *, backend, cfg, whole: bool, choice, source: str, pro
         return out, targets.WHOLE_TRACK
     with tqdm(total=total, unit="frame", desc="finding faces", disable=not progress, dynamic_ncols=True, leave=False) as bar:
         faces = targets.find_faces(frames, cfg=cfg, crop_size=backend.out_size, chunk=cfg.engine.chunk, progress=bar.update)
+    if choice.at is not None and targets.face_at(faces, choice.at) is None:
+        x, y = choice.at
+        log.warning("no face's box holds --at %g,%g in %s: zooming into the point itself, enlarged by plain resampling "
+                    "(detail is invented for faces only)", x, y, source)
+        return [targets.point_spot(x, y)] * len(faces), targets.POINT_TRACK
     track = targets.choose_track(faces, choice, source=source, min_face=cfg.detect.min_face)
     return targets.follow(faces, track), track
 
@@ -150,6 +157,8 @@ def _max_zoom(settings: ZoomSettings, spots, frame_size, out_size) -> float:
 
     if settings.max_zoom is not None:
         return settings.max_zoom
+    if spots and spots[0].matrix is None:
+        return POINT_MAX_ZOOM
     height = float(np.median([s.box[3] - s.box[1] for s in spots]))
     return auto_max_zoom(height, wide_height=wide_view(frame_size, out_size).height)
 
@@ -174,6 +183,8 @@ def zoom_picture(input_path, output_path, *, cfg, settings: ZoomSettings, choice
     h, w = picture.frames[0].shape[:2]
     if any(f.shape != picture.frames[0].shape for f in picture.frames):
         raise UserError(f"{input_path}: frames of different sizes; zoom needs frames of one size")
+    if choice.at is not None:
+        targets.check_point(choice.at, w, h)
     backend = create_backend(cfg.sr)
     whole = settings.whole or targets.takes_as_is(picture.frames[0], backend)
     spots, track = _target_spots(picture.frames, backend=backend, cfg=cfg, whole=whole, choice=choice,
@@ -202,6 +213,7 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     from pipeline.media import VideoReader
     from pipeline.stills import open_animation
     from pipeline.superres import create_backend
+    from pipeline.targets import check_point
     from pipeline.zoom import tightness
 
     if settings.fps is not None:
@@ -212,6 +224,8 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
         w, h, total = reader.width, reader.height, reader.frame_count
         if settings.duration is not None and total and reader.rate:  # the container's word, checked exactly below
             _check_duration(settings.duration, (total - 1) / float(reader.rate))
+        if choice.at is not None:
+            check_point(choice.at, w, h)
         backend = create_backend(cfg.sr)  # after the input proved readable: a backend may load (or fetch) weights
 
         def images():
@@ -310,7 +324,7 @@ def register(commands, add_config_args) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--face", type=int, metavar="N", help="the N-th face from the left (0 = leftmost) on the first frame with faces; default: the largest face")
     target.add_argument("--track", type=int, metavar="ID", help="the face with this track id (as `facezoom video --report` lists them)")
-    target.add_argument("--at", metavar="X,Y", help="the face whose box holds this point (input pixels)")
+    target.add_argument("--at", metavar="X,Y", help="the face whose box holds this point (input pixels); with no face there, the point itself")
     target.add_argument("--whole", action="store_true", help="no face detection: the whole picture is the face (sprites, emoji); a 16x16 picture is always taken whole")
     p.add_argument("--direction", choices=DIRECTIONS, default="in", help="in (default), out, or inout (in, then back out)")
     p.add_argument("--duration", type=float, metavar="S", help=f"seconds (default: {PICTURE_DURATION:g} for a picture; the whole video for a video)")

@@ -232,6 +232,32 @@ def test_zoom_picks_the_face_asked_for(tmp_path, detector):
     assert heights["at"] == pytest.approx(heights["right"], rel=0.05)
 
 
+def test_zoom_at_a_point_with_no_face_heads_for_the_point(tmp_path, caplog):
+    from pipeline.config import load_config
+    from pipeline.targets import POINT_TRACK
+    from pipeline.zoom_command import POINT_MAX_ZOOM, ZoomSettings, zoom_picture
+
+    picture = render(background(240, 320, seed=5), [Face(cx=80, cy=120, width=70)])
+    path = tmp_path / "scene.png"
+    Image.fromarray(picture).save(path)
+    out = tmp_path / "frames"
+    settings = ZoomSettings(duration=0.5, fps=4, size=(160, 120))
+    summary = zoom_picture(path, out, cfg=load_config(), settings=settings, choice=Choice(at=(250, 60)), progress=False)
+    assert summary["track"] == POINT_TRACK and summary["max_zoom"] == POINT_MAX_ZOOM
+    assert summary["sr_calls"] == 0  # no face there: nothing is super-resolved, the view is only enlarged
+    assert "zooming into the point itself" in caplog.text
+    frames = read_frames(out)
+    assert len(frames) == 2
+    # The last view is centred on the point: 320/4 x 240/4 source pixels around (250, 60), enlarged.
+    expected = cv2.resize(picture[30:90, 210:290], (160, 120), interpolation=cv2.INTER_CUBIC)
+    assert psnr(frames[-1], expected) > 30
+    assert psnr(frames[0], cv2.resize(picture, (160, 120), interpolation=cv2.INTER_AREA)) > 40  # it starts wide
+    # A point on the face still picks the face (and super-resolves it).
+    closer = ZoomSettings(duration=0.5, fps=4, size=(160, 120), max_zoom=4)  # 2 output px per source px: SR detail shows
+    summary = zoom_picture(path, tmp_path / "face", cfg=load_config(), settings=closer, choice=Choice(at=(80, 120)), progress=False)
+    assert summary["track"] != POINT_TRACK and summary["sr_calls"] > 0
+
+
 def test_zoom_video_keeps_every_frame_timestamp_and_audio(tmp_path, sample_clip):
     out = tmp_path / "zoom.mp4"
     assert main(["-q", "zoom", str(sample_clip), "-o", str(out), "--size", "320x180", "--max-zoom", "3",
@@ -254,6 +280,8 @@ def test_zoom_errors_teach_and_leave_no_output(tmp_path, capsys, sample_clip):
         (["zoom", str(sample_clip), "-o", str(tmp_path / "a.mp4"), "--fps", "10"], "--fps is for pictures"),
         (["zoom", str(sample_clip), "-o", str(tmp_path / "a.mp4"), "--duration", "9"], "longer than the video"),
         (["zoom", str(blank), "-o", str(tmp_path / "a.mp4"), "--size", "big"], "--size expects WIDTHxHEIGHT"),
+        (["zoom", str(blank), "-o", str(tmp_path / "a.mp4"), "--at", "170,20"], "--at 170,20 is outside the 160x120 input"),
+        (["zoom", str(sample_clip), "-o", str(tmp_path / "a.mp4"), "--at", "5,-1"], "--at 5,-1 is outside the"),
     ]
     for argv, message in cases:
         assert main(["-q", *argv]) == 2, argv
