@@ -3,8 +3,11 @@
 Two published key layouts are understood, each recognised from its keys:
 - `basicsr-stylegan2`: BasicSR's `StyleGAN2Generator` state dict, usually wrapped in
   `{"params_ema": ...}` (GFPGAN's `StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth`);
+  rosinality/stylegan2-pytorch checkpoints (`{"g_ema": ...}`, e.g. `stylegan2-ffhq-config-f.pt`)
+  hold the same network under other names and are renamed to it (`_ROSINALITY`);
 - `lernapparat-stylegan1`: the flat `g_mapping.* / g_synthesis.*` state dict of the StyleGAN
   (v1) PyTorch port PULSE used (`karras2019stylegan-ffhq-1024x1024.for_g_all.pt`).
+Data-parallel `module.` prefixes are dropped.
 Loading builds the architecture (from the registry's settings, or inferred from the tensor
 shapes for a local file), compares every key and shape, and raises `ModelError` with a readable
 diff on any mismatch: never `strict=False`.
@@ -53,25 +56,60 @@ class Generator(Protocol):
     def synthesize(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, render_size: int | None = None) -> torch.Tensor: ...
 
 
+# rosinality/stylegan2-pytorch's Generator -> BasicSR's StyleGAN2Generator, a port of it: the same
+# tensors under other names (as BasicSR's scripts/model_conversion/convert_stylegan.py maps them).
+# Applied in order; the fixed blur and up-sampling kernels (`*.kernel` buffers) are dropped.
+_ROSINALITY = (
+    (r"^style\.", "style_mlp."),
+    (r"^input\.input$", "constant_input.weight"),
+    (r"^conv1\.", "style_conv1."),
+    (r"^convs\.", "style_convs."),
+    (r"\.conv\.", ".modulated_conv."),
+    (r"\.noise\.weight$", ".weight"),
+    (r"^noises\.noise_(\d+)$", r"noises.noise\1"),
+)
+# PULSE's copy of the StyleGAN (v1) port keeps each noise strength at `epiN.noise.weight`; the
+# published port file (and our module) at `epiN.top_epi.noise.weight`.
+_PULSE_NOISE = (r"\.(epi[12])\.noise\.weight$", r".\1.top_epi.noise.weight")
+
+
+def _rename(state: Mapping[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state.items():
+        for pattern, replacement in rules:
+            key = re.sub(pattern, replacement, key)
+        out[key] = value
+    return out
+
+
 def unwrap(checkpoint: Mapping[str, object], *, source: str = "checkpoint") -> tuple[str, dict[str, torch.Tensor]]:
     """The layout name and the flat state dict inside a loaded checkpoint."""
+    from models.weights import strip_data_parallel
+
     state = checkpoint
-    if "params_ema" in checkpoint:  # BasicSR saves {"params": ..., "params_ema": ...}; the EMA weights are the generator
+    if "g_ema" in checkpoint and isinstance(checkpoint["g_ema"], Mapping):  # rosinality: {"g_ema", "latent_avg"[, "g", "d", ...]}
+        state = checkpoint["g_ema"]
+    elif "params_ema" in checkpoint:  # BasicSR saves {"params": ..., "params_ema": ...}; the EMA weights are the generator
         state = checkpoint["params_ema"]
     elif "params" in checkpoint and isinstance(checkpoint["params"], Mapping):
         log.warning("%s has BasicSR's 'params' but no 'params_ema'; using the non-averaged weights", source)
         state = checkpoint["params"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{source} is not a state dict of tensors; pass a StyleGAN checkpoint in one of the layouts {', '.join(LAYOUTS)}")
+    state = strip_data_parallel(state, source)
     keys = set(state)
     if "constant_input.weight" in keys or any(k.startswith("style_mlp.") for k in keys):
-        return "basicsr-stylegan2", dict(state)
+        return "basicsr-stylegan2", state
+    if "input.input" in keys:
+        log.info("%s is a rosinality/stylegan2-pytorch generator; reading it as BasicSR's StyleGAN2Generator", source)
+        return "basicsr-stylegan2", _rename({k: v for k, v in state.items() if not k.endswith(".kernel")}, _ROSINALITY)
     if any(k.startswith("g_mapping.dense") for k in keys) or any(k.startswith("g_synthesis.blocks.") for k in keys):
-        return "lernapparat-stylegan1", dict(state)
+        return "lernapparat-stylegan1", _rename(state, [_PULSE_NOISE])
     sample = ", ".join(sorted(keys)[:5])
     raise ModelError(
         f"{source}: unrecognised key layout (first keys: {sample}); expected BasicSR StyleGAN2Generator keys "
-        "(style_mlp.*, constant_input.weight, ...) or the StyleGAN port's g_mapping.dense*/g_synthesis.blocks.*"
+        "(style_mlp.*, constant_input.weight, ...), rosinality's (g_ema: style.*, input.input, ...) "
+        "or the StyleGAN port's g_mapping.dense*/g_synthesis.blocks.*"
     )
 
 

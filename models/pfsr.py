@@ -44,12 +44,14 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from models.backend import SRBackend, SRResult, TrackState, consistency
 from models.errors import ModelError
+from models.weights import strip_data_parallel
 
 log = logging.getLogger(__name__)
 
@@ -219,13 +221,6 @@ def save_checkpoint(path: str | Path, checkpoint: Mapping[str, object]) -> Path:
     return path
 
 
-def _strip_data_parallel(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    prefixed = [k.startswith("module.") for k in state]
-    if any(prefixed) and not all(prefixed):
-        raise ModelError(f"{source}: some keys start with 'module.' (a data-parallel run) and some do not; the file is inconsistent")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def infer_channels(state: Mapping[str, torch.Tensor]) -> tuple[int, int, int, int] | None:
     """The widths a PFSR state dict was built with, from its conv shapes (None if they are absent)."""
     try:
@@ -241,7 +236,7 @@ def infer_channels(state: Mapping[str, torch.Tensor]) -> tuple[int, int, int, in
 
 def _number(checkpoint: Mapping[str, object], key: str, source: str) -> float:
     value = checkpoint[key]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    if isinstance(value, (torch.Tensor, np.generic)) and np.size(value) == 1:  # a 0-d tensor or a numpy scalar
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ModelError(f"{source}: '{key}' must be a number, got {type(value).__name__}")
@@ -264,7 +259,7 @@ def read_checkpoint(checkpoint: Mapping[str, object], *, channels: Sequence[int]
     raw = checkpoint["model_state_dict"]
     if not isinstance(raw, Mapping) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise ModelError(f"{source}: 'model_state_dict' must be a dict of tensors")
-    state = _strip_data_parallel(raw, source)
+    state = strip_data_parallel(raw, source)
     step, alpha, iteration = _number(checkpoint, "step", source), _number(checkpoint, "alpha", source), _number(checkpoint, "iteration", source)
     if step not in (1, 2, 3):
         raise ModelError(f"{source}: 'step' must be 1, 2 or 3, got {step}")

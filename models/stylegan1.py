@@ -9,7 +9,9 @@ It has a single RGB head at full resolution, so unlike StyleGAN2 it always rende
 Names and shapes follow the PyTorch port PULSE used (lernapparat's notebook, published as
 `karras2019stylegan-ffhq-1024x1024.for_g_all.pt`; alex-damian/pulse `stylegan.py`):
 `g_mapping.dense{0-7}.{weight,bias}`, `g_synthesis.blocks.{R}x{R}.*` and `g_synthesis.torgb.*`,
-including the blur kernels saved as buffers (`conv0_up.intermediate.kernel`). Weight scales are
+including the blur kernels saved as buffers (`conv0_up.intermediate.kernel`) and the noise
+strengths inside each epilogue's `top_epi` (`epi1.top_epi.noise.weight`; PULSE's own copy of the
+port moved them to `epi1.noise.weight`, and `models.generators.unwrap` renames that form). Weight scales are
 applied at run time (equalised learning rate): `gain / sqrt(fan_in) * lrmul`.
 """
 
@@ -129,15 +131,19 @@ class StyleMod(nn.Module):
 
 
 class LayerEpilogue(nn.Module):
-    """Noise, leaky ReLU(0.2), instance norm, style modulation."""
+    """Noise, leaky ReLU(0.2), instance norm, style modulation.
+
+    The port keeps the first three in a `top_epi` Sequential, of which only the noise has
+    weights: the published file's key is `epiN.top_epi.noise.weight`, and so is ours.
+    """
 
     def __init__(self, channels: int, w_dim: int):
         super().__init__()
-        self.noise = NoiseLayer(channels)
+        self.top_epi = nn.ModuleDict({"noise": NoiseLayer(channels)})
         self.style_mod = StyleMod(w_dim, channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.noise(x, noise), 0.2)
+        x = F.leaky_relu(self.top_epi["noise"](x, noise), 0.2)
         return self.style_mod(F.instance_norm(x, eps=1e-5), w)  # nn.InstanceNorm2d's defaults, as in the port
 
 

@@ -23,6 +23,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -297,6 +298,14 @@ def verify_cached(name: str) -> Path:
     return report.path
 
 
+def strip_data_parallel(state, source: str) -> dict:
+    """A state dict without the `module.` prefix a data-parallel training run puts on every key."""
+    prefixed = [k.startswith("module.") for k in state]
+    if any(prefixed) and not all(prefixed):
+        raise ModelError(f"{source}: some keys start with 'module.' (a data-parallel run) and some do not; the file is inconsistent")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
 def resolve(generator: str | None, *, progress: bool = True) -> Path:
     """A checkpoint path for `sr.generator`: None = the default entry; a registry name = its
     verified cached file (downloaded if missing); an existing file = itself."""
@@ -311,6 +320,19 @@ def resolve(generator: str | None, *, progress: bool = True) -> Path:
     )
 
 
+def _plain_data() -> list:
+    """What a checkpoint may hold besides tensors and Python data, for `torch.load(weights_only=True)`:
+    training scripts' argparse namespaces (rosinality's `args`) and numpy scalars (a step or an
+    alpha), including numpy 1's name for them. Plain data: no code of the file's choosing runs."""
+    import argparse
+
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    dtypes = {type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"}
+    return [argparse.Namespace, np.dtype, *dtypes, scalar, (scalar, "numpy.core.multiarray.scalar")]
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """`torch.load(path, weights_only=True)` on the CPU, with errors that say what to do."""
     import pickle
@@ -318,11 +340,19 @@ def load_checkpoint(path: str | Path) -> dict:
     import torch
 
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_plain_data()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelError(f"checkpoint {path} does not exist") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-        raise ModelError(f"could not read checkpoint {path} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); it may be truncated or not a PyTorch weights file: fetch it again") from None
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found:  # a pickled class or function: running it would run the file's code
+            raise ModelError(f"checkpoint {path} pickles {found.group(1)}, which facezoom does not unpickle (a checkpoint may "
+                             "hold only tensors and plain data); save the generator's state_dict() instead") from None
+        raise ModelError(f"could not read checkpoint {path}: it is not a PyTorch weights file, or it is damaged; fetch it again") from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()[0] if str(err) else ""
+        raise ModelError(f"could not read checkpoint {path} ({type(err).__name__}: {first}); it may be truncated or not a PyTorch weights file: fetch it again") from None
     if not isinstance(checkpoint, dict):
         raise ModelError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a dict of tensors")
     return checkpoint

@@ -170,6 +170,14 @@ def test_data_parallel_checkpoint_loads_the_same_weights(tmp_path):
         torch.testing.assert_close(ddp(x), plain(x), rtol=0, atol=0)
 
 
+def test_numpy_step_and_alpha_load(tmp_path):
+    """A training script may save its counters as numpy scalars (numpy 1 pickles them as
+    numpy.core.multiarray.scalar); they are plain data, read without running the file's code."""
+    path = write_published(tmp_path / "numpy.ckpt", random_state(TINY), step=np.int64(3), alpha=np.float64(1.0), iteration=np.int64(16))
+    loaded = load_pfsr(path)
+    assert (loaded.step, loaded.alpha) == (3, 1.0)
+
+
 def test_missing_or_misshapen_keys_fail_naming_the_key(tmp_path):
     state = random_state(TINY)
     missing = dict(state)

@@ -208,17 +208,28 @@ def test_resolve_local_paths_and_unknown_names(tmp_path):
 
 
 def test_load_checkpoint_is_weights_only(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"x": torch.zeros(1), "payload": Payload()}, path)
-    with pytest.raises(ModelError, match="could not read checkpoint"):
+    path, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    torch.save({"x": torch.zeros(1), "payload": Payload(marker)}, path)
+    with pytest.raises(ModelError, match="pickles test_weights.touch, which facezoom does not unpickle"):
         weights.load_checkpoint(path)
+    assert not marker.exists()
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="truncated"):
+    with pytest.raises(ModelError, match="not a PyTorch weights file"):
         weights.load_checkpoint(path)
 
 
 class Payload:
-    pass
+    """Unpickling it would write a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return touch, (str(self.marker),)
+
+
+def touch(path: str) -> None:
+    Path(path).write_text("ran")
 
 
 def test_importing_touches_no_network():
