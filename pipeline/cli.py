@@ -108,7 +108,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.draw_boxes:
         overrides.append("composite.draw_boxes=true")
     cfg = load_config(args.config, overrides)
-    _check_paths(Path(args.input), Path(args.output))
+    _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
     with VideoReader(args.input):  # a bad input is reported before anything else is said or started
         pass
     if cfg.sr.backend == "classical":
@@ -171,11 +171,21 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 2 if any(r.status in ("mismatch", "missing") for r in reports) else 0
 
 
-def _check_paths(input_path: Path, output_path: Path) -> None:
+def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None) -> None:
+    """Everything about the paths that can be known before a run, so a run never ends in an error
+    that was there from the start (leaving its output behind, or none after an hour)."""
+    from pipeline.stills import VIDEO_SUFFIXES
+
     if output_path.exists() and input_path.exists() and os.path.samefile(input_path, output_path):
         raise UserError(f"the output {output_path} is the input; choose another output path")
     if output_path.is_dir():
         raise UserError(f"the output {output_path} is a folder; give a file name such as {output_path / 'out.mp4'}")
+    if output_path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"the output {output_path} must end in {', '.join(VIDEO_SUFFIXES)} (the containers that keep "
+                        "every frame's timestamp and the audio untouched)")
+    for path in (output_path, report):
+        if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
+            raise UserError(f"output folder does not exist: {path.parent}")
 
 
 _FEATURE_COMMANDS: tuple[str, ...] = ("pipeline.zoom_command", "pipeline.enhance", "pipeline.train", "pipeline.live")  # modules with a register(commands, add_config_args)

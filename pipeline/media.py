@@ -42,6 +42,7 @@ CODECS = {
     "mpeg4": {"crf": None, "preset": None},
 }
 ALIASES = {"h264": "libx264", "hevc": "libx265", "h265": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+WEBM_CODECS = ("libvpx-vp9", "libsvtav1")  # of CODECS, what a WebM file can hold
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
@@ -109,6 +110,12 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err).splitlines()[0]
 
 
+def main_video_stream(container) -> av.VideoStream | None:
+    """The video a container plays: its first video stream that is not an attached (cover) picture."""
+    movies = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return movies[0] if movies else None
+
+
 class VideoReader:
     """Decode the first video stream of `path`.
 
@@ -120,10 +127,10 @@ class VideoReader:
     def __init__(self, path: str | Path, *, threads: int = 0):
         self.path = Path(path)
         self._container = _open_input(self.path)
-        if not self._container.streams.video:
+        self.stream = main_video_stream(self._container)
+        if self.stream is None:
             self._container.close()
             raise InputError(f"{self.path} has no video stream (audio-only or data file)")
-        self.stream = self._container.streams.video[0]
         self.stream.thread_type = "AUTO"  # frame and slice threads
         self.stream.codec_context.thread_count = threads
         self.time_base = Fraction(self.stream.time_base or Fraction(1, 90000))
@@ -264,7 +271,7 @@ class VideoWriter(AtomicWriter):
             self._video = self._add_video_stream(cfg, rate)
             self._audio = self._add_audio_streams(audio_from)
             self._out.start_encoding()
-        except av.error.FFmpegError as err:
+        except (av.error.FFmpegError, ValueError) as err:  # PyAV: ValueError("'webm' format does not support ...")
             self._discard()
             raise UserError(f"cannot write {self.path} with codec {cfg.codec} ({_reason(err)})") from None
         except BaseException:
@@ -272,6 +279,10 @@ class VideoWriter(AtomicWriter):
             raise
 
     def _add_video_stream(self, cfg: VideoConfig, rate: Fraction | None) -> av.VideoStream:
+        if self._out.format.name == "webm" and cfg.codec not in WEBM_CODECS:
+            log.info("WebM holds VP9 or AV1 video only: encoding %s with libvpx-vp9 (video.codec=%s is for the other "
+                        "containers)", self.path.name, cfg.codec)
+            cfg = dataclasses.replace(cfg, codec="libvpx-vp9")
         stream = self._out.add_stream(cfg.codec, rate=rate or None)
         stream.width = self.width + self._pad[0]
         stream.height = self.height + self._pad[1]
@@ -297,6 +308,15 @@ class VideoWriter(AtomicWriter):
         if audio_from is None:
             return []
         self._audio_in = _open_input(audio_from)
+        main = main_video_stream(self._audio_in)
+        others = [s for s in self._audio_in.streams if s.type != "audio" and s is not main]  # a cover picture, subtitles, data
+        if others:
+            def kind(s) -> str:
+                what = "cover picture" if s.disposition & av.stream.Disposition.attached_pic else s.type
+                return f"{what} ({s.codec_context.name if s.codec_context else '?'})"
+
+            kinds = ", ".join(sorted({kind(s) for s in others}))
+            log.warning("%s: %d stream(s) besides the video and its audio are not copied: %s", audio_from, len(others), kinds)
         pairs = []
         for in_stream in self._audio_in.streams.audio:
             try:
@@ -307,6 +327,9 @@ class VideoWriter(AtomicWriter):
                     f"{in_stream.codec_context.name} audio, which facezoom copies untouched; "
                     "write .mkv (it holds any codec) or .mp4/.mov instead"
                 ) from None
+            layout = in_stream.codec_context.layout
+            if layout.name.endswith("channels"):  # "2 channels": no speaker order (mkv, avi), which mp4/mov refuse
+                out_stream.codec_context.layout = av.AudioLayout(f"{len(layout.channels)}c")  # FFmpeg's default order for that count
             pairs.append((in_stream, out_stream))
         if not pairs:
             self._audio_in.close()
@@ -362,7 +385,11 @@ class VideoWriter(AtomicWriter):
         for packet in self._video.encode(None):
             self._out.mux(packet)
         self._mux_audio_until(None)
-        self._out.close()
+        try:
+            self._out.close()  # writes the trailer: a muxer may refuse the file only now
+        except av.error.FFmpegError as err:
+            self._discard()
+            raise UserError(f"could not finish {self.path} ({_reason(err)}); try another container, e.g. .mkv") from None
         if self._audio_in is not None:
             self._audio_in.close()
         self._closed = True

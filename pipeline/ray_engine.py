@@ -48,7 +48,33 @@ log = logging.getLogger(__name__)
 BATCHES_PER_ACTOR = 2  # one running, one waiting: the next batch's transfer hides behind compute
 
 
+def _setup_errors_reach_the_driver(cls):
+    """Keep a user-facing error raised while an actor sets up, and raise it from `ready()`.
+
+    Raised from `__init__` it would kill the actor: the driver would see `ActorDiedError`, which
+    drops the cause, and the worker's traceback. Raised from a method, it reaches the driver as
+    itself (`_get`), and the CLI prints its one line.
+    """
+    init = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        self._setup_error = None
+        try:
+            init(self, *args, **kwargs)
+        except (UserError, ModelError) as err:
+            self._setup_error = err
+
+    def ready(self) -> bool:
+        if self._setup_error is not None:
+            raise self._setup_error
+        return True
+
+    cls.__init__, cls.ready = __init__, ready
+    return cls
+
+
 @ray.remote(num_cpus=0)
+@_setup_errors_reach_the_driver
 class DecodeActor:
     def __init__(self, path: str, threads: int):
         keep_frame_memory_flat()
@@ -66,14 +92,12 @@ class DecodeActor:
 
 
 @ray.remote(num_cpus=0)
+@_setup_errors_reach_the_driver
 class TrackActor:
     def __init__(self, detect_cfg, track_cfg, crop_size: int):
         keep_frame_memory_flat()
         self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size)
         self.busy = 0.0
-
-    def ready(self) -> bool:
-        return True
 
     def process(self, frames: list) -> dict[str, Any]:
         """Per frame, the crops' metadata with each aligned crop as its own object ref."""
@@ -94,6 +118,7 @@ class TrackActor:
 
 
 @ray.remote
+@_setup_errors_reach_the_driver
 class SRActor:
     def __init__(self, sr_cfg, threads: int):
         keep_frame_memory_flat()
@@ -121,6 +146,7 @@ class SRActor:
 
 
 @ray.remote(num_cpus=0)
+@_setup_errors_reach_the_driver
 class EncodeActor:
     def __init__(self, output: str, info: dict[str, Any], video_cfg, composite_cfg, audio_from: str):
         keep_frame_memory_flat()
@@ -132,9 +158,6 @@ class EncodeActor:
         )
         self._writer.__enter__()
         self.busy = 0.0
-
-    def ready(self) -> bool:
-        return True
 
     def write(self, frames: list, placements: list, *face_lists: list) -> int:
         """Composite and encode one chunk. placements[i]: (matrix, track_id, box, list, item) per face."""
@@ -151,7 +174,8 @@ class EncodeActor:
         return self._writer.frames_written, self.busy
 
     def abort(self) -> None:
-        self._writer.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+        if getattr(self, "_writer", None) is not None:  # None: it never opened (its own set-up error)
+            self._writer.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
 
 
 @dataclasses.dataclass
@@ -226,6 +250,7 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
         actors += pool
         decoder = DecodeActor.options(scheduling_strategy=here).remote(str(input_path), cfg.video.decode_threads)
         actors.append(decoder)
+        _get([decoder.ready.remote(), *[a.ready.remote() for a in pool]])  # input opened, weights loaded
         info, *pool_info = _get([decoder.info.remote(), *[a.info.remote() for a in pool]])
         sr_info = pool_info[0]
         tracker = TrackActor.options(scheduling_strategy=here).remote(

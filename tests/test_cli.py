@@ -95,6 +95,20 @@ def test_unwritable_output_folder_exits_2(tmp_path, capsys):
     assert main(["--quiet", "video", str(src), "-o", str(tmp_path / "no" / "such" / "out.mp4")]) == 2
 
 
+def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
+    """An unknown container or a report into a missing folder is refused up front: no run, no output."""
+    src = make_video(tmp_path / "in.mp4", frames=4)
+    for argv, message in [
+        (["-o", str(tmp_path / "out.xyz")], "must end in .mp4, .mkv, .mov, .webm"),
+        (["-o", str(tmp_path / "out")], "must end in .mp4"),
+        (["-o", str(tmp_path / "o.mp4"), "--report", str(tmp_path / "no" / "r.json")], "output folder does not exist"),
+    ]:
+        assert main(["--quiet", "video", str(src), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
+
+
 def test_bad_setting_exits_2_naming_the_key(tmp_path, capsys):
     src = make_video(tmp_path / "in.mp4", frames=4)
     assert main(["video", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "sr.batch_size=0"]) == 2

@@ -138,6 +138,66 @@ def test_encodes_with_other_codecs(tmp_path, codec, suffix):
     assert len(times) == 10
 
 
+def test_webm_gets_vp9_when_the_codec_is_for_other_containers(tmp_path):
+    src = make_video(tmp_path / "in.mkv", frames=6, audio=("libopus",))
+    out = copy_through(src, tmp_path / "out.webm")  # the default codec, libx264, cannot go in WebM
+    with av.open(str(out)) as container:
+        assert container.streams.video[0].codec_context.name in ("vp9", "libvpx-vp9")
+    assert audio_packets(out) == audio_packets(src)
+
+
+def test_pcm_audio_without_a_speaker_layout_goes_into_mp4(tmp_path):
+    """Matroska and AVI store PCM without a speaker order ("2 channels"); mp4 refuses that, so the
+    output gets FFmpeg's default order for the count, and the samples are copied untouched."""
+    src = make_video(tmp_path / "in.mkv", frames=6, audio=("pcm_s16le",))
+    with av.open(str(src)) as container:
+        assert container.streams.audio[0].codec_context.layout.name == "2 channels"
+    out = copy_through(src, tmp_path / "out.mp4")
+    assert audio_packets(out) == audio_packets(src)
+    with av.open(str(out)) as container:
+        assert container.streams.audio[0].codec_context.layout.name == "stereo"
+
+
+def with_extra_streams(clip, dst, *, cover: bool = False, subtitles: Path | None = None):
+    """`clip` remuxed to `dst` with a cover picture (an attached mjpeg) and/or a subtitle track."""
+    with av.open(str(clip)) as inp, av.open(str(dst), "w") as out, av.open(str(subtitles or clip)) as subs:
+        streams = {s.index: out.add_stream_from_template(s) for s in (inp.streams.video[0], inp.streams.audio[0])}
+        text = out.add_stream_from_template(subs.streams[0]) if subtitles is not None else None  # all streams before muxing
+        if cover:
+            art = out.add_stream("mjpeg", rate=1)
+            art.width, art.height, art.pix_fmt = 32, 32, "yuvj420p"
+            art.disposition = av.stream.Disposition.attached_pic
+            picture = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24").reformat(format="yuvj420p")
+            for packet in [*art.encode(picture), *art.encode(None)]:
+                out.mux(packet)
+        for packet in inp.demux(inp.streams.video[0], inp.streams.audio[0]):
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        if text is not None:
+            for packet in subs.demux(subs.streams[0]):
+                if packet.size:
+                    packet.stream = text
+                    out.mux(packet)
+    return dst
+
+
+def test_streams_that_are_not_copied_are_named(tmp_path, caplog):
+    """Subtitles and cover pictures are not copied (only the video, re-encoded, and its audio);
+    a warning names them rather than dropping them silently. The cover is not taken for the video."""
+    clip = make_video(tmp_path / "clip.mp4", frames=6)
+    srt = tmp_path / "subs.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nHello\n\n")
+    for src, named in [(with_extra_streams(clip, tmp_path / "subs.mkv", subtitles=srt), "subtitle (srt)"),
+                       (with_extra_streams(clip, tmp_path / "cover.mp4", cover=True), "cover picture (mjpeg)")]:
+        caplog.clear()
+        out = copy_through(src, tmp_path / f"out_{src.stem}.mp4")
+        times, images = video_frames(out)
+        assert len(times) == 6 and psnr(images[3], pattern(3, 96, 64)) > 25
+        assert audio_packets(out) == audio_packets(clip)
+        assert f"1 stream(s) besides the video and its audio are not copied: {named}" in caplog.text
+
+
 def test_audio_that_the_output_container_cannot_hold_is_a_clear_error(tmp_path):
     src = make_video(tmp_path / "in.mp4", frames=4, audio=("aac",))
     with pytest.raises(UserError, match="cannot hold the input's aac audio"):

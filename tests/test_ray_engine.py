@@ -14,7 +14,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.errors import UserError
 from pipeline.run import run
-from synth import audio_packets, video_frames
+from synth import audio_packets, make_video, video_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["video.preset=ultrafast", "engine.chunk=4", "engine.max_frames_in_flight=12", "sr.batch_size=4"]
@@ -103,6 +103,16 @@ def test_resources_the_cluster_lacks_are_a_clear_error_not_a_hang(ray_session, s
     with pytest.raises(UserError, match="need 3 accel"):
         run(sample_clip, tmp_path / "o.mp4", cfg=cfg, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_actor_set_up_error_reaches_the_driver_as_itself(ray_session, tmp_path):
+    """The encoder actor cannot open the output (WebM cannot hold AAC): the driver gets the
+    UserError itself, one line for the CLI, not a dead actor's traceback; no file is left."""
+    src = make_video(tmp_path / "in.mp4", frames=6, audio=("aac",))
+    cfg = load_config(overrides=[*FAST, "engine.engine=ray"])
+    with pytest.raises(UserError, match="cannot hold the input's aac audio"):
+        run(src, tmp_path / "o.webm", cfg=cfg, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
 
 
 TWO_NODES = textwrap.dedent(
