@@ -174,18 +174,13 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None) -> None:
     """Everything about the paths that can be known before a run, so a run never ends in an error
     that was there from the start (leaving its output behind, or none after an hour)."""
-    from pipeline.stills import VIDEO_SUFFIXES
+    from pipeline.media import check_output_folder, check_output_video
 
     if output_path.exists() and input_path.exists() and os.path.samefile(input_path, output_path):
         raise UserError(f"the output {output_path} is the input; choose another output path")
-    if output_path.is_dir():
-        raise UserError(f"the output {output_path} is a folder; give a file name such as {output_path / 'out.mp4'}")
-    if output_path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserError(f"the output {output_path} must end in {', '.join(VIDEO_SUFFIXES)} (the containers that keep "
-                        "every frame's timestamp and the audio untouched)")
-    for path in (output_path, report):
-        if path is not None and not (path.parent if str(path.parent) else Path(".")).is_dir():
-            raise UserError(f"output folder does not exist: {path.parent}")
+    check_output_video(output_path)
+    if report is not None:
+        check_output_folder(report)
 
 
 _FEATURE_COMMANDS: tuple[str, ...] = ("pipeline.zoom_command", "pipeline.enhance", "pipeline.train", "pipeline.live")  # modules with a register(commands, add_config_args)

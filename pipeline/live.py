@@ -166,6 +166,9 @@ def run_live(
             if output is not None:
                 out_width, out_height = cfg.composite.output_size(width, height)
                 recorder = Recorder(output, width=out_width, height=out_height, video_cfg=cfg.video)
+                if source.has_audio:
+                    log.warning("%s has sound, which the recording leaves out: live recordings hold the processed video only",
+                                spec.label)
             last_status, resized = time.monotonic(), False
             while not stop.is_set():
                 # 2. The newest frame (older ones were dropped by the reader).
@@ -256,7 +259,8 @@ def _status(stats, source, frames_out: int, controller, now: float) -> dict:
 
 @contextlib.contextmanager
 def _stop_on_interrupt(stop: threading.Event):
-    """The first Ctrl-C sets `stop` (the loop ends after the current frame); a second one interrupts."""
+    """The first Ctrl-C, or a SIGTERM (`kill`, `timeout`, `docker stop`, systemd), sets `stop`: the
+    loop ends after the current frame and the recording is finished. A second one interrupts."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -266,11 +270,12 @@ def _stop_on_interrupt(stop: threading.Event):
             raise KeyboardInterrupt
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
@@ -332,8 +337,10 @@ def cmd_live(args: argparse.Namespace) -> int:
             raise UserError(f"--input-option expects KEY=VALUE, e.g. video_size=640x480; got {item!r}")
         options[key] = value
     spec = parse_source(args.source, input_format=args.input_format, options=options, realtime=args.realtime)
-    if args.output and Path(args.output).is_dir():
-        raise UserError(f"the output {args.output} is a folder; give a file name such as {Path(args.output) / 'live.mp4'}")
+    if args.output:
+        from pipeline.media import check_output_video
+
+        check_output_video(Path(args.output))  # before the source is opened and the models loaded
     preview = None
     if args.preview:
         from pipeline.preview import PreviewServer, parse_address

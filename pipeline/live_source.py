@@ -23,6 +23,7 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -80,7 +81,10 @@ def parse_source(
     if scheme is not None:
         if scheme not in NETWORK_SCHEMES:
             raise UserError(f"unsupported stream scheme {scheme}:// in {text!r}; use one of {', '.join(s + '://' for s in NETWORK_SCHEMES)}")
-        return SourceSpec(text, text, "network", None, opts, realtime)
+        # HLS arrives a segment (seconds of frames) at a time: played at its timestamps, or the
+        # newest-frame-wins reader would keep one frame per segment
+        hls = urllib.parse.urlsplit(text).path.lower().endswith((".m3u8", ".m3u"))
+        return SourceSpec(text, text, "network", None, opts, realtime or hls)
     path = Path(text)
     if not path.is_file():
         raise InputError(
@@ -155,8 +159,13 @@ class LiveSource:
         self._clock: tuple[float, float] | None = None  # (read time, source seconds) the lag is measured from
         self._best_lag = 0.0
         self._container = self._open(self.open_timeout)
+        self.has_audio = bool(self._container.streams.audio)
         self._frames = self._decode(self._container)
-        first = next(self._frames, None)
+        try:
+            first = next(self._frames, None)
+        except (av.error.FFmpegError, OSError) as err:
+            self._container.close()
+            raise InputError(f"cannot read live source {spec.label}: {self._reason(err, opening=True)}") from None
         if first is None:
             self._container.close()
             raise InputError(f"{spec.label} sent no decodable video frame")
@@ -254,6 +263,8 @@ class LiveSource:
                     if self.spec.realtime and frame.time is not None:
                         pace = pace or (time.monotonic(), float(frame.time))
                         wait = pace[0] + float(frame.time) - pace[1] - time.monotonic()
+                        if abs(wait) > RESYNC_SECONDS:  # the timestamps jumped (a splice, a reset): pace afresh
+                            pace, wait = (time.monotonic(), float(frame.time)), 0.0
                         if wait > 0 and self._stop.wait(wait):
                             return
                     self._publish(frame)
@@ -315,6 +326,8 @@ class LiveSource:
             reason = self._reason(err, opening=True) if not timed_out else (
                 f"no video within the {open_timeout:g} s open time-out (is the sender running and sending?)")
             raise InputError(f"cannot open live source {spec.label}: {reason}") from None
+        except ValueError as err:  # PyAV: "no container format 'x'" (FFmpeg's own errors are caught above)
+            raise UserError(f"cannot open live source {spec.label}: {err}") from None
         if not container.streams.video:
             container.close()
             raise InputError(f"{spec.label} has no video stream")

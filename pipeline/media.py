@@ -110,6 +110,24 @@ def _reason(err: Exception) -> str:
     return getattr(err, "strerror", None) or str(err).splitlines()[0]
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm")  # what `VideoWriter` writes: containers that keep every pts and the audio
+
+
+def check_output_video(path: Path) -> None:
+    """A `UserError` now for an output video path that could only fail after the run."""
+    if path.is_dir():
+        raise UserError(f"the output {path} is a folder; give a file name such as {path / 'out.mp4'}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"the output {path} must end in {', '.join(VIDEO_SUFFIXES)} (the containers that keep "
+                        "every frame's timestamp and the audio untouched)")
+    check_output_folder(path)
+
+
+def check_output_folder(path: Path) -> None:
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise UserError(f"output folder does not exist: {path.parent}")
+
+
 def main_video_stream(container) -> av.VideoStream | None:
     """The video a container plays: its first video stream that is not an attached (cover) picture."""
     movies = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]

@@ -31,12 +31,11 @@ import cv2
 import numpy as np
 
 from pipeline.errors import InputError, UserError
-from pipeline.media import AtomicWriter
+from pipeline.media import VIDEO_SUFFIXES, AtomicWriter
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm")  # what `VideoWriter` writes
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # single pictures `write_image` writes
 COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 GIF_TIME_BASE = Fraction(1, 100)  # GIF frame delays are whole hundredths of a second

@@ -73,6 +73,9 @@ def test_sources_that_cannot_work_say_what_to_do(tmp_path):
         parse_source(str(tmp_path / "missing.mp4"), realtime=True)
     spec = parse_source("rtsp://127.0.0.1:8554/cam", options={"rtsp_transport": "tcp"})
     assert spec.kind == "network" and spec.format is None and spec.options == {"rtsp_transport": "tcp"}
+    # HLS comes a segment at a time: it is played at its timestamps, as --realtime does
+    assert parse_source("https://cdn.example.org/live/index.m3u8?token=1").realtime
+    assert not parse_source("http://127.0.0.1:8080/stream.ts").realtime
 
 
 # -- time-outs: a source must never hang the program ---------------------------------------
@@ -155,9 +158,9 @@ def test_latency_stays_within_budget_and_nothing_backs_up_over_10_seconds(tmp_pa
 
 
 def test_when_processing_is_slower_than_the_source_frames_are_dropped_not_queued():
-    """Detection on every frame, no adaptation: MTCNN takes longer than a frame lasts."""
-    cfg = load_config(overrides=["detect.every=1"])
-    with TSServer() as server:
+    """Detection on every frame of 720p at its native size, no adaptation: MTCNN takes longer than a frame lasts."""
+    cfg = load_config(overrides=["detect.every=1", "detect.working_size=0"])
+    with TSServer(width=1280, height=720) as server:
         report = run_live(parse_source(server.url), cfg=cfg, live=LiveConfig(adapt=False), duration=6)
     assert report["frames_dropped"] - report["frames_dropped_at_start"] > 0.3 * report["frames_in"], report
     assert report["frames_in"] == report["frames_out"] + report["frames_dropped"]
@@ -277,9 +280,23 @@ def test_the_command_rejects_bad_sources_with_one_line(tmp_path, capsys):
     assert "--preview expects" in capsys.readouterr().err
     assert main(["live", "tcp://127.0.0.1:1", "--budget-ms", "0"]) == 2
     assert "budget_ms must be" in capsys.readouterr().err
+    assert main(["live", "tcp://127.0.0.1:1", "--input-format", "bogus"]) == 2
+    assert "no container format 'bogus'" in capsys.readouterr().err
+    assert main(["live", "tcp://127.0.0.1:1", "-o", str(tmp_path / "rec.xyz")]) == 2  # refused before connecting
+    assert "must end in .mp4" in capsys.readouterr().err
 
 
-def test_ctrl_c_stops_cleanly_with_a_complete_recording_and_report(tmp_path):
+def test_a_jump_in_a_files_timestamps_does_not_freeze_realtime_play(tmp_path):
+    """Paced play follows the timestamps; a splice that jumps them by minutes is paced afresh."""
+    clip = make_video(tmp_path / "spliced.mkv", frames=20, width=160, height=96, fps=10, pts=[*range(10), *range(3600, 3610)])
+    start = time.monotonic()
+    report = run_live(parse_source(str(clip), realtime=True), cfg=CLASSICAL, duration=60)
+    assert report["stopped"] == "end of file" and report["frames_in"] == 20
+    assert time.monotonic() - start < 30  # not the 6 minutes the timestamps jump over
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_with_a_complete_recording_and_report(tmp_path, stop_signal):
     out, report_path = tmp_path / "live.mp4", tmp_path / "r.json"
     with TSServer(width=320, height=240) as server:
         proc = subprocess.Popen(
@@ -300,7 +317,7 @@ def test_ctrl_c_stops_cleanly_with_a_complete_recording_and_report(tmp_path):
                 if stats.get("frames_out", 0) >= 30:
                     break
                 time.sleep(0.2)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop_signal)  # SIGTERM: kill, timeout, docker stop, systemd
             _, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
