@@ -197,6 +197,8 @@ class FaceDetector:
             )
         # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
         self._mtcnn.min_face_size = smallest * min(sx, sy)
+        if min(size) < self._mtcnn.min_face_size:  # no face that large fits: MTCNN would have no pyramid level
+            return [Detections.empty() for _ in frames]
         boxes, scores, points = self._run_mtcnn(batch)
         # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
         out = []

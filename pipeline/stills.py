@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections import deque
 from fractions import Fraction
 from pathlib import Path
@@ -35,7 +36,7 @@ from pipeline.media import VIDEO_SUFFIXES, AtomicWriter
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".apng", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".avif", ".bmp", ".tif", ".tiff")
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # single pictures `write_image` writes
 COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 GIF_TIME_BASE = Fraction(1, 100)  # GIF frame delays are whole hundredths of a second
@@ -57,8 +58,21 @@ class Picture(NamedTuple):
 
 
 def is_picture(path: str | Path) -> bool:
-    """Whether `path` names an image file by its suffix (animated GIFs included)."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+    """Whether `path` is an image file (animated GIFs included): by its suffix, or, with a suffix
+    that is neither a picture's nor a video's (none, `.heic`...), by whether Pillow can open it."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES or not path.is_file():
+        return suffix in IMAGE_SUFFIXES
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # read_picture reports them, if it comes to that
+            with Image.open(path):  # reads the header only
+                return True
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
 
 
 def parse_colour(text: str) -> tuple[int, int, int]:
@@ -92,15 +106,19 @@ def read_picture(path: str | Path, *, background: tuple[int, int, int] = (255, 2
         raise InputError(f"input is a folder, not a picture: {path}")
     frames, durations = [], []
     try:
-        with Image.open(path) as image:
-            for frame in ImageSequence.Iterator(image):
-                if len(frames) == MAX_FRAMES:
-                    raise InputError(f"{path} has more than {MAX_FRAMES} frames; convert it to a video (mp4) and use that")
-                if getattr(image, "n_frames", 1) == 1:
-                    frame = ImageOps.exif_transpose(frame)  # a phone photo's orientation tag: upright stays upright
-                frames.append(_flatten(frame, background))
-                delay = frame.info.get("duration") or 100  # ms
-                durations.append(float(delay) / 1000.0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # Pillow's (a huge picture, corrupt EXIF) go to the log, one line each
+            with Image.open(path) as image:
+                for frame in ImageSequence.Iterator(image):
+                    if len(frames) == MAX_FRAMES:
+                        raise InputError(f"{path} has more than {MAX_FRAMES} frames; convert it to a video (mp4) and use that")
+                    if getattr(image, "n_frames", 1) == 1:
+                        frame = ImageOps.exif_transpose(frame)  # a phone photo's orientation tag: upright stays upright
+                    frames.append(_flatten(frame, background))
+                    delay = frame.info.get("duration") or 100  # ms
+                    durations.append(float(delay) / 1000.0)
+        for warning in caught:
+            log.warning("%s: %s", path, str(warning.message).splitlines()[0])
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as err:
         raise InputError(f"cannot read {path} as a picture ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     if not frames:
@@ -110,6 +128,12 @@ def read_picture(path: str | Path, *, background: tuple[int, int, int] = (255, 2
 
 def _flatten(frame, background: tuple[int, int, int]) -> np.ndarray:
     """A Pillow frame of any mode -> `[H, W, 3] uint8 RGB`, transparency over `background`."""
+    from PIL import Image
+
+    if frame.mode.startswith("I"):  # 16- or 32-bit grey: Pillow's convert would clip at 255, not scale
+        grey = np.asarray(frame, dtype=np.float32)
+        wide = frame.mode.startswith("I;16") or grey.max() > 255  # "I" holds 8-bit values too, now and then
+        frame = Image.fromarray(np.clip(np.rint(grey / 257.0 if wide else grey), 0, 255).astype(np.uint8), "L")
     rgba = np.asarray(frame.convert("RGBA"), dtype=np.float32)  # [H, W, 4]
     alpha = rgba[..., 3:] / 255.0
     rgb = rgba[..., :3] * alpha + np.asarray(background, np.float32) * (1.0 - alpha)

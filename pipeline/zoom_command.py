@@ -222,6 +222,8 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     times: list[float] = []
     with VideoReader(input_path, threads=cfg.video.decode_threads) as reader:
         w, h, total = reader.width, reader.height, reader.frame_count
+        if total:  # the container's count, when it has one; the frames read are checked below
+            _check_frames(input_path, total)
         if settings.duration is not None and total and reader.rate:  # the container's word, checked exactly below
             _check_duration(settings.duration, (total - 1) / float(reader.rate))
         if choice.at is not None:
@@ -235,6 +237,7 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
 
         spots, track = _target_spots(images(), backend=backend, cfg=cfg, whole=settings.whole, choice=choice,
                                      source=str(input_path), progress=progress, total=total)
+    _check_frames(input_path, len(times))
     length = times[-1] - times[0]
     if settings.duration is not None and len(times) > 1:
         _check_duration(settings.duration, length)
@@ -288,6 +291,12 @@ def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice,
         print(f"facezoom: error: {skipped} of {len(pictures)} pictures were skipped (see the warnings above)", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_frames(path, count: int) -> None:
+    if count < 2:
+        raise UserError(f"{path} is a video of {count} frame(s): there is nothing to play while the camera moves; "
+                        "save the frame as a picture (.png) and zoom into that")
 
 
 def _check_duration(duration: float, length: float) -> None:

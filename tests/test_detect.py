@@ -81,6 +81,13 @@ def test_no_face_gives_empty_arrays_of_the_right_shape(detector):
     assert detector.detect([]) == []
 
 
+def test_frames_smaller_than_the_smallest_face_have_no_faces(detector):
+    """8x8, 17x13 or a 2000x16 strip: no face of min_face pixels fits, and MTCNN is not asked."""
+    for height, width in [(8, 8), (13, 17), (16, 2000)]:
+        (dets,) = detector.detect([np.full((height, width, 3), 128, np.uint8)])
+        assert len(dets) == 0
+
+
 def test_bad_frames_raise_with_got_and_expected(detector):
     with pytest.raises(ValueError, match=r"frames\[1\] must be \[H, W, 3\] uint8 RGB, got shape \[240, 320\]"):
         detector.detect([np.zeros((240, 320, 3), np.uint8), np.zeros((240, 320), np.uint8)])

@@ -10,6 +10,7 @@ from pipeline.errors import InputError, UserError
 from pipeline.stills import (
     GifWriter,
     PngFolderWriter,
+    is_picture,
     list_pictures,
     open_animation,
     output_kind,
@@ -175,3 +176,33 @@ def test_a_photos_exif_orientation_is_applied(tmp_path):
     (upright,) = read_picture(tmp_path / "phone.jpg").frames
     assert upright.shape == (40, 20, 3)
     assert upright[5, 10, 0] > 200 and upright[35, 10, 0] < 50  # the red half is now on top
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    grey = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    (frame,) = read_picture(tmp_path / "deep.png").frames
+    np.testing.assert_allclose(frame[..., 0], grey / 257.0, atol=0.51)
+    assert (frame[..., 0] == frame[..., 2]).all()
+
+
+def test_pictures_are_known_by_their_content_when_the_suffix_says_nothing(tmp_path):
+    Image.fromarray(_sprite_frames(1)[0]).save(tmp_path / "photo.heic", format="JPEG")  # misnamed, as phones' exports are
+    Image.fromarray(_sprite_frames(1)[0]).save(tmp_path / "noname", format="PNG")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    assert is_picture(tmp_path / "photo.heic") and is_picture(tmp_path / "noname") and is_picture(tmp_path / "a.avif")
+    assert not is_picture(tmp_path / "notes.txt") and not is_picture(tmp_path / "clip.mp4")
+
+
+def test_pillow_warnings_go_to_the_log(tmp_path, caplog, monkeypatch):
+    """A picture over Pillow's size limit (here lowered) warns; the warning is one log line, not
+    Python's two-line warning on stderr."""
+    import warnings
+
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 64x48 = 3072: over it, under twice it (an error)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning that escaped would fail the read
+        read_picture(tmp_path / "big.png")
+    assert "big.png: Image size (3072 pixels) exceeds limit" in caplog.text

@@ -290,6 +290,15 @@ def test_zoom_errors_teach_and_leave_no_output(tmp_path, capsys, sample_clip):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wall.png"]
 
 
+def test_a_one_frame_video_is_refused_with_what_to_do(tmp_path, capsys):
+    from synth import make_video
+
+    clip = make_video(tmp_path / "still.mp4", frames=1)
+    assert main(["-q", "zoom", str(clip), "-o", str(tmp_path / "z.mp4")]) == 2
+    assert "video of 1 frame(s)" in capsys.readouterr().err
+    assert not (tmp_path / "z.mp4").exists()
+
+
 def test_zoom_whole_sprite_starts_from_the_sprite(tmp_path):
     sprite = np.zeros((16, 16, 3), np.uint8)
     sprite[4:12, 4:12] = (240, 180, 60)
