@@ -108,13 +108,17 @@ def camera_view(*, frame_size: tuple[int, int], out_size: tuple[int, int], targe
 
     The target's position on screen moves linearly in `tight` from where the wide view shows it
     to the centre of the output; the view is then shifted, if needed, to stay inside the frame.
+    When the output's aspect differs from the frame's, the wide view slides from the centre
+    toward the target as far as the frame allows, so a face near an edge is in the first frame.
     """
     w, h = frame_size
     wide = wide_view(frame_size, out_size)
     vw, vh = wide.width / zoom, wide.height / zoom
     fx, fy = target
-    cx = fx - (1.0 - tight) * (fx - w / 2) / zoom
-    cy = fy - (1.0 - tight) * (fy - h / 2) / zoom
+    ox = min(max(fx, wide.width / 2), w - wide.width / 2)  # the wide view's centre: w / 2 at the frame's aspect
+    oy = min(max(fy, wide.height / 2), h - wide.height / 2)
+    cx = fx - (1.0 - tight) * (fx - ox) / zoom
+    cy = fy - (1.0 - tight) * (fy - oy) / zoom
     cx = min(max(cx, vw / 2), w - vw / 2)
     cy = min(max(cy, vh / 2), h - vh / 2)
     return View(cx - vw / 2, cy - vh / 2, cx + vw / 2, cy + vh / 2)

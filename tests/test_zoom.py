@@ -81,9 +81,11 @@ def test_frame_positions_count_is_duration_times_fps():
         zoom.frame_positions(duration=0.05, fps=10)
 
 
+@pytest.mark.parametrize("out", [(320, 180), (180, 180)], ids=["same-aspect", "square"])
 @pytest.mark.parametrize("direction", ["in", "out"])
-def test_face_on_screen_grows_for_in_shrinks_for_out_and_stays_in_view(direction):
-    frame, out = (640, 360), (320, 180)
+def test_face_on_screen_grows_for_in_shrinks_for_out_and_stays_in_view(direction, out):
+    """Also in a square output of a wide frame, whose centred crop would miss a face at the edge."""
+    frame = (640, 360)
     face = np.array([[565.0, 40.0], [585.0, 60.0]])  # a small face near the top-right corner
     sizes = []
     for p in np.linspace(0, 1, 20):
@@ -91,7 +93,7 @@ def test_face_on_screen_grows_for_in_shrinks_for_out_and_stays_in_view(direction
         view = zoom.camera_view(frame_size=frame, out_size=out, target=face.mean(0), tight=tight, zoom=zoom.zoom_factor(tight, max_zoom=8))
         assert 0 <= view.x0 and view.x1 <= 640 + 1e-9 and 0 <= view.y0 and view.y1 <= 360 + 1e-9
         corners = face @ zoom.view_matrix(view, out)[:, :2].T + zoom.view_matrix(view, out)[:, 2]
-        assert corners.min() >= -1 and corners[:, 0].max() <= 320 and corners[:, 1].max() <= 180
+        assert corners.min() >= -1 and corners[:, 0].max() <= out[0] and corners[:, 1].max() <= out[1]
         sizes.append(corners[1, 1] - corners[0, 1])
     steps = np.diff(sizes)
     assert np.all(steps > 0) if direction == "in" else np.all(steps < 0)
