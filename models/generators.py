@@ -73,12 +73,18 @@ _ROSINALITY = (
 _PULSE_NOISE = (r"\.(epi[12])\.noise\.weight$", r".\1.top_epi.noise.weight")
 
 
-def _rename(state: Mapping[str, torch.Tensor], rules) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
+def _rename(state: Mapping[str, torch.Tensor], rules: Sequence[tuple[str, str]], source: str) -> dict[str, torch.Tensor]:
+    """`state` with each key rewritten by the (pattern, replacement) rules, in order. Two keys that
+    end up as one are an error: strict loading could not see the one that was lost."""
+    out, origin = {}, {}
+    for original, value in state.items():
+        key = original
         for pattern, replacement in rules:
             key = re.sub(pattern, replacement, key)
-        out[key] = value
+        if key in out:
+            raise ModelError(f"{source}: keys {origin[key]} and {original} are the same tensor ({key}) under two spellings; "
+                             "the file is inconsistent")
+        out[key], origin[key] = value, original
     return out
 
 
@@ -102,9 +108,9 @@ def unwrap(checkpoint: Mapping[str, object], *, source: str = "checkpoint") -> t
         return "basicsr-stylegan2", state
     if "input.input" in keys:
         log.info("%s is a rosinality/stylegan2-pytorch generator; reading it as BasicSR's StyleGAN2Generator", source)
-        return "basicsr-stylegan2", _rename({k: v for k, v in state.items() if not k.endswith(".kernel")}, _ROSINALITY)
+        return "basicsr-stylegan2", _rename({k: v for k, v in state.items() if not k.endswith(".kernel")}, _ROSINALITY, source)
     if any(k.startswith("g_mapping.dense") for k in keys) or any(k.startswith("g_synthesis.blocks.") for k in keys):
-        return "lernapparat-stylegan1", _rename(state, [_PULSE_NOISE])
+        return "lernapparat-stylegan1", _rename(state, [_PULSE_NOISE], source)
     sample = ", ".join(sorted(keys)[:5])
     raise ModelError(
         f"{source}: unrecognised key layout (first keys: {sample}); expected BasicSR StyleGAN2Generator keys "

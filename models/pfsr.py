@@ -236,7 +236,7 @@ def infer_channels(state: Mapping[str, torch.Tensor]) -> tuple[int, int, int, in
 
 def _number(checkpoint: Mapping[str, object], key: str, source: str) -> float:
     value = checkpoint[key]
-    if isinstance(value, (torch.Tensor, np.generic)) and np.size(value) == 1:  # a 0-d tensor or a numpy scalar
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.numel() == 1):  # numpy scalar, 0-d tensor
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ModelError(f"{source}: '{key}' must be a number, got {type(value).__name__}")

@@ -30,7 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 from models.errors import ModelError
 
@@ -298,7 +298,7 @@ def verify_cached(name: str) -> Path:
     return report.path
 
 
-def strip_data_parallel(state, source: str) -> dict:
+def strip_data_parallel(state: Mapping[str, object], source: str) -> dict[str, object]:
     """A state dict without the `module.` prefix a data-parallel training run puts on every key."""
     prefixed = [k.startswith("module.") for k in state]
     if any(prefixed) and not all(prefixed):

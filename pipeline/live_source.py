@@ -31,6 +31,7 @@ import av
 import numpy as np
 
 from pipeline.errors import InputError, UserError
+from pipeline.media import main_video_stream
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def parse_source(
     opts = dict(options or {})
     if input_format:
         kind = "camera" if input_format in ("v4l2", "video4linux2", "avfoundation", "dshow") else "network"
-        return SourceSpec(text, text, kind, input_format, opts, realtime)
+        return SourceSpec(text, text, kind, input_format, opts, realtime or input_format == "hls")
     camera = re.fullmatch(r"(?:camera:)?(\d+)", text) or re.fullmatch(r"camera:(.+)", text)
     if text.startswith("/dev/video") or camera:
         return SourceSpec(text, *_camera(text, camera.group(1) if camera else None, platform), options=opts, realtime=realtime)
@@ -328,15 +329,15 @@ class LiveSource:
             raise InputError(f"cannot open live source {spec.label}: {reason}") from None
         except ValueError as err:  # PyAV: "no container format 'x'" (FFmpeg's own errors are caught above)
             raise UserError(f"cannot open live source {spec.label}: {err}") from None
-        if not container.streams.video:
+        stream = main_video_stream(container)
+        if stream is None:
             container.close()
             raise InputError(f"{spec.label} has no video stream")
-        stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # frame threads would hold back one frame per thread: latency
         return container
 
     def _decode(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-        for packet in container.demux(container.streams.video[0]):
+        for packet in container.demux(main_video_stream(container)):
             try:
                 yield from packet.decode()
             except av.error.InvalidDataError:  # a lost or damaged packet (UDP): its frame does not exist

@@ -124,7 +124,7 @@ def check_output_video(path: Path) -> None:
 
 
 def check_output_folder(path: Path) -> None:
-    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+    if not path.parent.is_dir():
         raise UserError(f"output folder does not exist: {path.parent}")
 
 
@@ -285,23 +285,36 @@ class VideoWriter(AtomicWriter):
         self._audio_in: av.container.InputContainer | None = None
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its settings to stderr otherwise
         try:
-            self._out = av.open(str(self._tmp), mode="w", format=_format_for(self.path))
+            try:
+                self._out = av.open(str(self._tmp), mode="w", format=_format_for(self.path))
+            except ValueError as err:  # PyAV: "Could not determine output format"
+                raise UserError(f"cannot write {self.path} ({err}); name it .mp4, .mkv, .mov or .webm") from None
             self._video = self._add_video_stream(cfg, rate)
             self._audio = self._add_audio_streams(audio_from)
             self._out.start_encoding()
-        except (av.error.FFmpegError, ValueError) as err:  # PyAV: ValueError("'webm' format does not support ...")
+        except av.error.FFmpegError as err:
             self._discard()
-            raise UserError(f"cannot write {self.path} with codec {cfg.codec} ({_reason(err)})") from None
+            raise UserError(f"cannot write {self.path} with codec {self._video_codec(cfg)} ({_reason(err)})") from None
         except BaseException:
             self._discard()
             raise
 
+    def _video_codec(self, cfg: VideoConfig) -> str:
+        """The encoder for this output: `cfg.codec`, or VP9 where WebM cannot hold that."""
+        if getattr(self, "_out", None) is not None and self._out.format.name == "webm" and cfg.codec not in WEBM_CODECS:
+            return "libvpx-vp9"
+        return cfg.codec
+
     def _add_video_stream(self, cfg: VideoConfig, rate: Fraction | None) -> av.VideoStream:
-        if self._out.format.name == "webm" and cfg.codec not in WEBM_CODECS:
-            log.info("WebM holds VP9 or AV1 video only: encoding %s with libvpx-vp9 (video.codec=%s is for the other "
-                        "containers)", self.path.name, cfg.codec)
-            cfg = dataclasses.replace(cfg, codec="libvpx-vp9")
-        stream = self._out.add_stream(cfg.codec, rate=rate or None)
+        codec = self._video_codec(cfg)
+        if codec != cfg.codec:
+            log.info("WebM holds VP9 or AV1 video only: encoding %s with %s (video.codec=%s is for the other containers)",
+                     self.path.name, codec, cfg.codec)
+            cfg = dataclasses.replace(cfg, codec=codec)
+        try:
+            stream = self._out.add_stream(cfg.codec, rate=rate or None)
+        except ValueError as err:  # PyAV: "'mov' format does not support 'libvpx-vp9' codec"
+            raise UserError(f"cannot write {self.path} with codec {cfg.codec} ({err})") from None
         stream.width = self.width + self._pad[0]
         stream.height = self.height + self._pad[1]
         stream.pix_fmt = cfg.pix_fmt

@@ -36,7 +36,9 @@ from pipeline.media import VIDEO_SUFFIXES, AtomicWriter
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".apng", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".avif", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".webp", ".avif", ".bmp", ".tif", ".tiff",
+                  ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico")
+SNIFFED_SUFFIXES = ("", ".heic", ".heif")  # names that do not say what a file is: Pillow is asked
 STILL_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # single pictures `write_image` writes
 COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128)}
 GIF_TIME_BASE = Fraction(1, 100)  # GIF frame delays are whole hundredths of a second
@@ -58,19 +60,19 @@ class Picture(NamedTuple):
 
 
 def is_picture(path: str | Path) -> bool:
-    """Whether `path` is an image file (animated GIFs included): by its suffix, or, with a suffix
-    that is neither a picture's nor a video's (none, `.heic`...), by whether Pillow can open it."""
+    """Whether `path` is an image file (animated GIFs included): by its suffix, or, for a name
+    without one (or a `.heic` that may be a JPEG inside), by whether Pillow can decode its kind."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES or not path.is_file():
+    if suffix not in SNIFFED_SUFFIXES or not path.is_file():
         return suffix in IMAGE_SUFFIXES
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # read_picture reports them, if it comes to that
-            with Image.open(path):  # reads the header only
-                return True
+            with Image.open(path) as image:  # reads the header only
+                return image.format != "MPEG"  # Pillow identifies MPEG video but cannot decode it
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return False
 

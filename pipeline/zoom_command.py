@@ -222,8 +222,8 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     times: list[float] = []
     with VideoReader(input_path, threads=cfg.video.decode_threads) as reader:
         w, h, total = reader.width, reader.height, reader.frame_count
-        if total:  # the container's count, when it has one; the frames read are checked below
-            _check_frames(input_path, total)
+        if reader.stream.frames:  # the container's own count (frame_count may be an estimate); checked exactly below
+            _check_frames(input_path, reader.stream.frames)
         if settings.duration is not None and total and reader.rate:  # the container's word, checked exactly below
             _check_duration(settings.duration, (total - 1) / float(reader.rate))
         if choice.at is not None:

@@ -83,7 +83,7 @@ def test_no_face_gives_empty_arrays_of_the_right_shape(detector):
 
 def test_frames_smaller_than_the_smallest_face_have_no_faces(detector):
     """8x8, 17x13 or a 2000x16 strip: no face of min_face pixels fits, and MTCNN is not asked."""
-    for height, width in [(8, 8), (13, 17), (16, 2000)]:
+    for height, width in [(8, 8), (13, 17), (16, 2000), (19, 40)]:  # 19: just under min_face=20
         (dets,) = detector.detect([np.full((height, width, 3), 128, np.uint8)])
         assert len(dets) == 0
 

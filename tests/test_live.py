@@ -76,6 +76,7 @@ def test_sources_that_cannot_work_say_what_to_do(tmp_path):
     # HLS comes a segment at a time: it is played at its timestamps, as --realtime does
     assert parse_source("https://cdn.example.org/live/index.m3u8?token=1").realtime
     assert not parse_source("http://127.0.0.1:8080/stream.ts").realtime
+    assert parse_source("http://127.0.0.1:8080/live", input_format="hls").realtime
 
 
 # -- time-outs: a source must never hang the program ---------------------------------------

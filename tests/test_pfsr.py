@@ -176,6 +176,9 @@ def test_numpy_step_and_alpha_load(tmp_path):
     path = write_published(tmp_path / "numpy.ckpt", random_state(TINY), step=np.int64(3), alpha=np.float64(1.0), iteration=np.int64(16))
     loaded = load_pfsr(path)
     assert (loaded.step, loaded.alpha) == (3, 1.0)
+    path = write_published(tmp_path / "tensor.ckpt", random_state(TINY), step=torch.tensor(3), alpha=torch.tensor(1.0), iteration=16)
+    loaded = load_pfsr(path)
+    assert (loaded.step, loaded.alpha) == (3, 1.0)
 
 
 def test_missing_or_misshapen_keys_fail_naming_the_key(tmp_path):

@@ -193,6 +193,9 @@ def test_pictures_are_known_by_their_content_when_the_suffix_says_nothing(tmp_pa
     (tmp_path / "notes.txt").write_text("not a picture")
     assert is_picture(tmp_path / "photo.heic") and is_picture(tmp_path / "noname") and is_picture(tmp_path / "a.avif")
     assert not is_picture(tmp_path / "notes.txt") and not is_picture(tmp_path / "clip.mp4")
+    (tmp_path / "clip.m2v").write_bytes(b"\x00\x00\x01\xb3" + bytes(64))  # an MPEG video stream: Pillow identifies it
+    (tmp_path / "elementary").write_bytes(b"\x00\x00\x01\xb3" + bytes(64))
+    assert not is_picture(tmp_path / "clip.m2v") and not is_picture(tmp_path / "elementary")
 
 
 def test_pillow_warnings_go_to_the_log(tmp_path, caplog, monkeypatch):

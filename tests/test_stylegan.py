@@ -251,6 +251,11 @@ def test_other_noise_and_data_parallel_spellings_load(tmp_path):
     g2 = tiny_v2()
     torch.save({"params_ema": {f"module.{k}": v for k, v in g2.state_dict().items()}}, tmp_path / "ddp.pt")
     assert load_generator(tmp_path / "ddp.pt").config == g2.config
+    # both spellings of one tensor: which one would load is not for us to guess
+    both = dict(published_state(g1), **{"g_synthesis.blocks.4x4.epi1.noise.weight": torch.zeros(16)})
+    torch.save(both, tmp_path / "both.pt")
+    with pytest.raises(ModelError, match="epi1.noise.weight.*same tensor"):
+        load_generator(tmp_path / "both.pt")
 
 
 def test_stylegan2_stops_at_a_lower_block():

@@ -299,6 +299,12 @@ def test_a_one_frame_video_is_refused_with_what_to_do(tmp_path, capsys):
     assert main(["-q", "zoom", str(clip), "-o", str(tmp_path / "z.mp4")]) == 2
     assert "video of 1 frame(s)" in capsys.readouterr().err
     assert not (tmp_path / "z.mp4").exists()
+    # three frames 5 ms apart: a frame count estimated from duration x rate would say 1
+    from fractions import Fraction
+
+    short = make_video(tmp_path / "short.mkv", frames=3, pts=[0, 5, 10], time_base=Fraction(1, 1000), audio=())
+    assert main(["-q", "zoom", str(short), "-o", str(tmp_path / "s.mp4"), "--whole"]) == 0
+    assert len(video_frames(tmp_path / "s.mp4")[0]) == 3
 
 
 def test_zoom_whole_sprite_starts_from_the_sprite(tmp_path):
