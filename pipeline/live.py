@@ -155,7 +155,7 @@ def run_live(
     stopped, error, recorder = "interrupted", None, None
     frames_out, startup_ms, t0, dropped_at_start = 0, None, None, 0
     with _torch_threads(live.torch_threads), _stop_on_interrupt(stop), LiveSource(
-        spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect
+        spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop
     ) as source:
         # 1. The face stages, and the controller that adapts their budget.
         processor = FaceProcessor(cfg, report=False)

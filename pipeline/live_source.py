@@ -136,6 +136,10 @@ class LiveFrame:
         return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
 
 
+class _Abandoned(Exception):
+    """An open given up because the run is stopping."""
+
+
 class LiveSource:
     """Decode `spec` on a thread, keeping only the newest frame.
 
@@ -148,7 +152,10 @@ class LiveSource:
     anyone took them), `reconnects`, `damaged_packets`.
     """
 
-    def __init__(self, spec: SourceSpec, *, open_timeout: float, read_timeout: float, reconnect: float = 0.0):
+    def __init__(self, spec: SourceSpec, *, open_timeout: float, read_timeout: float, reconnect: float = 0.0,
+                 interrupt: threading.Event | None = None):
+        """`interrupt`, when set while the source is opening (Ctrl-C), abandons the open with a
+        KeyboardInterrupt rather than waiting out `open_timeout`."""
         self.spec = spec
         self.open_timeout, self.read_timeout, self.reconnect = open_timeout, read_timeout, reconnect
         self.frames_read = self.frames_dropped = self.reconnects = self.damaged_packets = 0
@@ -159,7 +166,10 @@ class LiveSource:
         self._stop = threading.Event()
         self._clock: tuple[float, float] | None = None  # (read time, source seconds) the lag is measured from
         self._best_lag = 0.0
-        self._container = self._open(self.open_timeout)
+        try:
+            self._container = self._open(self.open_timeout, interrupt or threading.Event())
+        except _Abandoned:
+            raise KeyboardInterrupt from None
         self.has_audio = bool(self._container.streams.audio)
         self._frames = self._decode(self._container)
         try:
@@ -296,12 +306,14 @@ class LiveSource:
             if left <= 0:
                 break
             try:
-                self._container = self._open(min(self.open_timeout, max(left, 0.5)))
+                self._container = self._open(min(self.open_timeout, max(left, 0.5)), self._stop)
                 self._frames = self._decode(self._container)
                 self._clock, self._best_lag = None, 0.0
                 self.reconnects += 1
                 log.warning("%s: reconnected (%d so far)", self.spec.label, self.reconnects)
                 return True
+            except _Abandoned:
+                return False
             except InputError as err:
                 reason = str(err)
                 self._stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
@@ -316,11 +328,11 @@ class LiveSource:
 
     # -- FFmpeg ----------------------------------------------------------------------------
 
-    def _open(self, open_timeout: float) -> av.container.InputContainer:
+    def _open(self, open_timeout: float, interrupt: threading.Event) -> av.container.InputContainer:
         spec = self.spec
         start = time.monotonic()
         try:
-            container = av.open(spec.url, format=spec.format, options=spec.options, timeout=(open_timeout, self.read_timeout))
+            container = self._open_or_abandon(open_timeout, interrupt)
         except (av.error.FFmpegError, OSError) as err:
             # RTSP reports its interrupted handshake as invalid data: the clock tells a time-out apart
             timed_out = isinstance(err, av.error.ExitError) or time.monotonic() - start >= 0.95 * open_timeout
@@ -335,6 +347,41 @@ class LiveSource:
             raise InputError(f"{spec.label} has no video stream")
         stream.thread_type = "SLICE"  # frame threads would hold back one frame per thread: latency
         return container
+
+    def _open_or_abandon(self, open_timeout: float, interrupt: threading.Event) -> av.container.InputContainer:
+        """`av.open` on a thread of its own, abandoned (`_Abandoned`) as soon as `interrupt` is set.
+
+        FFmpeg's open blocks in C, where no Python signal handler runs, for up to `open_timeout`;
+        an abandoned open finishes on its thread, which closes what it opened.
+        """
+        spec, outcome, lock = self.spec, {}, threading.Lock()
+
+        def attempt() -> None:
+            try:
+                container = av.open(spec.url, format=spec.format, options=spec.options, timeout=(open_timeout, self.read_timeout))
+            except BaseException as err:  # handed to the waiting thread
+                outcome["error"] = err
+                return
+            with lock:
+                if outcome.get("abandoned"):
+                    container.close()
+                else:
+                    outcome["container"] = container
+
+        worker = threading.Thread(target=attempt, name="facezoom-live-open", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            if interrupt.is_set():
+                with lock:
+                    outcome["abandoned"] = True
+                    container = outcome.pop("container", None)
+                if container is not None:
+                    container.close()
+                raise _Abandoned
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["container"]
 
     def _decode(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         for packet in container.demux(main_video_stream(container)):

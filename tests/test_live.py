@@ -92,6 +92,17 @@ def test_a_source_that_accepts_but_never_sends_fails_at_the_open_timeout(scheme)
         assert server.accepted >= 1  # it did connect: the time-out, not a refusal, ended it
 
 
+def test_ctrl_c_while_a_source_opens_ends_the_wait_at_once():
+    """FFmpeg's open blocks in C for up to the open time-out; a stop request abandons it."""
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()  # what the first Ctrl-C does
+    with SilentServer() as server:
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            LiveSource(parse_source(f"tcp://127.0.0.1:{server.port}"), open_timeout=30.0, read_timeout=1.0, interrupt=stop)
+        assert time.monotonic() - start < 2
+
+
 def test_a_udp_stream_plays_and_its_silence_ends_the_run_at_the_read_timeout():
     port = free_udp_port()
     with pytest.raises(InputError, match="open time-out"):  # nothing sent yet: no hang either
