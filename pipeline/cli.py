@@ -31,7 +31,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facezoom", description="Find, track and super-resolve faces in video.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes: only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,12 +111,10 @@ def cmd_video(args: argparse.Namespace) -> int:
     _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
     with VideoReader(args.input):  # a bad input is reported before anything else is said or started
         pass
-    if cfg.sr.backend == "classical":
-        print(
-            "facezoom: note: sr.backend=classical enlarges faces with bicubic interpolation and invents no "
-            "detail; set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution",
-            file=sys.stderr,
-        )
+    from pipeline.targets import backend_note
+
+    if not args.quiet and backend_note(cfg):
+        print(backend_note(cfg), file=sys.stderr)
     report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
     if args.report:
         from pipeline.report import write_report
