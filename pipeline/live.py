@@ -83,7 +83,8 @@ class Recorder:
 
         self.path = Path(path)
         self.frames_written = self.frames_skipped = 0
-        self._writer = VideoWriter(self.path, width=width, height=height, time_base=Fraction(1, 1000), rate=None, cfg=video_cfg)
+        self._writer = VideoWriter(self.path, width=width, height=height, time_base=Fraction(1, 1000), rate=None, cfg=video_cfg,
+                                   low_latency=True)  # B-frames would reorder irregular wall-clock timestamps
         self._queue: queue.Queue = queue.Queue(maxsize=RECORD_QUEUE)
         self._error: BaseException | None = None
         self._last_pts = -1

@@ -272,9 +272,11 @@ class VideoWriter(AtomicWriter):
         rate: Fraction | None,
         cfg: VideoConfig = VideoConfig(),
         audio_from: str | Path | None = None,
+        low_latency: bool = False,
     ):
         self.path = Path(path)
         self.width, self.height = width, height
+        self.low_latency = low_latency  # no B-frames: each frame is written as it comes (live recording)
         self.time_base = Fraction(time_base)
         self.frames_written = 0
         self._pad = _padding(width, height, cfg.pix_fmt)
@@ -332,6 +334,8 @@ class VideoWriter(AtomicWriter):
             options.update({"b": "0", "row-mt": "1"})  # constant quality mode, multithreaded rows
         if cfg.codec == "mpeg4":
             options["qscale"] = str(max(1, min(31, cfg.crf // 2)))
+        if self.low_latency:
+            options["bf"] = "0"
         stream.options = options
         return stream
 

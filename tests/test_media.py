@@ -198,6 +198,22 @@ def test_streams_that_are_not_copied_are_named(tmp_path, caplog):
         assert f"1 stream(s) besides the video and its audio are not copied: {named}" in caplog.text
 
 
+def test_low_latency_writes_no_b_frames(tmp_path):
+    """Live recordings: each frame is encoded in order, so packets are never reordered (pts == dts)."""
+    src = make_video(tmp_path / "in.mp4", frames=24, width=96, height=64, audio=())
+
+    def reordered(out):
+        with VideoReader(src) as reader, VideoWriter(out, width=96, height=64, time_base=reader.time_base, rate=reader.rate,
+                                                     low_latency=out.stem == "live") as writer:
+            for frame in reader:
+                writer.write(frame.image, frame.pts)
+        with av.open(str(out)) as container:
+            return sum(p.pts != p.dts for p in container.demux(video=0) if p.size)
+
+    assert reordered(tmp_path / "file.mp4") > 0  # x264's default uses B-frames
+    assert reordered(tmp_path / "live.mp4") == 0
+
+
 def test_audio_that_the_output_container_cannot_hold_is_a_clear_error(tmp_path):
     src = make_video(tmp_path / "in.mp4", frames=4, audio=("aac",))
     with pytest.raises(UserError, match="cannot hold the input's aac audio"):
