@@ -142,7 +142,8 @@ def run_live(
 
     `preview` is a `preview.PreviewServer` to publish to; `on_status` gets the figures about
     once a second. A source that drops (and is not reopened) ends the run with `stopped` =
-    "source dropped" and its message in `error`; the recording so far is kept.
+    "source dropped" and its message in `error`; the recording so far is kept. `stop` set while
+    the source is still opening raises KeyboardInterrupt: nothing was read, nothing recorded.
     """
     import cv2
 

@@ -368,17 +368,23 @@ class LiveSource:
                 else:
                     outcome["container"] = container
 
+        def abandon() -> None:
+            with lock:
+                outcome["abandoned"] = True
+                container = outcome.pop("container", None)
+            if container is not None:
+                container.close()
+
         worker = threading.Thread(target=attempt, name="facezoom-live-open", daemon=True)
         worker.start()
-        while worker.is_alive():
-            worker.join(0.1)
-            if interrupt.is_set():
-                with lock:
-                    outcome["abandoned"] = True
-                    container = outcome.pop("container", None)
-                if container is not None:
-                    container.close()
-                raise _Abandoned
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+                if interrupt.is_set():
+                    raise _Abandoned
+        except BaseException:  # _Abandoned, or a second Ctrl-C's KeyboardInterrupt from join
+            abandon()
+            raise
         if "error" in outcome:
             raise outcome["error"]
         return outcome["container"]

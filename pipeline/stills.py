@@ -136,7 +136,8 @@ def _flatten(frame, background: tuple[int, int, int]) -> np.ndarray:
         grey = np.asarray(frame, dtype=np.float32)
         wide = frame.mode.startswith("I;16") or grey.max() > 255  # "I" holds 8-bit values too, now and then
         frame = Image.fromarray(np.clip(np.rint(grey / 257.0 if wide else grey), 0, 255).astype(np.uint8), "L")
-    if not (frame.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in frame.info):
+    palette_alpha = frame.mode == "P" and frame.palette is not None and frame.palette.mode == "RGBA"  # e.g. a TGA
+    if not (frame.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in frame.info or palette_alpha):
         return np.array(frame.convert("RGB"))  # opaque: no float copy (a 96 MP photo is 6 GB as one); writable
     rgba = np.asarray(frame.convert("RGBA"), dtype=np.float32)  # [H, W, 4]
     alpha = rgba[..., 3:] / 255.0

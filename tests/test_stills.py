@@ -65,6 +65,12 @@ def test_rgba_png_is_composited_over_the_background(tmp_path):
     assert image[15, 0].tolist() == [0, 0, 255]
     a = 128 / 255
     assert np.abs(image[15, 15].astype(float) - [200 * a, 100 * a, 255 * (1 - a)]).max() <= 1
+    # a palette whose colours carry alpha (Pillow reads a paletted TGA so)
+    Image.fromarray(rgba, "RGBA").quantize(4).save(tmp_path / "emoji.tga")
+    with Image.open(tmp_path / "emoji.tga") as tga:
+        assert tga.mode == "P" and tga.palette.mode == "RGBA" and "transparency" not in tga.info
+    flat = read_picture(tmp_path / "emoji.tga", background=(0, 0, 255)).frames[0]
+    assert flat[0, 0].tolist() == [200, 100, 0] and flat[15, 0].tolist() == [0, 0, 255]
 
 
 def test_animated_gif_frames_and_delays_are_read(tmp_path):
