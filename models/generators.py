@@ -26,7 +26,7 @@ import pickle
 import re
 import tempfile
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -174,6 +174,19 @@ def published_state(generator: StyleGAN1Generator | StyleGAN2Generator) -> dict[
     return {"params_ema": state} if generator.kind == "stylegan2" else state
 
 
+def load_strictly(make: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor], mismatch: str) -> torch.nn.Module:
+    """`make()` with `state` loaded strictly. The keys and shapes are compared first on a
+    meta-device copy (no memory), so a mismatch is a `ModelError` "`mismatch`: <readable diff>"."""
+    with torch.device("meta"):
+        expected = make().state_dict()
+    diff = state_diff(expected, state)
+    if diff:
+        raise ModelError(f"{mismatch}: {diff}")
+    module = make()
+    module.load_state_dict(state, strict=True)
+    return module
+
+
 def state_diff(expected: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor], *, limit: int = 8) -> str:
     """A one-line, readable difference between two state dicts' keys and shapes ('' if none)."""
 
@@ -209,13 +222,8 @@ def load_generator(
     if layout is not None and found != layout:
         raise ModelError(f"{path} has the {found} key layout, but its registry entry says {layout}; delete it and fetch it again")
     config = config_for(found, arch) if arch is not None else infer_config(found, state)
-    with torch.device("meta"):
-        expected = build(config).state_dict()
-    diff = state_diff(expected, state)
-    if diff:
-        raise ModelError(f"{path} does not match {config.__class__.__name__}(resolution={config.resolution}, w_dim={config.w_dim}, channels={list(config.channels)}): {diff}")
-    generator = build(config)
-    generator.load_state_dict(state, strict=True)
+    described = f"{config.__class__.__name__}(resolution={config.resolution}, w_dim={config.w_dim}, channels={list(config.channels)})"
+    generator = load_strictly(lambda: build(config), state, f"{path} does not match {described}")
     log.info("loaded %s %dpx generator from %s", generator.kind, generator.resolution, path)
     return generator.eval().requires_grad_(False).to(device)
 

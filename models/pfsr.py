@@ -248,7 +248,7 @@ def read_checkpoint(checkpoint: Mapping[str, object], *, channels: Sequence[int]
 
     `channels` pins the widths (a registry entry's); None reads them from the tensor shapes.
     """
-    from models.generators import state_diff
+    from models.generators import load_strictly
 
     missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
     if missing:
@@ -264,13 +264,7 @@ def read_checkpoint(checkpoint: Mapping[str, object], *, channels: Sequence[int]
     if step not in (1, 2, 3):
         raise ModelError(f"{source}: 'step' must be 1, 2 or 3, got {step}")
     widths = tuple(channels) if channels is not None else (infer_channels(state) or PUBLISHED_CHANNELS)
-    with torch.device("meta"):
-        expected = PFSRGenerator(widths).state_dict()
-    diff = state_diff(expected, state)
-    if diff:
-        raise ModelError(f"{source} does not match the PFSR generator with channels {list(widths)}: {diff}")
-    generator = PFSRGenerator(widths)
-    generator.load_state_dict(state, strict=True)
+    generator = load_strictly(lambda: PFSRGenerator(widths), state, f"{source} does not match the PFSR generator with channels {list(widths)}")
     extra = {k: v for k, v in checkpoint.items() if k not in CHECKPOINT_KEYS}
     return PFSRCheckpoint(generator, int(step), float(alpha), int(iteration), extra)
 

@@ -56,6 +56,23 @@ class WeightsEntry:
     manual_only: bool = False  # hosted where no script can download it (a Google Drive page): place it by hand
 
 
+PFSR_CELEBA = WeightsEntry(
+    name="pfsr-celeba",
+    url="https://github.com/DeokyunKim/Progressive-Face-Super-Resolution",  # its README links the file (Google Drive)
+    filename="generator_checkpoint_singleGPU.ckpt",
+    sha256=None,  # not published
+    size_bytes=None,  # not published
+    approx_size="~36 MB (9.0M float32 weights)",
+    licence=f"{NON_COMMERCIAL}: trained on CelebA (non-commercial research only); the PFSR repository states no licence",
+    source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution (its demo.py/eval.py default); "
+           "hosted on Google Drive, which facezoom cannot download from: fetch it by hand from the README's link",
+    layout="pfsr",
+    converter="take 'model_state_dict' (with 'step', 'alpha', 'iteration')",
+    arch=(("channels", (512, 256, 128, 64)),),
+    description="Progressive Face SR 16x16 -> 128x128, CelebA-aligned faces (sr.backend=ffsr's default); manual download",
+    manual_only=True,
+)
+
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
     for e in (
@@ -87,37 +104,15 @@ REGISTRY: dict[str, WeightsEntry] = {
             arch=(("resolution", 1024),),
             description="StyleGAN (v1) FFHQ 1024x1024, as in the PULSE paper (always renders 1024)",
         ),
-        WeightsEntry(
-            name="pfsr-celeba",
-            url="https://github.com/DeokyunKim/Progressive-Face-Super-Resolution",  # its README links the file (Google Drive)
-            filename="generator_checkpoint_singleGPU.ckpt",
-            sha256=None,  # not published
-            size_bytes=None,  # not published
-            approx_size="~36 MB (9.0M float32 weights)",
-            licence=f"{NON_COMMERCIAL}: trained on CelebA (non-commercial research only); the PFSR repository states no licence",
-            source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution (its demo.py/eval.py default); "
-                   "hosted on Google Drive, which facezoom cannot download from: fetch it by hand from the README's link",
-            layout="pfsr",
-            converter="take 'model_state_dict' (with 'step', 'alpha', 'iteration')",
-            arch=(("channels", (512, 256, 128, 64)),),
-            description="Progressive Face SR 16x16 -> 128x128, CelebA-aligned faces (sr.backend=ffsr's default); manual download",
-            manual_only=True,
-        ),
-        WeightsEntry(
+        PFSR_CELEBA,
+        dataclasses.replace(
+            PFSR_CELEBA,
             name="pfsr-celeba-ddp",
-            url="https://github.com/DeokyunKim/Progressive-Face-Super-Resolution",  # its README links the file (Google Drive)
             filename="generator_checkpoint.ckpt",
-            sha256=None,  # not published
-            size_bytes=None,  # not published
-            approx_size="~36 MB (9.0M float32 weights)",
-            licence=f"{NON_COMMERCIAL}: trained on CelebA (non-commercial research only); the PFSR repository states no licence",
             source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, the distributed (apex) training run; "
                    "hosted on Google Drive, which facezoom cannot download from: fetch it by hand from the README's link",
-            layout="pfsr",
             converter="take 'model_state_dict', dropping the data-parallel 'module.' prefixes",
-            arch=(("channels", (512, 256, 128, 64)),),
             description="Progressive Face SR 16x16 -> 128x128, the multi-GPU run's weights; manual download",
-            manual_only=True,
         ),
     )
 }

@@ -41,19 +41,20 @@ class _SocketFile(io.RawIOBase):
         return len(data)
 
 
-class TSServer:
-    def __init__(self, *, width: int = 640, height: int = 480, fps: int = 30, seconds: float = 60.0, gop: int = 15):
-        self.width, self.height, self.fps, self.seconds, self.gop = width, height, fps, seconds, gop
-        self._listener = socket.create_server(("127.0.0.1", 0))
+class _Listener:
+    """A TCP server on 127.0.0.1: an accept thread hands each connection to `_connected`."""
+
+    def __init__(self, port: int = 0):
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._listen(port)
+
+    def _listen(self, port: int) -> None:
+        self._listener = socket.create_server(("127.0.0.1", port))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
         self.url = f"tcp://127.0.0.1:{self.port}"
-        self._stop = threading.Event()
-        self._stall = threading.Event()
-        self._conns: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self.frames_sent = 0
-        self._accept = threading.Thread(target=self._accept_loop, name="ts-server", daemon=True)
+        self._accept = threading.Thread(target=self._accept_loop, name=type(self).__name__, daemon=True)
         self._accept.start()
 
     def _accept_loop(self) -> None:
@@ -65,9 +66,37 @@ class TSServer:
             except OSError:
                 return  # the listener was closed
             self._conns.append(conn)
-            thread = threading.Thread(target=self._send, args=(conn,), name="ts-client", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+            self._connected(conn)
+
+    def _connected(self, conn: socket.socket) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._accept.join(5)
+        for conn in self._conns:
+            conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class TSServer(_Listener):
+    def __init__(self, *, width: int = 640, height: int = 480, fps: int = 30, seconds: float = 60.0, gop: int = 15):
+        self.width, self.height, self.fps, self.seconds, self.gop = width, height, fps, seconds, gop
+        self._stall = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.frames_sent = 0
+        super().__init__()
+
+    def _connected(self, conn: socket.socket) -> None:
+        thread = threading.Thread(target=self._send, args=(conn,), name="ts-client", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _send(self, conn: socket.socket) -> None:
         try:
@@ -112,10 +141,7 @@ class TSServer:
     def restart(self) -> None:
         """Listen again on the same port (after `vanish`), as a camera coming back."""
         self._stop.clear()
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener.settimeout(0.2)
-        self._accept = threading.Thread(target=self._accept_loop, name="ts-server", daemon=True)
-        self._accept.start()
+        self._listen(self.port)
 
     def _join(self) -> None:
         self._accept.join(5)
@@ -125,15 +151,8 @@ class TSServer:
 
     def close(self) -> None:
         self._stall.clear()
-        self._stop.set()
-        self._listener.close()
+        super().close()
         self._join()
-
-    def __enter__(self) -> "TSServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class UDPSender:
@@ -181,40 +200,9 @@ def free_udp_port() -> int:
         return probe.getsockname()[1]
 
 
-class SilentServer:
+class SilentServer(_Listener):
     """Accepts TCP connections on 127.0.0.1 and never sends anything."""
 
-    def __init__(self):
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self.url = f"tcp://127.0.0.1:{self.port}"
-        self.accepted = 0
-        self._conns: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="silent-server", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self._conns.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
-        for conn in self._conns:
-            conn.close()
-
-    def __enter__(self) -> "SilentServer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    @property
+    def accepted(self) -> int:
+        return len(self._conns)
