@@ -59,8 +59,10 @@ def _axis_matrix_np(n_in: int, n_out: int) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def axis_matrix(n_in: int, n_out: int, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The 1-D downscaling operator from `n_in` to `n_out` samples: `[n_out, n_in]`."""
+    """The 1-D downscaling operator from `n_in` to `n_out` samples: `[n_out, n_in]` (shared: read
+    it, do not write it). Cached on its device: PULSE's search downscales twice per step."""
     if not 1 <= n_out <= n_in:
         raise ValueError(f"the bicubic downscaler only shrinks: got {n_in} -> {n_out} pixels")
     return torch.from_numpy(_axis_matrix_np(n_in, n_out)).to(device=device, dtype=dtype)

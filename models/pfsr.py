@@ -162,24 +162,18 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
 
 
-def progressive_downscale(images: torch.Tensor, levels: Sequence[int] = LEVELS, *, quantize: bool = True) -> torch.Tensor:
+def progressive_downscale(images: torch.Tensor, levels: Sequence[int] = LEVELS) -> torch.Tensor:
     """PFSR's input chain: `[B, 3, H, W]` in [-1, 1] -> `[B, 3, levels[-1], levels[-1]]`.
 
     An image not at `levels[0]` is first resized to it (CelebA's 178x178 crops were resized to
-    128 the same way), then to each following level in turn. With `quantize` the image is an
-    8-bit one, as PIL's was, and each resize is PIL's: a horizontal pass, then a vertical one,
+    128 the same way), then to each following level in turn. The image is an 8-bit one, as
+    PIL's was, and each resize is PIL's: a horizontal pass, then a vertical one,
     each rounded half up to 8 bits (bit-exact with PIL for the 2x steps; one level off on a
     few pixels in a thousand for other ratios). The arithmetic runs on the 0..255 scale, where
     PIL's many exact half-level ties stay exact.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"progressive_downscale expects [B, 3, H, W] images, got {list(images.shape)}")
-    if not quantize:
-        x = images.float()
-        for size in levels:
-            if tuple(x.shape[-2:]) != (size, size):
-                x = _resize(x, size, size).clamp(-1, 1)
-        return x
     x = ((images.float() + 1) * 127.5).round().clamp(0, 255)  # [B, 3, H, W] on 0..255
     for size in levels:
         if tuple(x.shape[-2:]) != (size, size):

@@ -25,7 +25,6 @@ import dataclasses
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from models.pfsr import LEVELS, OUT_SIZE, PFSRGenerator, progressive_downscale
 

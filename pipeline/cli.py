@@ -111,10 +111,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
     with VideoReader(args.input):  # a bad input is reported before anything else is said or started
         pass
-    from pipeline.targets import backend_note
+    from pipeline.targets import say_backend_note
 
-    if not args.quiet and backend_note(cfg):
-        print(backend_note(cfg), file=sys.stderr)
+    say_backend_note(cfg, quiet=args.quiet)
     report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
     if args.report:
         from pipeline.report import write_report

@@ -239,7 +239,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.stills import batch_names, is_picture, list_pictures, output_kind, parse_colour, read_picture
     from pipeline.superres import create_backend
-    from pipeline.targets import Choice, backend_note, parse_point
+    from pipeline.targets import Choice, parse_point, say_backend_note
 
     if not 1 <= args.iterations <= 100:
         raise UserError(f"--iterations must be in 1..100, got {args.iterations}")
@@ -280,8 +280,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 raise UserError(f"the output {path} is the input; choose another output path")
         pictures = [source]
     pre_blur = args.pre_blur or cfg.sr.pre_blur
-    if not args.quiet and backend_note(cfg):
-        print(backend_note(cfg), file=sys.stderr)
+    say_backend_note(cfg, quiet=args.quiet)
     backend = None
     names = batch_names(pictures) if batch else {}
     skipped = 0

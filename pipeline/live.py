@@ -50,7 +50,7 @@ class LiveConfig:
     open_timeout: float = 10.0  # s to connect and see video; RTSP cameras can take a few seconds to answer
     read_timeout: float = 5.0  # s without data before the source counts as dropped; a live source sends many frames a second
     reconnect: float = 0.0  # s to keep reopening a dropped network source; 0 = stop with an error at once
-    # torch threads for the face stages; 0 = torch's default. The reader, recorder and preview threads need
+    # torch threads for the face stages (the detector's too, unless detect.threads is set); 0 = torch's default. The reader, recorder and preview threads need
     # the other cores, and OpenMP threads on a busy machine stall each other: MTCNN on a 640x480 frame took
     # ~70 ms with 1 thread and 1-3 s with 2 on a loaded 2-core machine.
     torch_threads: int = 1
@@ -159,7 +159,10 @@ def run_live(
     with _torch_threads(live.torch_threads), _stop_on_interrupt(stop), LiveSource(
         spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop
     ) as source:
-        # 1. The face stages, and the controller that adapts their budget.
+        # 1. The face stages, and the controller that adapts their budget. The detector sets its own
+        #    thread count per call (detect.threads); unless that is pinned, it gets live's too.
+        if live.torch_threads and not cfg.detect.threads:
+            cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=live.torch_threads))
         processor = FaceProcessor(cfg, report=False)
         max_every = min(live.max_detect_every, cfg.track.max_age or 1)  # tracks must outlive the gap between detections
         controller = BudgetController(processor, budget_ms=live.budget_ms, max_detect_every=max_every, enabled=live.adapt)
@@ -329,7 +332,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     from pipeline.live_source import parse_source
 
     cfg = load_config(args.config, args.overrides)
-    live = _live_config(getattr(cfg, "live", None) or LiveConfig(), args)
+    live = _live_config(cfg.live, args)
     if args.duration is not None and not 0 < args.duration <= 7 * 86_400:
         raise UserError(f"--duration must be in (0, 604800] seconds, got {args.duration:g}")
     options = {}

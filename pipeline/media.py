@@ -124,8 +124,11 @@ def check_output_video(path: Path) -> None:
 
 
 def check_output_folder(path: Path) -> None:
+    """A `UserError` unless the folder `path` goes into exists and is writable."""
     if not path.parent.is_dir():
         raise UserError(f"output folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"output folder is not writable: {path.parent}")
 
 
 def main_video_stream(container) -> av.VideoStream | None:
@@ -282,7 +285,7 @@ class VideoWriter(AtomicWriter):
         self._pad = _padding(width, height, cfg.pix_fmt)
         if self._pad != (0, 0):
             log.info("padding %dx%d frames by %s px to an even size for %s", width, height, self._pad, cfg.pix_fmt)
-        self._tmp = _temp_path_beside(self.path)
+        self._tmp = temp_path_beside(self.path)
         self._closed = False
         self._audio_in: av.container.InputContainer | None = None
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its settings to stderr otherwise
@@ -476,13 +479,10 @@ def _format_for(path: Path) -> str | None:
     return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".avi": "avi"}.get(path.suffix.lower())
 
 
-def _temp_path_beside(path: Path) -> Path:
-    """A fresh temporary file in the output's folder, so the final rename is atomic."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise UserError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder is not writable: {folder}")
+def temp_path_beside(path: Path) -> Path:
+    """A fresh temporary file in the output's folder (same suffix), so the final rename is atomic."""
+    check_output_folder(path)
+    folder = path.parent
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=folder)
     except OSError as err:

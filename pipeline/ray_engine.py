@@ -26,7 +26,6 @@ import logging
 import os
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import InputError, UserError
-from pipeline.media import VIDEO_SUFFIXES, AtomicWriter
+from pipeline.media import VIDEO_SUFFIXES, AtomicWriter, check_output_folder, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class PngFolderWriter(AtomicWriter):
                 "choose a new folder name or remove it"
             )
         parent = self.path.parent
-        _check_folder(parent)
+        check_output_folder(self.path)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=parent))
         _umask_mode(self._tmp, 0o777)
         self._closed = False
@@ -407,26 +407,11 @@ def _check_image(image: np.ndarray, size: tuple[int, int] | None = None) -> None
         raise ValueError(f"frames must be [{size[0]}, {size[1]}, 3] uint8, got {list(image.shape)}")
 
 
-def _check_folder(folder: Path) -> None:
-    if not folder.is_dir():
-        raise UserError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder is not writable: {folder}")
-
-
 def _temp_file_beside(path: Path) -> Path:
-    """A fresh temporary file in the output's folder (same suffix), so the final rename is atomic."""
-    folder = path.parent if str(path.parent) else Path(".")
-    _check_folder(folder)
+    """`media.temp_path_beside`, refusing a folder in the file's place."""
     if path.is_dir():
         raise UserError(f"the output {path} is a folder; give a file name such as {path / ('out' + (path.suffix or '.png'))}")
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=folder)
-    except OSError as err:
-        raise UserError(f"cannot write into the output folder {folder}: {err.strerror}") from None
-    os.close(fd)
-    _umask_mode(Path(name), 0o666)
-    return Path(name)
+    return temp_path_beside(path)
 
 
 def _umask_mode(path: Path, mode: int) -> None:

@@ -18,6 +18,7 @@ Low-res inputs are always made by the backend's own downscaler (`pipeline.superr
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -214,12 +215,11 @@ def super_resolve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackSt
     return result, states
 
 
-def backend_note(cfg) -> str | None:
-    """What the CLI says before a run on the classical backend, which invents nothing."""
-    if cfg.sr.backend != "classical":
-        return None
-    return ("facezoom: note: sr.backend=classical enlarges faces with bicubic interpolation and invents no detail; "
-            "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution")
+def say_backend_note(cfg, *, quiet: bool) -> None:
+    """What the CLI says before a run on the classical backend, which invents nothing (unless -q)."""
+    if not quiet and cfg.sr.backend == "classical":
+        print("facezoom: note: sr.backend=classical enlarges faces with bicubic interpolation and invents no detail; "
+              "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution", file=sys.stderr)
 
 
 def _box(box: np.ndarray) -> str:

@@ -265,6 +265,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(f"--resume: {resume} does not exist")
     if output.is_dir():
         raise UserError(f"--output {output} is a folder; give a file name such as {output / 'pfsr.ckpt'}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")  # before the faces are searched for
 
     # 2. Faces, framed exactly as the video pipeline frames them.
     cache = Path(args.faces_cache) if args.faces_cache else None
@@ -280,8 +282,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"facezoom: training on {len(faces)} faces", file=sys.stderr)
 
     # 3. Train and report.
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")
     summary = train_pfsr(faces, output, cfg=train_cfg, channels=channels, resume=resume, max_steps=args.max_steps,
                          device=args.device, progress=not args.quiet)
     if not args.quiet:

@@ -350,7 +350,7 @@ def register(commands, add_config_args) -> None:
 def cmd_zoom(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.stills import is_picture, output_kind, parse_colour
-    from pipeline.targets import Choice, backend_note, parse_point
+    from pipeline.targets import Choice, parse_point, say_backend_note
 
     overrides = list(args.overrides) + ([f"sr.seed={args.seed}"] if args.seed is not None else [])
     cfg = load_config(args.config, overrides)
@@ -360,16 +360,14 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     background = parse_colour(args.background)
     source, target = Path(args.input), Path(args.output)
     if source.is_dir():
-        if not args.quiet and backend_note(cfg):
-            print(backend_note(cfg), file=sys.stderr)
+        say_backend_note(cfg, quiet=args.quiet)
         return _zoom_folder(source, target, fmt=args.format, cfg=cfg, settings=settings, choice=choice,
                             background=background, quiet=args.quiet)
     if output_kind(target) == "still":
         raise UserError(f"a zoom is an animation: name the output .mp4, .gif or a folder for PNG frames, not {target.name!r}")
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UserError(f"the output {target} is the input; choose another output path")
-    if not args.quiet and backend_note(cfg):
-        print(backend_note(cfg), file=sys.stderr)
+    say_backend_note(cfg, quiet=args.quiet)
     if is_picture(source):
         summary = zoom_picture(source, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not args.quiet)
     else:

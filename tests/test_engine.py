@@ -1,6 +1,5 @@
 """The local engine: streams chunks through the face stages, encodes beside them, and fails cleanly."""
 
-import numpy as np
 import pytest
 
 from pipeline.config import load_config

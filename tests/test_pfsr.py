@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 from models.errors import ModelError
 from models.pfsr import (
-    FFSRBackend,
     PFSRGenerator,
     load_pfsr,
     progressive_downscale,
