@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
 
@@ -268,7 +266,7 @@ def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int
     The cache (`<weights>.gaussian_fit.pt`, beside the weights; under `FACEZOOM_HOME/fits/` if
     that folder is read-only) records the weights' SHA-256, so replaced weights are refitted.
     """
-    from models.weights import cache_dir, sha256_file
+    from models.weights import cache_dir, save_checkpoint, sha256_file
 
     weights_path = Path(weights_path)
     digest = sha256_file(weights_path)
@@ -292,17 +290,10 @@ def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int
     fit = compute_gaussian_fit(generator, samples=samples, seed=seed, device=device)
     record = {"mean": fit.mean, "std": fit.std, "samples": torch.tensor(samples), "seed": torch.tensor(seed), "weights_sha256": digest}
     for path in candidates:
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-            os.close(fd)
-            torch.save(record, tmp)
-            os.replace(tmp, path)
+            save_checkpoint(path, record)
             log.info("gaussian fit cached at %s", path)
             break
         except OSError as err:
             log.warning("could not cache the gaussian fit at %s (%s)", path, err)
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
     return fit

@@ -39,8 +39,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -199,20 +197,6 @@ def published_state(generator: PFSRGenerator, *, step: int, alpha: float, iterat
     """What a checkpoint file holds, in the published layout (plus any `extra` top-level keys)."""
     state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
     return {"model_state_dict": state, "step": int(step), "alpha": float(alpha), "iteration": int(iteration), **extra}
-
-
-def save_checkpoint(path: str | Path, checkpoint: Mapping[str, object]) -> Path:
-    """`torch.save` to a temporary file beside `path`, renamed into place when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
-    try:
-        torch.save(dict(checkpoint), tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
 
 
 def infer_channels(state: Mapping[str, torch.Tensor]) -> tuple[int, int, int, int] | None:

@@ -293,6 +293,22 @@ def verify_cached(name: str) -> Path:
     return report.path
 
 
+def save_checkpoint(path: str | Path, checkpoint: Mapping[str, object]) -> Path:
+    """`torch.save` to a temporary file beside `path`, renamed into place when complete."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        torch.save(dict(checkpoint), tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def strip_data_parallel(state: Mapping[str, object], source: str) -> dict[str, object]:
     """A state dict without the `module.` prefix a data-parallel training run puts on every key."""
     prefixed = [k.startswith("module.") for k in state]

@@ -27,11 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 CROP_SIZE = 128  # PFSR's output side: training faces are aligned at it
 READ_BATCH = 16  # images read and detected at once (bounds memory for big photos)
 
@@ -40,7 +39,7 @@ def register(commands, add_config_args) -> None:
     """Add the `train` command to the CLI's subparsers (imports nothing heavy)."""
     p = commands.add_parser("train", help="train a PFSR generator (sr.backend=ffsr) on a folder of face images")
     p.set_defaults(handler=cmd_train)
-    p.add_argument("input", help="folder of face photos (searched recursively: jpg, png, bmp, webp, tif)")
+    p.add_argument("input", help="folder of face photos (searched recursively; the pictures zoom and enhance read)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write (published PFSR layout)")
     p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
                    help="continue from CKPT (default: from --output), with its weights, optimiser state and step count")
@@ -96,22 +95,27 @@ class FaceSet:
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """Every image file under `folder`, sorted."""
+    """Every picture under `folder` (`stills.is_picture`), sorted."""
+    from pipeline.stills import IMAGE_SUFFIXES, is_picture
+
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder; give a folder of face images")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and is_picture(p))
     if not paths:
         raise UserError(f"no images in {root} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return paths
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
-    """`[H, W, 3] uint8 RGB`, or None when the file cannot be decoded."""
-    import cv2
+    """`[H, W, 3] uint8 RGB` (the first frame, read as zoom and enhance read it), or None when the
+    file cannot be decoded."""
+    from pipeline.stills import read_picture
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else np.ascontiguousarray(image[:, :, ::-1])
+    try:
+        return read_picture(path).frames[0]
+    except InputError:
+        return None
 
 
 def collect_faces(paths: Sequence[Path], detector, *, min_face: float, size: int = CROP_SIZE, progress: bool = False) -> FaceSet:
@@ -179,7 +183,8 @@ def train_pfsr(
     from tqdm import tqdm
 
     from models.backend import resolve_device
-    from models.pfsr import PUBLISHED_CHANNELS, PFSRGenerator, load_pfsr, published_state, save_checkpoint
+    from models.pfsr import PUBLISHED_CHANNELS, PFSRGenerator, load_pfsr, published_state
+    from models.weights import save_checkpoint
     from models.pfsr_train import Schedule, batch_rng, make_optimizer, sample_batch, train_step
 
     dev = resolve_device(device)

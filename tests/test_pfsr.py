@@ -17,10 +17,10 @@ from models.pfsr import (
     progressive_downscale,
     published_state,
     register,
-    save_checkpoint,
     shift_images,
     temporal_blend,
 )
+from models.weights import save_checkpoint
 
 PUBLISHED = (512, 256, 128, 64)
 TINY = (16, 8, 8, 4)
