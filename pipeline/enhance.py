@@ -237,7 +237,7 @@ def register(commands, add_config_args) -> None:
 
 def cmd_enhance(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.stills import batch_names, is_picture, list_pictures, output_kind, parse_colour, read_picture
+    from pipeline.stills import batch_names, batch_output, is_picture, output_kind, parse_colour, read_picture, report_skipped
     from pipeline.superres import create_backend
     from pipeline.targets import Choice, parse_point, say_backend_note
 
@@ -259,15 +259,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if batch:
         if grid_path is not None:
             raise UserError("--grid is for one input; a folder's batch writes each picture's grid into the output folder")
-        if output.exists() and not output.is_dir():
-            raise UserError(f"a folder input writes a folder of results: {output} is a file; give a folder name")
-        if output.exists() and output.resolve() == source.resolve():
-            raise UserError(f"the output folder {output} is the input folder; its pictures would be overwritten: choose another")
-        pictures = list_pictures(source)
-        if not output.exists():
-            if not output.parent.is_dir():
-                raise UserError(f"output folder does not exist: {output.parent}")
-            output.mkdir()
+        pictures = batch_output(source, output)
     else:
         if not is_picture(source):
             raise UserError(f"enhance takes pictures ({source.suffix or 'no suffix'} is not one: png, jpg, webp, gif, bmp, tiff) "
@@ -306,7 +298,4 @@ def cmd_enhance(args: argparse.Namespace) -> int:
             continue
         if not args.quiet:
             print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
-    if skipped:
-        print(f"facezoom: error: {skipped} of {len(pictures)} pictures were skipped (see the warnings above)", file=sys.stderr)
-        return 2
-    return 0
+    return report_skipped(skipped, len(pictures))

@@ -144,10 +144,11 @@ class PreviewServer:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         if not ok:
             raise RuntimeError(f"cv2 could not encode a {image.shape} preview frame as JPEG")
+        encoded = (seq, data.tobytes())
         with self._cond:
             if self._jpeg is None or self._jpeg[0] < seq:
-                self._jpeg = (seq, data.tobytes())
-        return seq, data.tobytes()
+                self._jpeg = encoded
+        return encoded
 
     @property
     def closing(self) -> bool:

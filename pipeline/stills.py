@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 from collections import deque
@@ -152,6 +153,28 @@ def list_pictures(folder: str | Path) -> list[Path]:
     if not found:
         raise InputError(f"{folder} holds no pictures (looked for {', '.join(IMAGE_SUFFIXES)})")
     return found
+
+
+def batch_output(source: Path, output: Path) -> list[Path]:
+    """The pictures of the folder `source`, once the folder `output` their results go into is
+    known to be usable (made if missing, and not `source` itself)."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"a folder input writes a folder of results: {output} is a file; give a folder name")
+    if output.exists() and output.resolve() == source.resolve():
+        raise UserError(f"the output folder {output} is the input folder; its pictures would be overwritten: choose another")
+    pictures = list_pictures(source)
+    if not output.exists():
+        check_output_folder(output)
+        output.mkdir()
+    return pictures
+
+
+def report_skipped(skipped: int, total: int) -> int:
+    """A batch's exit status: 2, said in one line, when some pictures were skipped; else 0."""
+    if skipped:
+        print(f"facezoom: error: {skipped} of {total} pictures were skipped (see the warnings above)", file=sys.stderr)
+        return 2
+    return 0
 
 
 def batch_names(pictures: list[Path]) -> dict[Path, str]:

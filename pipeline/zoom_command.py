@@ -265,17 +265,9 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
 
 def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice, background, quiet: bool) -> int:
     """A zoom of every picture in `source`, written as `output/<name>.<fmt>`; unreadable ones are skipped (exit 2)."""
-    from pipeline.stills import batch_names, list_pictures
+    from pipeline.stills import batch_names, batch_output, report_skipped
 
-    if output.exists() and not output.is_dir():
-        raise UserError(f"a folder input writes a folder of zooms: {output} is a file; give a folder name")
-    if output.exists() and output.resolve() == source.resolve():
-        raise UserError(f"the output folder {output} is the input folder; choose another")
-    pictures = list_pictures(source)
-    if not output.exists():
-        if not output.parent.is_dir():
-            raise UserError(f"output folder does not exist: {output.parent}")
-        output.mkdir()
+    pictures = batch_output(source, output)
     names, skipped = batch_names(pictures), 0
     for path in pictures:
         target = output / f"{names[path]}.{fmt}"
@@ -287,10 +279,7 @@ def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice,
             continue
         if not quiet:
             print(f"facezoom: wrote {target}: {summary['frames']} frames", file=sys.stderr)
-    if skipped:
-        print(f"facezoom: error: {skipped} of {len(pictures)} pictures were skipped (see the warnings above)", file=sys.stderr)
-        return 2
-    return 0
+    return report_skipped(skipped, len(pictures))
 
 
 def _check_frames(path, count: int) -> None:
