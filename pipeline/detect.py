@@ -140,9 +140,9 @@ class FaceDetector:
             keep_all=True,
             device=self.device,
         ).eval()
-        # NHWC weights: oneDNN runs MTCNN's networks faster on CPU than NCHW (16 frames of 640x360
-        # with 3 faces: 3.2 s -> 2.0 s; boxes equal to 1e-4 px). The convolutions take their layout
-        # from the weights, so the inputs need no change.
+        # NHWC weights: oneDNN runs MTCNN's networks faster on CPU than NCHW (1.23x on a batch of
+        # 16 frames, boxes equal to 1e-4 px: benchmarks/detect_layout.py). The convolutions take
+        # their layout from the weights, so the inputs need no change.
         for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
             net.to(memory_format=torch.channels_last)
         self._warned_sizes: set[tuple[int, int]] = set()
