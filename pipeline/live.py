@@ -365,7 +365,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     if not args.quiet:
         recorded = f"; recorded {report['frames_recorded']} frames to {report['output']}" if report["output"] else ""
         print(f"\rfacezoom: live: {report['frames_in']} frames in, {report['frames_out']} out, {report['frames_dropped']} dropped; "
-              f"{report['fps']:.1f} fps; latency p50 {report['latency_ms_p50']} ms, p95 {report['latency_ms_p95']} ms{recorded}",
+              f"{report['fps']:.1f} fps; latency p50 {_ms(report['latency_ms_p50'])} ms, p95 {_ms(report['latency_ms_p95'])} ms{recorded}",
               file=sys.stderr)
     if report["error"]:
         raise UserError(report["error"] + (f" (the recording up to then is in {report['output']})" if report["output"] else ""))
@@ -383,10 +383,12 @@ def _live_config(base: LiveConfig, args: argparse.Namespace) -> LiveConfig:
         raise UserError(f"live.{err} (see facezoom live --help)") from None
 
 
-def _print_status(status: dict) -> None:
-    def ms(v):
-        return "-" if v is None else f"{v:.0f}"
+def _ms(value: float | None) -> str:
+    """A latency for the terminal: '-' before any frame was measured."""
+    return "-" if value is None else f"{value:.0f}"
 
-    print(f"\rfacezoom: live: {status['fps']:.1f} fps, latency p50 {ms(status['latency_ms_p50'])} ms "
-          f"p95 {ms(status['latency_ms_p95'])} ms, {status['frames_dropped']} dropped, {status['budget']}   ",
+
+def _print_status(status: dict) -> None:
+    print(f"\rfacezoom: live: {status['fps']:.1f} fps, latency p50 {_ms(status['latency_ms_p50'])} ms "
+          f"p95 {_ms(status['latency_ms_p95'])} ms, {status['frames_dropped']} dropped, {status['budget']}   ",
           end="", file=sys.stderr, flush=True)
