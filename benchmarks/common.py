@@ -18,8 +18,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.media import VideoConfig, VideoWriter  # noqa: E402
-from pipeline.sample import _write_tone, astronaut  # noqa: E402
+from pipeline.media.video import VideoConfig, VideoWriter  # noqa: E402
+from pipeline.media.sample import _write_tone, astronaut  # noqa: E402
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -62,7 +62,7 @@ def stylegan2_checkpoint(folder: Path, *, channels: tuple[int, ...]) -> Path:
     import torch
 
     from models.generators import build, published_state
-    from models.stylegan2 import StyleGAN2Config
+    from models.networks.stylegan2 import StyleGAN2Config
 
     path = folder / f"stylegan2_32_{'-'.join(map(str, channels))}.pth"
     if not path.exists():

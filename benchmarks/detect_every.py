@@ -1,6 +1,6 @@
 """How often to detect: detection every k frames, tracking in between, against ground truth.
 
-For each k, runs the face stages (`pipeline.faces.FaceAnalyzer`: MTCNN every k-th frame, the
+For each k, runs the face stages (`pipeline.stages.faces.FaceAnalyzer`: MTCNN every k-th frame, the
 tracker on every frame, alignment) over synthetic clips of the astronaut's face with known
 positions (tests/face_scenes.py), and prints per clip and k:
 
@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from face_scenes import Face, background, moving_face, render  # noqa: E402
-from pipeline.detect import DetectConfig, FaceDetector  # noqa: E402
-from pipeline.faces import FaceAnalyzer  # noqa: E402
-from pipeline.track import TrackConfig, iou_matrix  # noqa: E402
+from pipeline.stages.detect import DetectConfig, FaceDetector  # noqa: E402
+from pipeline.stages.faces import FaceAnalyzer  # noqa: E402
+from pipeline.stages.track import TrackConfig, iou_matrix  # noqa: E402
 
 log = logging.getLogger("detect_every")
 

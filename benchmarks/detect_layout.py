@@ -1,4 +1,4 @@
-"""MTCNN with NHWC (channels_last) weights, as `pipeline.detect` runs it, against NCHW.
+"""MTCNN with NHWC (channels_last) weights, as `pipeline.stages.detect` runs it, against NCHW.
 
     python benchmarks/detect_layout.py [--frames 16] [--repeats 5] [--nhwc-first] [--json out.json]
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from common import make_clip, parser, table, write_json
 
-from pipeline.detect import DetectConfig, FaceDetector
+from pipeline.stages.detect import DetectConfig, FaceDetector
 
 
 LAYOUTS = (torch.contiguous_format, torch.channels_last)

@@ -12,7 +12,7 @@ without temporal blending.
    stops early) and scaled to its budgets: 100 steps for a cold start, 20 for a warm one.
    Rates are per second of CPU time (one torch thread by default), so a busy shared machine
    does not skew them; wall-clock rates are printed beside them.
-2. Flicker. A narrow PFSR (64, 32, 16, 8) is trained with `pipeline.train` on the astronaut
+2. Flicker. A narrow PFSR (64, 32, 16, 8) is trained with `pipeline.training.train` on the astronaut
    photo placed at random sizes, angles and places on a wall (faces found and aligned by the
    pipeline's detector), unless `--generator CKPT` names a stage-3 checkpoint. The built-in
    sample clip (4 s, 25 fps, the camera zooming in) is then detected, tracked and aligned, and
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from common import parser, table, write_json  # noqa: E402  (common puts the repository on sys.path)
-from models.pfsr import PUBLISHED_CHANNELS, FFSRBackend, PFSRGenerator, load_pfsr  # noqa: E402
+from models.networks.pfsr import PUBLISHED_CHANNELS, FFSRBackend, PFSRGenerator, load_pfsr  # noqa: E402
 
 NARROW = (64, 32, 16, 8)
 
@@ -78,8 +78,8 @@ def ffsr_rates(batches: list[int], args) -> dict[int, tuple[float, float]]:
 def pulse_step_seconds(batches: list[int], args) -> dict[int, tuple[float, float]]:
     """(CPU, wall) seconds per optimisation step of the `pulse` backend, per batch size."""
     from models.generators import compute_gaussian_fit
-    from models.pulse import PulseBackend
-    from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+    from models.backends.pulse import PulseBackend
+    from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -98,7 +98,7 @@ def training_faces(folder: Path, *, count: int, seed: int) -> list[Path]:
     """`count` 640x360 images of the astronaut photo, jittered in size, angle, place and exposure."""
     import cv2
 
-    from pipeline.sample import astronaut
+    from pipeline.media.sample import astronaut
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -119,8 +119,8 @@ def training_faces(folder: Path, *, count: int, seed: int) -> list[Path]:
 
 def train_narrow(workdir: Path, args) -> Path:
     from models.pfsr_train import TrainConfig
-    from pipeline.detect import DetectConfig, FaceDetector
-    from pipeline.train import collect_faces, train_pfsr
+    from pipeline.stages.detect import DetectConfig, FaceDetector
+    from pipeline.training.train import collect_faces, train_pfsr
 
     paths = training_faces(workdir / "train_faces", count=args.train_images, seed=args.seed)
     faces = collect_faces(paths, FaceDetector(DetectConfig(device="cpu")), min_face=40)
@@ -135,10 +135,10 @@ def train_narrow(workdir: Path, args) -> Path:
 
 def sample_track(seconds: float) -> list[np.ndarray]:
     """The aligned 128x128 crops of the sample clip's face track, in frame order."""
-    from pipeline.detect import DetectConfig
-    from pipeline.faces import FaceAnalyzer
-    from pipeline.sample import camera_frames
-    from pipeline.track import TrackConfig
+    from pipeline.stages.detect import DetectConfig
+    from pipeline.stages.faces import FaceAnalyzer
+    from pipeline.media.sample import camera_frames
+    from pipeline.stages.track import TrackConfig
 
     frames = list(camera_frames(seconds=seconds, fps=25))
     analyzer = FaceAnalyzer(DetectConfig(device="cpu"), TrackConfig(), crop_size=128)
@@ -151,7 +151,7 @@ def sample_track(seconds: float) -> list[np.ndarray]:
 
 
 def flicker_rows(ckpt: Path, crops: list[np.ndarray], blends: list[float]) -> list[dict]:
-    from pipeline.superres import run_batch
+    from pipeline.stages.superres import run_batch
 
     loaded = load_pfsr(ckpt)
     gt = np.stack(crops).astype(np.float32)  # [T, 128, 128, 3]

@@ -16,7 +16,7 @@ from pathlib import Path
 from common import make_clip, parser, plain_loop, table, write_json
 
 from pipeline.config import load_config
-from pipeline.engine import run_video
+from pipeline.engines.local import run_video
 
 
 class Passthrough:

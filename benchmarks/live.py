@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from live_server import TSServer  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.live import LiveConfig, run_live  # noqa: E402
-from pipeline.live_source import parse_source  # noqa: E402
+from pipeline.live.loop import LiveConfig, run_live  # noqa: E402
+from pipeline.live.source import parse_source  # noqa: E402
 
 
 def run(name: str, overrides: list[str], live: LiveConfig, seconds: float) -> dict:

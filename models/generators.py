@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import ModelError
-from models.stylegan1 import StyleGAN1Config, StyleGAN1Generator
-from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from models.pfsr import LEVELS, OUT_SIZE, PFSRGenerator, progressive_downscale
+from models.networks.pfsr import LEVELS, OUT_SIZE, PFSRGenerator, progressive_downscale
 
 FLIP_LANDMARKS = (1, 0, 2, 4, 3)  # a mirrored face: left/right eye and mouth corners swap
 
@@ -184,7 +184,7 @@ def train_step(
 
 def parse_channels(text: str | Sequence[int]) -> tuple[int, int, int, int]:
     """'published' or four comma-separated widths ('64,32,16,8') -> a channels tuple."""
-    from models.pfsr import PUBLISHED_CHANNELS
+    from models.networks.pfsr import PUBLISHED_CHANNELS
 
     if isinstance(text, str) and text.strip() == "published":
         return PUBLISHED_CHANNELS

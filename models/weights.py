@@ -49,7 +49,7 @@ class WeightsEntry:
     approx_size: str  # for humans: what the download costs
     licence: str
     source: str  # who trained and published it, and where it is described
-    layout: str  # key layout: one of models.generators.LAYOUTS, or "pfsr" (models.pfsr)
+    layout: str  # key layout: one of models.generators.LAYOUTS, or "pfsr" (models.networks.pfsr)
     converter: str  # how the file's contents become the generator's state dict
     arch: tuple[tuple[str, object], ...]  # architecture settings the file must match exactly
     description: str

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from pipeline.errors import UserError
 
 if TYPE_CHECKING:
-    from pipeline.faces import FaceCrop, FrameDetections
-    from pipeline.track import TrackRecord
+    from pipeline.stages.faces import FaceCrop, FrameDetections
+    from pipeline.stages.track import TrackRecord
 
 
 def write_report(path: Path, data: dict[str, Any]) -> None:

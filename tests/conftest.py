@@ -33,6 +33,6 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def sample_clip(tmp_path_factory):
     """A 1.5 s cut of the built-in sample clip (the astronaut, zoomed into), with audio."""
-    from pipeline.sample import write_sample
+    from pipeline.media.sample import write_sample
 
     return write_sample(tmp_path_factory.mktemp("sample") / "sample.mp4", seconds=1.5)

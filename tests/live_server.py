@@ -22,7 +22,7 @@ from fractions import Fraction
 
 import av
 
-from pipeline.sample import camera_frames
+from pipeline.media.sample import camera_frames
 
 TS_CLOCK = Fraction(1, 90000)  # MPEG-TS timestamps run at 90 kHz
 

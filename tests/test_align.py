@@ -5,7 +5,7 @@ import cv2
 import pytest
 
 from face_scenes import REF_LANDMARKS, Face, background, render
-from pipeline.align import (
+from pipeline.stages.align import (
     FFHQ_TEMPLATE,
     compose,
     invert,

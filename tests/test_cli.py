@@ -9,7 +9,7 @@ from pathlib import Path
 import av
 import pytest
 
-from pipeline.cli import main
+from pipeline.commands.cli import main
 from synth import audio_only, audio_packets, make_video, video_frames, write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,9 +5,9 @@ import cv2
 import pytest
 
 from face_scenes import Face, background, render
-from pipeline import composite as composite_module
-from pipeline.align import compose, crop_footprint, resize_matrix, similarity_transform, warp_face
-from pipeline.composite import CompositeConfig, PasteFace, composite
+from pipeline.stages import composite as composite_module
+from pipeline.stages.align import compose, crop_footprint, resize_matrix, similarity_transform, warp_face
+from pipeline.stages.composite import CompositeConfig, PasteFace, composite
 
 H, W = 180, 240
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from face_scenes import Face, background, render
-from pipeline.detect import DetectConfig, Detections, FaceDetector, working_scale
-from pipeline.track import iou_matrix
+from pipeline.stages.detect import DetectConfig, Detections, FaceDetector, working_scale
+from pipeline.stages.track import iou_matrix
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.config import load_config
-from pipeline.engine import run_video
+from pipeline.engines.local import run_video
 from synth import audio_packets, make_video, video_frames
 
 

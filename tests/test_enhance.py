@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 
 from face_scenes import REF_LANDMARKS
-from models.classical import ClassicalBackend
-from pipeline.align import similarity_transform, warp_face
-from pipeline.cli import main
+from models.backends.classical import ClassicalBackend
+from pipeline.stages.align import similarity_transform, warp_face
+from pipeline.commands.cli import main
 from pipeline.config import load_config
-from pipeline.enhance import GAP, enhance_picture
-from pipeline.stills import Picture, read_frames, read_picture
-from pipeline.superres import low_res
-from pipeline.targets import Choice, to_images
+from pipeline.creative.enhance import GAP, enhance_picture
+from pipeline.media.stills import Picture, read_frames, read_picture
+from pipeline.stages.superres import low_res
+from pipeline.creative.targets import Choice, to_images
 from synth import psnr
 
 S = 128  # the classical backend's face size
@@ -50,7 +50,7 @@ def _manual_loop(backend, lr, n):
 def tiny_pulse(tmp_path_factory):
     """`--set` overrides for the PULSE backend on a tiny random StyleGAN2 (32 px), built here."""
     from models.generators import build, published_state
-    from models.stylegan2 import StyleGAN2Config
+    from models.networks.stylegan2 import StyleGAN2Config
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -93,7 +93,7 @@ def test_pre_blur_softens_only_the_first_input(tmp_path):
 
 
 def test_a_face_photo_is_enhanced_from_its_aligned_face(tmp_path):
-    from pipeline.sample import astronaut
+    from pipeline.media.sample import astronaut
 
     photo = cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     Image.fromarray(photo).save(tmp_path / "a.png")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from face_scenes import Face, background, moving_face, render
-from pipeline.align import template_points, transform_points
-from pipeline.detect import DetectConfig, FaceDetector
-from pipeline.faces import FaceAnalyzer
-from pipeline.track import TrackConfig, TrackRecord
+from pipeline.stages.align import template_points, transform_points
+from pipeline.stages.detect import DetectConfig, FaceDetector
+from pipeline.stages.faces import FaceAnalyzer
+from pipeline.stages.track import TrackConfig, TrackRecord
 
 CROP = 64
 

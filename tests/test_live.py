@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 
 from live_server import SilentServer, TSServer, UDPSender, free_udp_port
-from pipeline.cli import main
+from pipeline.commands.cli import main
 from pipeline.config import load_config
-from pipeline.detect import DetectConfig
+from pipeline.stages.detect import DetectConfig
 from pipeline.errors import InputError, UserError
-from pipeline.live import LiveConfig, run_live
-from pipeline.live_budget import BudgetController, LiveStats, Rung, ladder
-from pipeline.live_source import LiveSource, parse_source
+from pipeline.live.loop import LiveConfig, run_live
+from pipeline.live.budget import BudgetController, LiveStats, Rung, ladder
+from pipeline.live.source import LiveSource, parse_source
 from synth import make_video
 
 ROOT = Path(__file__).resolve().parent.parent

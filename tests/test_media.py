@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError, UserError
-from pipeline.media import VideoConfig, VideoReader, VideoWriter
+from pipeline.media.video import VideoConfig, VideoReader, VideoWriter
 from synth import audio_only, audio_packets, make_video, pattern, psnr, set_mp4_rotation, video_frames, write_bytes
 
 

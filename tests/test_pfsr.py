@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import ModelError
-from models.pfsr import (
+from models.networks.pfsr import (
     PFSRGenerator,
     load_pfsr,
     progressive_downscale,
@@ -121,7 +121,7 @@ def write_published(path, state, *, step=3, alpha=1.0, iteration=120000, drop=()
 
 def test_published_checkpoint_loads_strictly_and_runs_16_to_128(tmp_path, monkeypatch):
     from models import weights
-    from pipeline.superres import SRConfig, create_backend
+    from pipeline.stages.superres import SRConfig, create_backend
 
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
     # The published file cannot be fetched by a script: the error says where to put it.
@@ -222,7 +222,7 @@ def test_downscaler_is_the_published_pil_chain():
 
 def tiny_backend(tmp_path, *, blend=0.0, seed=0, name="tiny.ckpt"):
     """A random tiny generator written as a stage-3 checkpoint, loaded through the `sr` settings."""
-    from pipeline.superres import SRConfig, create_backend
+    from pipeline.stages.superres import SRConfig, create_backend
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -232,7 +232,7 @@ def tiny_backend(tmp_path, *, blend=0.0, seed=0, name="tiny.ckpt"):
 
 
 def test_backend_settings_batching_and_state(tmp_path):
-    from pipeline.superres import SRConfig, create_backend
+    from pipeline.stages.superres import SRConfig, create_backend
 
     backend, path = tiny_backend(tmp_path)
     assert (backend.name, backend.in_size, backend.out_size, backend.stateful) == ("ffsr", 16, 128, False)
@@ -305,8 +305,8 @@ def test_temporal_blend_steadies_flicker_and_does_not_ghost():
 
 
 def test_ffsr_backend_runs_inside_video(tmp_path):
-    from pipeline.cli import main
-    from pipeline.sample import write_sample
+    from pipeline.commands.cli import main
+    from pipeline.media.sample import write_sample
 
     _, ckpt = tiny_backend(tmp_path)
     clip = write_sample(tmp_path / "sample.mp4", seconds=0.6)

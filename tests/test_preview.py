@@ -22,9 +22,9 @@ from PIL import Image
 from live_server import TSServer
 from pipeline.config import load_config
 from pipeline.errors import UserError
-from pipeline.live import run_live
-from pipeline.live_source import parse_source
-from pipeline.preview import BOUNDARY, PreviewServer, parse_address, side_by_side
+from pipeline.live.loop import run_live
+from pipeline.live.source import parse_source
+from pipeline.live.preview import BOUNDARY, PreviewServer, parse_address, side_by_side
 
 
 def _get(url: str) -> tuple[int, str, bytes]:

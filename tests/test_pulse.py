@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import generators, weights
-from models.backend import consistency
+from models import generators
+from models import weights
+from models.backends.base import consistency
 from models.downscale import bicubic_downscale
 from models.errors import ModelError
 from models.generators import compute_gaussian_fit, published_state
-from models.pulse import PulseBackend, default_out_size, draw_start, geocross, one_cycle, pulse_search
-from models.stylegan1 import StyleGAN1Config, StyleGAN1Generator
-from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.backends.pulse import PulseBackend, default_out_size, draw_start, geocross, one_cycle, pulse_search
+from models.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
+from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 EPS = 2e-3
 
@@ -292,7 +293,7 @@ def test_gaussian_fit_is_seeded_cached_and_redone_for_new_weights(tmp_path, monk
 
 
 def test_the_pipeline_builds_the_pulse_backend_from_its_settings(tmp_path, monkeypatch):
-    from pipeline.superres import SRConfig, create_backend
+    from pipeline.stages.superres import SRConfig, create_backend
 
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
     path = tmp_path / "tiny.pt"

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.errors import UserError
-from pipeline.run import run
+from pipeline.engines import run
 from synth import audio_packets, make_video, video_frames
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ class KillOnce:
 
 
 def test_killed_sr_actor_is_restarted_and_every_frame_is_written_once(ray_session, sample_clip, local_output, tmp_path):
-    from pipeline.ray_engine import run_video_ray
+    from pipeline.engines.ray import run_video_ray
 
     out = tmp_path / "ray.mp4"
     hooks = KillOnce(ray_session)
@@ -80,7 +80,7 @@ class Interrupt:
 
 
 def test_interrupt_leaves_no_output_and_no_partial_file(ray_session, sample_clip, tmp_path):
-    from pipeline.ray_engine import run_video_ray
+    from pipeline.engines.ray import run_video_ray
 
     out = tmp_path / "ray.mp4"
     cfg = load_config(overrides=[*FAST, "engine.engine=ray"])
@@ -121,7 +121,7 @@ TWO_NODES = textwrap.dedent(
     import ray
     from ray.cluster_utils import Cluster
     from pipeline.config import load_config
-    from pipeline.run import run
+    from pipeline.engines import run
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"slot": 1}})
     cluster.add_node(num_cpus=1, resources={"slot": 1})

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.scheduler import CropJob, CropScheduler, crop_seed
+from pipeline.stages.scheduler import CropJob, CropScheduler, crop_seed
 
 
 def job(frame, track):

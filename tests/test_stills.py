@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError, UserError
-from pipeline.stills import (
+from pipeline.media.stills import (
     GifWriter,
     PngFolderWriter,
     is_picture,
@@ -97,7 +97,7 @@ def test_gif_writer_keeps_every_frame_its_delay_and_its_colours(tmp_path):
 
 
 def test_gif_writer_quantises_photos_closely(tmp_path):
-    from pipeline.sample import astronaut
+    from pipeline.media.sample import astronaut
 
     photo = np.ascontiguousarray(astronaut()[::4, ::4])  # [128, 128, 3]
     path = tmp_path / "photo.gif"

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from models.errors import ModelError
 from models.generators import load_generator, published_state
-from models.stylegan1 import ScaledConv2d, StyleGAN1Config, StyleGAN1Generator
-from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.networks.stylegan1 import ScaledConv2d, StyleGAN1Config, StyleGAN1Generator
+from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from face_scenes import Face, background, render
-from pipeline.detect import Detections
-from pipeline.track import FaceTracker, OneEuroFilter, TrackConfig, TrackRecord
+from pipeline.stages.detect import Detections
+from pipeline.stages.track import FaceTracker, OneEuroFilter, TrackConfig, TrackRecord
 
 H, W = 240, 320
 

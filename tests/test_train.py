@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.pfsr import load_pfsr
+from models.networks.pfsr import load_pfsr
 from models.pfsr_train import (
     Schedule,
     TrainConfig,
@@ -15,7 +15,7 @@ from models.pfsr_train import (
     stage_images,
     train_step,
 )
-from pipeline.cli import main
+from pipeline.commands.cli import main
 from test_pfsr import TINY, published_shapes
 
 TINY_ARG = ",".join(map(str, TINY))
@@ -26,7 +26,7 @@ def image_dir(tmp_path_factory):
     """Four frames of the built-in sample clip (the astronaut, zoomed in), as PNG files."""
     import cv2
 
-    from pipeline.sample import camera_frames
+    from pipeline.media.sample import camera_frames
 
     folder = tmp_path_factory.mktemp("faces")
     frames = list(camera_frames(seconds=1.0, fps=8))[-4:]  # the face is 100-140 px tall here
@@ -38,8 +38,8 @@ def image_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def faces(image_dir):
-    from pipeline.detect import DetectConfig, FaceDetector
-    from pipeline.train import collect_faces, find_images
+    from pipeline.stages.detect import DetectConfig, FaceDetector
+    from pipeline.training.train import collect_faces, find_images
 
     return collect_faces(find_images(image_dir), FaceDetector(DetectConfig(device="cpu", min_face=40)), min_face=30)
 
@@ -56,7 +56,7 @@ def test_schedule_is_stage_fade_stage_fade_stage():
 
 
 def test_faces_are_aligned_exactly_as_the_pipeline_aligns_them(faces):
-    from pipeline.align import template_points
+    from pipeline.stages.align import template_points
 
     assert len(faces) == 4 and faces.crops.shape == (4, 128, 128, 3)
     assert all(s.endswith(".png") for s in faces.sources)
@@ -87,7 +87,7 @@ def test_heatmap_and_flips_keep_landmarks_on_the_face():
 
 
 def test_a_few_training_steps_lower_the_loss(faces):
-    from models.pfsr import PFSRGenerator
+    from models.networks.pfsr import PFSRGenerator
     from models.pfsr_train import Phase
 
     cfg = TrainConfig(batch_size=4)
@@ -105,7 +105,7 @@ def test_a_few_training_steps_lower_the_loss(faces):
 
 
 def test_train_command_writes_a_published_checkpoint_the_backend_loads(image_dir, tmp_path):
-    from pipeline.superres import SRConfig, create_backend
+    from pipeline.stages.superres import SRConfig, create_backend
 
     ckpt = tmp_path / "mine.ckpt"
     args = ["--quiet", "train", str(image_dir), "-o", str(ckpt), "--channels", TINY_ARG, "--stage-iters", "3",
@@ -131,7 +131,7 @@ def test_train_command_writes_a_published_checkpoint_the_backend_loads(image_dir
 
 
 def test_resume_continues_exactly_where_it_stopped(faces, tmp_path):
-    from pipeline.train import train_pfsr
+    from pipeline.training.train import train_pfsr
 
     cfg = TrainConfig(batch_size=2, stage_iters=3, fade_iters=2, save_every=100, seed=3)
     straight = tmp_path / "straight.ckpt"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import load_config
-from pipeline.run import run
+from pipeline.engines import run
 from synth import audio_packets, video_frames
 
 

@@ -19,7 +19,7 @@ import torch
 from models import weights
 from models.errors import ModelError
 from models.generators import LAYOUTS, config_for, load_generator, published_state
-from models.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,6 +238,6 @@ def test_importing_touches_no_network():
         "def refuse(*a, **k): raise AssertionError('network used at import')\n"
         "socket.socket.connect = refuse; socket.socket.connect_ex = refuse\n"
         "socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "import models.weights, models.generators, models.pulse, models.stylegan1, models.stylegan2, models.downscale\n"
+        "import models.weights, models.generators, models.backends.pulse, models.networks.stylegan1, models.networks.stylegan2, models.downscale\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

@@ -7,20 +7,20 @@ import torch
 from PIL import Image
 
 from face_scenes import Face, background, render
-from models.classical import ClassicalBackend
-from pipeline import zoom
-from pipeline.cli import main
-from pipeline.composite import CompositeConfig
-from pipeline.stills import read_frames, read_picture
-from pipeline.targets import Choice, Spot, choose_track, whole_spot
-from pipeline.zoom_command import ZoomCamera
+from models.backends.classical import ClassicalBackend
+from pipeline.creative import camera as zoom
+from pipeline.commands.cli import main
+from pipeline.stages.composite import CompositeConfig
+from pipeline.media.stills import read_frames, read_picture
+from pipeline.creative.targets import Choice, Spot, choose_track, whole_spot
+from pipeline.creative.zoom import ZoomCamera
 from synth import audio_packets, psnr, video_frames
 
 
 @pytest.fixture(scope="module")
 def portrait(tmp_path_factory):
     """The astronaut at 256x256 (face about 55 px tall), as a PNG file."""
-    from pipeline.sample import astronaut
+    from pipeline.media.sample import astronaut
 
     path = tmp_path_factory.mktemp("zoom") / "astronaut.png"
     Image.fromarray(cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)).save(path)
@@ -29,7 +29,7 @@ def portrait(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def detector():
-    from pipeline.detect import DetectConfig, FaceDetector
+    from pipeline.stages.detect import DetectConfig, FaceDetector
 
     return FaceDetector(DetectConfig(working_size=0))
 
@@ -63,11 +63,11 @@ def test_command_offers_every_direction_and_easing_and_registers_without_opencv(
     import subprocess
     import sys
 
-    from pipeline import zoom_command
+    from pipeline.creative import zoom as zoom_command
 
     assert zoom_command.DIRECTIONS == zoom.DIRECTIONS and zoom_command.EASINGS == zoom.EASINGS
     code = (
-        "import argparse, sys; import pipeline.zoom_command as z, pipeline.enhance as e; "
+        "import argparse, sys; import pipeline.creative.zoom as z, pipeline.creative.enhance as e; "
         "commands = argparse.ArgumentParser().add_subparsers(); [m.register(commands, lambda p: None) for m in (z, e)]; "
         "print(sorted({'cv2', 'torch', 'av', 'PIL'} & set(sys.modules)))"
     )
@@ -236,8 +236,8 @@ def test_zoom_picks_the_face_asked_for(tmp_path, detector):
 
 def test_zoom_at_a_point_with_no_face_heads_for_the_point(tmp_path, caplog):
     from pipeline.config import load_config
-    from pipeline.targets import POINT_TRACK
-    from pipeline.zoom_command import POINT_MAX_ZOOM, ZoomSettings, zoom_picture
+    from pipeline.creative.targets import POINT_TRACK
+    from pipeline.creative.zoom import POINT_MAX_ZOOM, ZoomSettings, zoom_picture
 
     picture = render(background(240, 320, seed=5), [Face(cx=80, cy=120, width=70)])
     path = tmp_path / "scene.png"

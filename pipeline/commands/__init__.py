@@ -1,0 +1,1 @@
+"""The command line: `cli.py` parses arguments and dispatches; one thin module per command."""

@@ -1,0 +1,174 @@
+"""Loading the pipeline configuration: the stages' sections (`sections.py`) composed into `PipelineConfig`.
+
+A section's `__post_init__` raises `ValueError` for a value out of range; this module turns
+that, an unknown key or a value of the wrong type into a one-line `ConfigError` that names the
+key and what is allowed.
+
+Sources, later ones winning: the dataclass defaults, a YAML file (`--config`), then
+`--set section.key=value` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from pipeline.config import sections
+from pipeline.errors import ConfigError
+
+
+def _section_types() -> dict[str, type]:
+    return {
+        "video": sections.VideoConfig,
+        "detect": sections.DetectConfig,
+        "track": sections.TrackConfig,
+        "sr": sections.SRConfig,
+        "composite": sections.CompositeConfig,
+        "engine": sections.EngineConfig,
+        "live": sections.LiveConfig,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """All settings of one run. Build it with `load_config`, not by hand."""
+
+    video: sections.VideoConfig
+    detect: sections.DetectConfig
+    track: sections.TrackConfig
+    sr: sections.SRConfig
+    composite: sections.CompositeConfig
+    engine: sections.EngineConfig
+    live: sections.LiveConfig
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def replace(self, **sections: Mapping[str, Any]) -> "PipelineConfig":
+        """A copy with some keys changed: `cfg.replace(sr={"backend": "pulse"})`."""
+        data = self.to_dict()
+        for name, values in sections.items():
+            if name not in data:
+                raise ConfigError(f"unknown config section {name!r}; allowed: {', '.join(data)}")
+            data[name].update(values)
+        return _build(data)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Defaults, then the YAML file at `path`, then `section.key=value` overrides."""
+    data: dict[str, dict[str, Any]] = {name: {} for name in _section_types()}
+    if path is not None:
+        _merge(data, _read_yaml(Path(path)), source=str(path))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        _merge(data, {section: {name: yaml.safe_load(raw) if raw.strip() else ""}}, source="--set")
+    return _build(data)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+    return loaded
+
+
+def _merge(data: dict[str, dict[str, Any]], new: Mapping[str, Any], *, source: str) -> None:
+    for section, values in new.items():
+        if section not in data:
+            raise ConfigError(f"unknown config section {section!r} in {source}; allowed: {', '.join(data)}")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section {section!r} in {source} must be a mapping of keys")
+        data[section].update(values)
+
+
+def _build(data: Mapping[str, Mapping[str, Any]]) -> PipelineConfig:
+    types_ = _section_types()
+    return PipelineConfig(**{name: _build_section(name, types_[name], data.get(name, {})) for name in types_})
+
+
+def _build_section(section: str, cls: type, values: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {section}.{key}; allowed: {', '.join(fields)}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{section}.{err}") from None
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check `value` against the type hint `hint`, converting where it is unambiguous."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Literal:
+        if value not in args:
+            allowed = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"{key} must be one of {allowed}; got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise errors[0] if len(errors) == 1 else ConfigError(f"{key}: {value!r} fits none of {hint}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        item_types = args if (len(args) != 2 or args[1] is not Ellipsis) else (args[0],) * len(value)
+        if len(item_types) != len(value):
+            raise ConfigError(f"{key} must have {len(item_types)} items, got {len(value)}")
+        return tuple(_coerce(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, item_types)))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, e.g. {{name: 1}}; got {value!r}")
+        key_type, value_type = args
+        return {_coerce(f"{key} key", k, key_type): _coerce(f"{key}.{k}", v, value_type) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-9 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if hint is Any:
+        return value
+    raise TypeError(f"config key {key} has an unsupported type {hint!r}")  # a bug in a section class

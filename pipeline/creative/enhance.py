@@ -1,0 +1,301 @@
+"""The `enhance` command: super-resolve, shrink the result back, super-resolve again, N times.
+
+The loop from the blog that made face super-resolution zooms popular: feeding a model its own
+output again and again makes features emerge (eyes appeared in 3 of 10 iterations there). Each
+pass shrinks the result back to the model's input size with the backend's *own* downscaler,
+never a generic resize, so the next pass sees what the model was built for. `--pre-blur` makes
+the first input with an up-then-down resize (the blog's 128 -> 16 trick: a softer input leaves
+the model room to invent). `--samples K` runs K chains from different seeds side by side.
+
+Inputs: a face photo (its largest face, or the one named; detected, tracked and aligned as in
+the video pipeline), any picture taken whole (`--whole`: sprites, emoji, textures), a 16x16
+picture (taken as it is), a PNG with alpha (over `--background`), an animated GIF (every frame
+enhanced, each frame's passes warm-starting from the previous frame's, so the invented face
+stays the same one; it comes out animated with its own timing), or a folder of these (a batch).
+
+Outputs: a grid picture (rows: samples; columns: the input as the model saw it, then each
+iteration), an animation of the iterations (.gif, video or PNG frames), or both (`--grid`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from pipeline.errors import InputError, UserError
+
+log = logging.getLogger(__name__)
+
+GAP = 4  # px between the pictures of a grid or strip
+GAP_COLOUR = (127, 127, 127)
+
+
+def loop_seed(seed: int, sample: int, iteration: int) -> int:
+    """The seed of pass `iteration` of chain `sample` (independent streams for every pair)."""
+    return int(np.random.SeedSequence([seed, sample, iteration]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclasses.dataclass
+class LoopResult:
+    outputs: list  # per iteration: [B, 3, S, S] float32 in [-1, 1]
+    states: list  # per iteration: one TrackState (or None) per crop, for the same pass on the next frame
+
+
+def enhance_loop(backend, lr, *, iterations: int, seeds: Sequence[Sequence[int]], states: Sequence[Sequence] | None = None,
+                 on_iteration: Callable[[], None] | None = None) -> LoopResult:
+    """Super-resolve `lr` `[B, 3, in, in]` (float32 in [-1, 1]), shrink each result back with
+    `backend.downscale`, super-resolve that, `iterations` times.
+
+    seeds: per iteration, one seed per crop. states: per iteration, the states the same pass
+    returned for the previous frame of each crop's animation (warm starts), or None (cold).
+    """
+    import torch
+
+    from pipeline.creative.targets import super_resolve
+
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    b = lr.shape[0]
+    outputs, new_states = [], []
+    x = lr
+    for i in range(iterations):
+        result, after = super_resolve(backend, x, states[i] if states is not None else [None] * b, seeds[i])
+        images = result.images.detach().float().clamp(-1, 1)  # [B, 3, S, S]
+        outputs.append(images.cpu())
+        new_states.append(after)
+        with torch.no_grad():
+            x = backend.downscale(images.to(backend.device)).float().contiguous()  # [B, 3, in, in]: the next pass's input
+        if on_iteration is not None:
+            on_iteration()
+    return LoopResult(outputs, new_states)
+
+
+@dataclasses.dataclass
+class Enhanced:
+    """The loop's pictures for one input."""
+
+    inputs: list[np.ndarray]  # per frame: [S, S, 3] uint8, the first low-res input enlarged (nearest) to the face size
+    results: list[list[list[np.ndarray]]]  # [frame][sample][iteration]: [S, S, 3] uint8
+    durations: list[float]  # per frame, seconds (animated inputs)
+
+    @property
+    def animated(self) -> bool:
+        return len(self.inputs) > 1
+
+
+def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre_blur: bool, whole: bool, choice, progress: bool = True) -> Enhanced:
+    """Run the loop on every frame of a `stills.Picture`: K chains of N passes per frame."""
+    import cv2
+    from tqdm import tqdm
+
+    from pipeline.creative import targets
+
+    frames = picture.frames
+    # 1. The face on every frame, and its low-res input.
+    if whole or targets.takes_as_is(frames[0], backend):
+        spots = [targets.whole_spot(f.shape[1], f.shape[0], backend.out_size) for f in frames]
+    else:
+        faces = targets.find_faces(frames, cfg=cfg, crop_size=backend.out_size, chunk=cfg.engine.chunk)
+        track = targets.choose_track(faces, choice, source=str(picture.path), min_face=cfg.detect.min_face)
+        spots = targets.follow(faces, track)
+    size = backend.out_size
+    seeds = [[loop_seed(cfg.sr.seed, k, i) for k in range(samples)] for i in range(iterations)]
+    # 2. Per frame, K chains at once (in batches of sr.batch_size), warm-started along the animation.
+    inputs, results = [], []
+    states: list[list] | None = None  # [iteration][sample]
+    batch = max(1, cfg.sr.batch_size)
+    with tqdm(total=len(frames) * iterations * -(-samples // batch), unit="pass", desc=f"enhance {picture.path.name}",
+              disable=not progress, dynamic_ncols=True, leave=False) as bar:
+        for frame, spot in zip(frames, spots):
+            lr, _ = targets.face_input(backend, frame, spot.matrix, pre_blur=pre_blur)  # [1, 3, in, in]
+            shown = targets.to_images(lr)[0]
+            inputs.append(cv2.resize(shown, (size, size), interpolation=cv2.INTER_NEAREST))
+            per_sample: list[list[np.ndarray]] = [[] for _ in range(samples)]
+            next_states: list[list] = [[] for _ in range(iterations)]
+            for start in range(0, samples, batch):
+                ks = range(start, min(samples, start + batch))
+                loop = enhance_loop(
+                    backend, lr.repeat(len(ks), 1, 1, 1), iterations=iterations,
+                    seeds=[[seeds[i][k] for k in ks] for i in range(iterations)],
+                    states=None if states is None else [[states[i][k] for k in ks] for i in range(iterations)],
+                    on_iteration=lambda: bar.update(1),
+                )
+                for i, out in enumerate(loop.outputs):
+                    for k, image in zip(ks, targets.to_images(out)):
+                        per_sample[k].append(image)
+                    next_states[i].extend(loop.states[i])
+            states = next_states  # stateless backends return None states: every pass starts cold
+            results.append(per_sample)
+    return Enhanced(inputs, results, list(picture.durations))
+
+
+def strip(images: Sequence[np.ndarray], *, gap: int = GAP) -> np.ndarray:
+    """Images of one height side by side, `gap` px apart: `[H, sum(W) + gaps, 3] uint8`."""
+    h = images[0].shape[0]
+    spacer = np.empty((h, gap, 3), np.uint8)
+    spacer[:] = GAP_COLOUR
+    parts = [images[0]]
+    for image in images[1:]:
+        parts += [spacer, image]
+    return np.concatenate(parts, axis=1)
+
+
+def grid(rows: Sequence[Sequence[np.ndarray]], *, gap: int = GAP) -> np.ndarray:
+    """Rows of images stacked, `gap` px apart."""
+    lines = [strip(r, gap=gap) for r in rows]
+    spacer = np.empty((gap, lines[0].shape[1], 3), np.uint8)
+    spacer[:] = GAP_COLOUR
+    parts = [lines[0]]
+    for line in lines[1:]:
+        parts += [spacer, line]
+    return np.concatenate(parts, axis=0)
+
+
+def grid_frames(enhanced: Enhanced) -> list[np.ndarray]:
+    """Per input frame, the grid: a row per sample, the input then each iteration."""
+    return [grid([[shown, *chain] for chain in chains]) for shown, chains in zip(enhanced.inputs, enhanced.results)]
+
+
+def animation_frames(enhanced: Enhanced) -> list[np.ndarray]:
+    """A still's iterations (input, 1, 2, ...), or an animation's frames (last iteration); samples side by side."""
+    if enhanced.animated:
+        return [strip([chain[-1] for chain in chains]) for chains in enhanced.results]
+    chains = enhanced.results[0]
+    return [strip([enhanced.inputs[0]] * len(chains))] + [strip([chain[i] for chain in chains]) for i in range(len(chains[0]))]
+
+
+def write_output(path: Path, frames: list[np.ndarray], *, durations: list[float] | None, fps: float) -> None:
+    """One picture (a still path) or an animation (timed by `durations`, else `fps`)."""
+    from pipeline.media.stills import open_animation, output_kind, write_image
+
+    if output_kind(path) == "still":
+        if len(frames) != 1:
+            raise UserError(f"{path.name!r} names a single picture, but the input is animated; name it .gif, a video or a folder")
+        write_image(path, frames[0])
+        return
+    h, w = frames[0].shape[:2]
+    if durations is not None:  # an animation's own timing, in milliseconds
+        time_base, rate = Fraction(1, 1000), None
+        pts = np.concatenate([[0], np.cumsum(np.round(np.asarray(durations) * 1000))[:-1]]).astype(int)
+    else:
+        rate = Fraction(fps).limit_denominator(1001)
+        time_base, pts = 1 / rate, np.arange(len(frames))
+    last = durations[-1] if durations is not None else None
+    with open_animation(path, width=w, height=h, time_base=time_base, rate=rate, last_duration=last) as out:
+        for frame, t in zip(frames, pts):
+            out.write(frame, int(t))
+
+
+def write_enhanced(enhanced: Enhanced, output: Path, *, grid_path: Path | None, fps: float) -> None:
+    """`output` (a picture: the grid; an animation: the iterations, or an animated input's frames) and `grid_path`."""
+    from pipeline.media.stills import output_kind
+
+    for path in (output, grid_path):  # refuse before writing anything, so no output is left half-done
+        if path is not None and enhanced.animated and output_kind(path) == "still":
+            raise UserError(f"{path.name!r} names a single picture, but the input is animated; name it .gif, a video or a folder")
+    timing = enhanced.durations if enhanced.animated else None
+    if output_kind(output) == "still" and not enhanced.animated:
+        write_output(output, grid_frames(enhanced), durations=None, fps=fps)
+    else:
+        write_output(output, animation_frames(enhanced), durations=timing, fps=fps)
+    if grid_path is not None:
+        write_output(grid_path, grid_frames(enhanced), durations=timing, fps=fps)
+
+
+def register(commands, add_config_args) -> None:
+    p = commands.add_parser(
+        "enhance", help="super-resolve, shrink back, super-resolve again, N times (faces, sprites, emoji)",
+        description="The enhance loop: super-resolve a face, shrink the result back to the model's input size with the "
+                    "model's own downscaler, and super-resolve again, --iterations times; --samples chains side by side.",
+    )
+    p.add_argument("input", help="a picture (png, jpg, webp, gif; animated GIFs stay animated) or a folder of pictures (a batch)")
+    p.add_argument("-o", "--output", required=True,
+                   help="out.png: a grid (rows: samples, columns: input then iterations); out.gif, out.mp4 or a folder name: "
+                        "the iterations as an animation (an animated input: its frames, enhanced). For a folder input: an output folder")
+    p.add_argument("--iterations", type=int, default=5, metavar="N", help="passes of the loop (default 5)")
+    p.add_argument("--samples", type=int, default=1, metavar="K", help="chains from different seeds, side by side (default 1)")
+    p.add_argument("--pre-blur", action="store_true", help="make the first input by an up-then-down resize (softer input, more invention)")
+    p.add_argument("--grid", metavar="PATH", help="also write the grid here (.png; .gif for an animated input)")
+    p.add_argument("--fps", type=float, default=2.0, help="frames per second of the iterations animation (default 2)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--face", type=int, metavar="N", help="the N-th face from the left (0 = leftmost); default: the largest face")
+    target.add_argument("--track", type=int, metavar="ID", help="an animated input's face track with this id")
+    target.add_argument("--at", metavar="X,Y", help="the face whose box holds this point (input pixels)")
+    target.add_argument("--whole", action="store_true", help="no face detection: the whole picture is the face input (a 16x16 picture always is)")
+    p.add_argument("--background", default="white", metavar="COLOUR", help="colour behind transparent pixels: white (default), black, gray, #rrggbb or r,g,b")
+    p.add_argument("--seed", type=int, help="shortcut for --set sr.seed=N")
+    add_config_args(p)
+    p.set_defaults(handler=cmd_enhance)
+
+
+def cmd_enhance(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.media.stills import batch_names, batch_output, is_picture, output_kind, parse_colour, read_picture, report_skipped
+    from pipeline.stages.superres import create_backend
+    from pipeline.creative.targets import Choice, parse_point, say_backend_note
+
+    if not 1 <= args.iterations <= 100:
+        raise UserError(f"--iterations must be in 1..100, got {args.iterations}")
+    if not 1 <= args.samples <= 64:
+        raise UserError(f"--samples must be in 1..64, got {args.samples}")
+    if not 0.1 <= args.fps <= 60:
+        raise UserError(f"--fps must be in 0.1..60, got {args.fps:g}")
+    overrides = list(args.overrides) + ([f"sr.seed={args.seed}"] if args.seed is not None else [])
+    cfg = load_config(args.config, overrides)
+    choice = Choice(face=args.face, track=args.track, at=parse_point(args.at) if args.at else None)
+    background = parse_colour(args.background)
+    source, output = Path(args.input), Path(args.output)
+    grid_path = Path(args.grid) if args.grid else None
+    if not source.exists():
+        raise InputError(f"input not found: {source}")
+    batch = source.is_dir()
+    if batch:
+        if grid_path is not None:
+            raise UserError("--grid is for one input; a folder's batch writes each picture's grid into the output folder")
+        pictures = batch_output(source, output)
+    else:
+        if not is_picture(source):
+            raise UserError(f"enhance takes pictures ({source.suffix or 'no suffix'} is not one: png, jpg, webp, gif, bmp, tiff) "
+                            "or a folder of them; for videos use `facezoom video` or `facezoom zoom`")
+        for path in (output, grid_path):
+            if path is None:
+                continue
+            output_kind(path)  # a name it cannot write is refused before any work
+            if path.exists() and path.resolve() == source.resolve():
+                raise UserError(f"the output {path} is the input; choose another output path")
+        pictures = [source]
+    pre_blur = args.pre_blur or cfg.sr.pre_blur
+    say_backend_note(cfg, quiet=args.quiet)
+    backend = None
+    names = batch_names(pictures) if batch else {}
+    skipped = 0
+    for path in pictures:
+        try:
+            picture = read_picture(path, background=background)
+            if any(f.shape != picture.frames[0].shape for f in picture.frames):
+                raise InputError(f"{path}: frames of different sizes")
+            if backend is None:  # made once the first input proved readable: a backend may load (or fetch) weights
+                backend = create_backend(cfg.sr)
+            enhanced = enhance_picture(picture, backend, cfg=cfg, iterations=args.iterations, samples=args.samples,
+                                       pre_blur=pre_blur, whole=args.whole, choice=choice, progress=not args.quiet)
+            if args.samples > 1 and all(np.array_equal(c[-1], enhanced.results[0][0][-1]) for c in enhanced.results[0]):
+                log.warning("the %d samples are identical: sr.backend=%s does not depend on the seed; "
+                            "use a generative backend (sr.backend=pulse) for different samples", args.samples, cfg.sr.backend)
+            target = output / (names[path] + (".gif" if picture.animated else ".png")) if batch else output
+            write_enhanced(enhanced, target, grid_path=grid_path, fps=args.fps)
+        except UserError as err:
+            if not batch:
+                raise
+            skipped += 1
+            log.warning("skipped %s: %s", path, err)
+            continue
+        if not args.quiet:
+            print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
+    return report_skipped(skipped, len(pictures))

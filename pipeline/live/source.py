@@ -1,0 +1,413 @@
+"""Live sources for `facezoom live`: a webcam, a network stream, or a file played in real time.
+
+`parse_source` turns the SOURCE a user typed into what `av.open` needs (a webcam is FFmpeg's
+v4l2 input on Linux, avfoundation on macOS, dshow on Windows; a URL is probed by FFmpeg; a file
+needs `--realtime`). `LiveSource` opens it with time-outs and decodes it on a thread that keeps
+only the newest frame: a frame not taken before the next one is decoded is dropped, never
+queued. A source that accepts a connection but sends nothing fails at the open time-out; one
+that stops sending fails at the read time-out (PyAV's `timeout=(open_s, read_s)`, an FFmpeg
+interrupt callback, so it holds for every protocol). A network source that drops is reopened
+for up to `reconnect` seconds when asked.
+
+The reader also measures how far it runs behind the source's own clock (`LiveFrame.lag`: the
+growth of wall time minus presentation time since the stream started). Data waiting in socket
+or demuxer buffers — the 10-15 s backlog of tools that queue every frame — shows there and
+nowhere else, since latency is counted from the moment a frame is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Iterator, Literal
+
+import av
+import numpy as np
+
+from pipeline.errors import InputError, UserError
+from pipeline.media.video import main_video_stream
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp", "http", "https")  # http(s) covers HLS (.m3u8)
+RESYNC_SECONDS = 5.0  # a jump of the source's clock this large (a restart, a wrap) starts lag measurement afresh
+
+
+class SourceError(InputError):
+    """The live source stopped sending (and was not, or could not be, reopened)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """What `av.open` gets for a SOURCE argument."""
+
+    label: str  # the SOURCE as the user typed it, for messages
+    url: str  # the file, device or URL handed to FFmpeg
+    kind: Literal["camera", "network", "file"]
+    format: str | None = None  # FFmpeg input format (v4l2, avfoundation, dshow); None = probe
+    options: dict[str, str] = dataclasses.field(default_factory=dict)  # FFmpeg demuxer/protocol options
+    realtime: bool = False  # hand frames out at their timestamps' pace, not as fast as they decode
+
+
+def parse_source(
+    text: str,
+    *,
+    input_format: str | None = None,
+    options: dict[str, str] | None = None,
+    realtime: bool = False,
+    platform: str = sys.platform,
+) -> SourceSpec:
+    """Map SOURCE to a `SourceSpec`.
+
+    - `/dev/videoN`: a V4L2 webcam (Linux); `camera:N` (or a bare `N`): the platform's camera N
+      (Linux /dev/videoN, macOS avfoundation device N; on Windows `camera:NAME`, dshow);
+    - a URL whose scheme is one of `NETWORK_SCHEMES` (HLS is an http(s) URL of a .m3u8);
+    - an existing file, which is played at its frame rate and so needs `realtime=True`.
+    `input_format` (an FFmpeg input format) makes SOURCE a device or URL of that format as is.
+    """
+    opts = dict(options or {})
+    if input_format:
+        kind = "camera" if input_format in ("v4l2", "video4linux2", "avfoundation", "dshow") else "network"
+        return SourceSpec(text, text, kind, input_format, opts, realtime or input_format == "hls")
+    camera = re.fullmatch(r"(?:camera:)?(\d+)", text) or re.fullmatch(r"camera:(.+)", text)
+    if text.startswith("/dev/video") or camera:
+        return SourceSpec(text, *_camera(text, camera.group(1) if camera else None, platform), options=opts, realtime=realtime)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else None
+    if scheme is not None:
+        if scheme not in NETWORK_SCHEMES:
+            raise UserError(f"unsupported stream scheme {scheme}:// in {text!r}; use one of {', '.join(s + '://' for s in NETWORK_SCHEMES)}")
+        # HLS arrives a segment (seconds of frames) at a time: played at its timestamps, or the
+        # newest-frame-wins reader would keep one frame per segment
+        hls = urllib.parse.urlsplit(text).path.lower().endswith((".m3u8", ".m3u"))
+        return SourceSpec(text, text, "network", None, opts, realtime or hls)
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(
+            f"live source not found: {text!r}; give a webcam (/dev/video0, camera:0), a stream URL "
+            "(rtsp://, udp://, tcp://, http://...) or an existing video file with --realtime"
+        )
+    if not realtime:
+        raise UserError(
+            f"{text} is a file, not a live source: add --realtime to play it at its frame rate as if it "
+            "were live, or use `facezoom video` to process every frame"
+        )
+    return SourceSpec(text, str(path), "file", None, opts, True)
+
+
+def _camera(text: str, device: str | None, platform: str) -> tuple[str, str, str]:
+    """(url, kind, format) of a webcam on `platform`."""
+    if platform.startswith("linux"):
+        if device is not None and not device.isdigit():
+            raise UserError(f"on Linux a camera is camera:N or /dev/videoN (list them with `v4l2-ctl --list-devices`), got {text!r}")
+        return (text if device is None else f"/dev/video{device}"), "camera", "v4l2"
+    if device is None:
+        raise UserError(f"{text} is a Linux (V4L2) device; on this system name the camera as camera:0")
+    if platform == "darwin":
+        return f"{device}:none", "camera", "avfoundation"  # video device N, no audio
+    if platform == "win32":
+        if device.isdigit():
+            raise UserError(
+                "on Windows name the camera, e.g. camera:\"Integrated Camera\" (list them with "
+                "`ffmpeg -list_devices true -f dshow -i dummy`)"
+            )
+        return f"video={device}", "camera", "dshow"
+    raise UserError(f"no camera input is known for platform {platform!r}; pass --input-format FORMAT with the device FFmpeg expects")
+
+
+@dataclasses.dataclass
+class LiveFrame:
+    """One frame as read from a live source; it is converted to RGB only if it is processed."""
+
+    frame: av.VideoFrame
+    read_time: float  # time.monotonic() when the decoder gave the frame
+    number: int  # frames read from the source before this one (dropped ones included)
+    lag: float  # s the reader runs behind the source's clock, relative to its best so far
+
+    def image(self) -> np.ndarray:
+        """`[H, W, 3] uint8 RGB`, upright."""
+        image = self.frame.to_ndarray(format="rgb24")
+        turns = int(round(self.frame.rotation / 90)) % 4  # display-matrix rotation, counterclockwise
+        return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+class _Abandoned(Exception):
+    """An open given up because the run is stopping."""
+
+
+class LiveSource:
+    """Decode `spec` on a thread, keeping only the newest frame.
+
+    with LiveSource(spec, open_timeout=10, read_timeout=5, reconnect=0) as source:
+        while (item := source.take(timeout=1.0)) is not ...:  # see `take`
+
+    Opening (and the first frame) happens in the constructor, so a bad source raises at once.
+    A network source or camera is read from then on; a file starts playing at the first `take`.
+    Counters: `frames_read`, `frames_dropped` (decoded but replaced by a newer frame before
+    anyone took them), `reconnects`, `damaged_packets`.
+    """
+
+    def __init__(self, spec: SourceSpec, *, open_timeout: float, read_timeout: float, reconnect: float = 0.0,
+                 interrupt: threading.Event | None = None):
+        """`interrupt`, when set while the source is opening (Ctrl-C), abandons the open with a
+        KeyboardInterrupt rather than waiting out `open_timeout`."""
+        self.spec = spec
+        self.open_timeout, self.read_timeout, self.reconnect = open_timeout, read_timeout, reconnect
+        self.frames_read = self.frames_dropped = self.reconnects = self.damaged_packets = 0
+        self._cond = threading.Condition()
+        self._latest: LiveFrame | None = None
+        self._ended = False
+        self._error: SourceError | None = None
+        self._stop = threading.Event()
+        self._clock: tuple[float, float] | None = None  # (read time, source seconds) the lag is measured from
+        self._best_lag = 0.0
+        try:
+            self._container = self._open(self.open_timeout, interrupt or threading.Event())
+        except _Abandoned:
+            raise KeyboardInterrupt from None
+        self.has_audio = bool(self._container.streams.audio)
+        self._frames = self._decode(self._container)
+        try:
+            first = next(self._frames, None)
+        except (av.error.FFmpegError, OSError) as err:
+            self._container.close()
+            raise InputError(f"cannot read live source {spec.label}: {self._reason(err, opening=True)}") from None
+        if first is None:
+            self._container.close()
+            raise InputError(f"{spec.label} sent no decodable video frame")
+        self.width, self.height = first.width, first.height
+        if int(round(first.rotation / 90)) % 2:
+            self.width, self.height = self.height, self.width
+        self._publish(first)
+        self._thread = threading.Thread(target=self._run, name="facezoom-live-reader", daemon=True)
+        if spec.kind != "file":  # a live source is drained at once; a file starts playing when first asked
+            self._thread.start()
+
+    # -- the consumer's side ----------------------------------------------------------------
+
+    def take(self, timeout: float) -> LiveFrame | None:
+        """The newest frame not yet taken, waiting up to `timeout` s for one.
+
+        Returns None when no new frame came within `timeout` (ask again) and raises
+        `EOFError` when a file has ended; a dropped source that was not reopened raises
+        `SourceError`.
+        """
+        if not self._thread.is_alive() and not self._stop.is_set() and self._thread.ident is None:
+            self._thread.start()
+        with self._cond:
+            if self._latest is None and not (self._ended or self._error):
+                self._cond.wait(timeout)
+            item, self._latest = self._latest, None
+            if item is not None:
+                return item
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                raise EOFError(f"{self.spec.label} ended")
+            return None
+
+    def discard(self) -> int:
+        """Drop the waiting frame, if any (counted as dropped); returns how many were dropped."""
+        with self._cond:
+            dropped, self._latest = int(self._latest is not None), None
+            self.frames_dropped += dropped
+            return dropped
+
+    def close(self) -> None:
+        """Stop reading. Waits for the reader, which may sit in a read for up to `read_timeout`."""
+        self._stop.set()
+        if self._thread.ident is None:  # never started (a file nobody read): the container is still ours
+            self._close_container()
+        elif self._thread.is_alive():
+            self._thread.join(self.read_timeout + 1.0)
+        if self._thread.is_alive():
+            log.warning("%s: the reader is still blocked in a read; it ends at the read time-out", self.spec.label)
+        self.discard()
+
+    def __enter__(self) -> "LiveSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the reader thread -----------------------------------------------------------------
+
+    def _publish(self, frame: av.VideoFrame) -> None:
+        now = time.monotonic()
+        seconds = float(frame.time) if frame.time is not None else None
+        lag = self._lag(now, seconds)
+        with self._cond:
+            if self._latest is not None:
+                self.frames_dropped += 1  # latest frame wins: the untaken one is stale
+            self._latest = LiveFrame(frame, now, self.frames_read, lag)
+            self.frames_read += 1
+            self._cond.notify_all()
+
+    def _lag(self, now: float, seconds: float | None) -> float:
+        if seconds is None:
+            return 0.0
+        if self._clock is None:
+            self._clock = (now, seconds)
+        lag = (now - self._clock[0]) - (seconds - self._clock[1])
+        if abs(lag - self._best_lag) > RESYNC_SECONDS:  # the source's clock jumped: measure afresh
+            self._clock, lag, self._best_lag = (now, seconds), 0.0, 0.0
+        self._best_lag = min(self._best_lag, lag)
+        return lag - self._best_lag
+
+    def _run(self) -> None:
+        self._clock, self._best_lag = None, 0.0  # lag counts from here (a file starts late, on purpose)
+        try:
+            self._read()
+        finally:
+            self._close_container()  # the thread owns the container once it runs
+
+    def _read(self) -> None:
+        pace: tuple[float, float] | None = None  # (wall, source seconds) of the first paced frame
+        while not self._stop.is_set():
+            try:
+                for frame in self._frames:
+                    if self.spec.realtime and frame.time is not None:
+                        pace = pace or (time.monotonic(), float(frame.time))
+                        wait = pace[0] + float(frame.time) - pace[1] - time.monotonic()
+                        if abs(wait) > RESYNC_SECONDS:  # the timestamps jumped (a splice, a reset): pace afresh
+                            pace, wait = (time.monotonic(), float(frame.time)), 0.0
+                        if wait > 0 and self._stop.wait(wait):
+                            return
+                    self._publish(frame)
+                    if self._stop.is_set():
+                        return
+                reason = "the stream ended"
+            except (av.error.FFmpegError, OSError) as err:
+                reason = self._reason(err, opening=False)
+            if self._stop.is_set():
+                return
+            if self.spec.kind == "file":
+                self._finish(ended=True)
+                return
+            if not self._reopen(reason):
+                return
+            pace = None
+
+    def _reopen(self, reason: str) -> bool:
+        """Reconnect for up to `self.reconnect` s; False (with the error set) when that fails."""
+        self._close_container()
+        if self.reconnect <= 0:
+            self._finish(error=SourceError(f"{self.spec.label} dropped: {reason} (pass --reconnect SECONDS to wait for it to return)"))
+            return False
+        log.warning("%s dropped (%s); reconnecting for up to %g s", self.spec.label, reason, self.reconnect)
+        deadline, backoff = time.monotonic() + self.reconnect, 0.25
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                self._container = self._open(min(self.open_timeout, max(left, 0.5)), self._stop)
+                self._frames = self._decode(self._container)
+                self._clock, self._best_lag = None, 0.0
+                self.reconnects += 1
+                log.warning("%s: reconnected (%d so far)", self.spec.label, self.reconnects)
+                return True
+            except _Abandoned:
+                return False
+            except InputError as err:
+                reason = str(err)
+                self._stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(2.0, backoff * 2)
+        self._finish(error=SourceError(f"{self.spec.label} dropped and did not come back within {self.reconnect:g} s (last: {reason})"))
+        return False
+
+    def _finish(self, *, ended: bool = False, error: SourceError | None = None) -> None:
+        with self._cond:
+            self._ended, self._error = ended, error
+            self._cond.notify_all()
+
+    # -- FFmpeg ----------------------------------------------------------------------------
+
+    def _open(self, open_timeout: float, interrupt: threading.Event) -> av.container.InputContainer:
+        spec = self.spec
+        start = time.monotonic()
+        try:
+            container = self._open_or_abandon(open_timeout, interrupt)
+        except (av.error.FFmpegError, OSError) as err:
+            # RTSP reports its interrupted handshake as invalid data: the clock tells a time-out apart
+            timed_out = isinstance(err, av.error.ExitError) or time.monotonic() - start >= 0.95 * open_timeout
+            reason = self._reason(err, opening=True) if not timed_out else (
+                f"no video within the {open_timeout:g} s open time-out (is the sender running and sending?)")
+            raise InputError(f"cannot open live source {spec.label}: {reason}") from None
+        except ValueError as err:  # PyAV: "no container format 'x'" (FFmpeg's own errors are caught above)
+            raise UserError(f"cannot open live source {spec.label}: {err}") from None
+        stream = main_video_stream(container)
+        if stream is None:
+            container.close()
+            raise InputError(f"{spec.label} has no video stream")
+        stream.thread_type = "SLICE"  # frame threads would hold back one frame per thread: latency
+        return container
+
+    def _open_or_abandon(self, open_timeout: float, interrupt: threading.Event) -> av.container.InputContainer:
+        """`av.open` on a thread of its own, abandoned (`_Abandoned`) as soon as `interrupt` is set.
+
+        FFmpeg's open blocks in C, where no Python signal handler runs, for up to `open_timeout`;
+        an abandoned open finishes on its thread, which closes what it opened.
+        """
+        spec, outcome, lock = self.spec, {}, threading.Lock()
+
+        def attempt() -> None:
+            try:
+                container = av.open(spec.url, format=spec.format, options=spec.options, timeout=(open_timeout, self.read_timeout))
+            except BaseException as err:  # handed to the waiting thread
+                outcome["error"] = err
+                return
+            with lock:
+                if outcome.get("abandoned"):
+                    container.close()
+                else:
+                    outcome["container"] = container
+
+        def abandon() -> None:
+            with lock:
+                outcome["abandoned"] = True
+                container = outcome.pop("container", None)
+            if container is not None:
+                container.close()
+
+        worker = threading.Thread(target=attempt, name="facezoom-live-open", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+                if interrupt.is_set():
+                    raise _Abandoned
+        except BaseException:  # _Abandoned, or a second Ctrl-C's KeyboardInterrupt from join
+            abandon()
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["container"]
+
+    def _decode(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
+        for packet in container.demux(main_video_stream(container)):
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:  # a lost or damaged packet (UDP): its frame does not exist
+                self.damaged_packets += 1
+
+    def _close_container(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            container.close()
+
+    def _reason(self, err: Exception, *, opening: bool) -> str:
+        if isinstance(err, av.error.ExitError) and not opening:  # PyAV's time-out interrupts FFmpeg with AVERROR_EXIT
+            return f"no data for {self.read_timeout:g} s (read time-out)"
+        if isinstance(err, FileNotFoundError) and self.spec.kind == "camera":
+            return "no such camera (list them with `v4l2-ctl --list-devices` on Linux)"
+        if isinstance(err, ConnectionRefusedError):
+            return "connection refused: nothing listens at that address (is the camera or sender running, is the port right?)"
+        if isinstance(err, PermissionError) and self.spec.kind == "camera":
+            return "permission denied (on Linux, add yourself to the 'video' group)"
+        return getattr(err, "strerror", None) or str(err).splitlines()[0]

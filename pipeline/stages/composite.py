@@ -1,0 +1,183 @@
+"""Compositing: the last face stage, putting super-resolved faces back into the frame.
+
+Each high-res face is warped back with the inverse of its alignment transform and blended in
+with a feathered mask, so no seam shows. Only the face's footprint is touched: the face and
+its mask are warped into the bounding rectangle of the mask's footprint in the output frame,
+never into a full frame. The whole frame can be upscaled first (an output scale of 2 or 4), and
+the faces are then placed at that scale, at their full resolution.
+
+Optionally each face's colour is matched to the frame: per channel, the face's mean and
+standard deviation under the mask are moved to those of the original pixels it replaces (the
+low-res face), which removes the colour casts some models add.
+
+Inputs per face (`PasteFace`, or any 4-tuple in this order):
+- matrix: `[2, 3]` float64, source pixels -> crop pixels of a crop of side S;
+- image: `[S, S, 3] uint8` RGB, the high-res face; S is the size the matrix was made for. For a
+  matrix made for another crop size C, rescale it first: `compose(resize_matrix(S / C), matrix)`
+  (both in `pipeline/align.py`);
+- track_id: int, and box: `x0, y0, x1, y1` in source pixels or None (for `draw_boxes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Literal, NamedTuple, Sequence
+
+import numpy as np
+import cv2
+
+from pipeline.stages.align import check_frame, check_matrix, compose, invert, matrix_scale, resize_matrix, transform_points
+from pipeline.config.sections import CompositeConfig
+
+_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+
+
+class PasteFace(NamedTuple):
+    matrix: np.ndarray  # [2, 3] float64: source pixels -> pixels of this face image
+    image: np.ndarray  # [S, S, 3] uint8 RGB
+    track_id: int
+    box: np.ndarray | None  # [4] x0, y0, x1, y1 in source pixels (for draw_boxes)
+
+
+# The ellipse covers the FFHQ template's face (brows to chin, cheek to cheek) with room for the
+# feather: centre and radii as fractions of the crop side.
+_ELLIPSE_CENTRE = (0.5, 0.54)
+_ELLIPSE_RADII = (0.36, 0.40)
+
+
+@functools.lru_cache(maxsize=16)
+def face_mask(size: int, shape: str, feather: float) -> np.ndarray:
+    """The blend mask in crop pixels: `[size, size]` float32, 1 inside, 0 outside, smooth between.
+
+    The soft edge lies inside the shape and follows smoothstep, so the blend has no kink.
+    """
+    u = (np.arange(size, dtype=np.float64) + 0.5) / size  # pixel centres in [0, 1]
+    x, y = u[None, :], u[:, None]
+    if shape == "ellipse":
+        (cx, cy), (rx, ry) = _ELLIPSE_CENTRE, _ELLIPSE_RADII
+        rho = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
+        inside = (1.0 - rho) * min(rx, ry)  # approximate distance to the rim, in crop sides
+    else:
+        inside = np.minimum(np.minimum(x, 1 - x), np.minimum(y, 1 - y))
+    t = np.clip(inside / feather, 0.0, 1.0)
+    mask = (t * t * (3 - 2 * t)).astype(np.float32)
+    mask.setflags(write=False)
+    return mask
+
+
+def _mask_extent(shape: str) -> tuple[float, float, float, float]:
+    """The mask's support as fractions of the crop side: x0, y0, x1, y1."""
+    if shape == "ellipse":
+        (cx, cy), (rx, ry) = _ELLIPSE_CENTRE, _ELLIPSE_RADII
+        return cx - rx, cy - ry, cx + rx, cy + ry
+    return 0.0, 0.0, 1.0, 1.0
+
+
+def _check_face(i: int, face: Sequence) -> PasteFace:
+    if len(face) != 4:
+        raise ValueError(f"faces[{i}] must be (matrix, image, track_id, box), got {len(face)} items")
+    matrix, image, track_id, box = face
+    matrix = check_matrix(matrix)
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+        got = list(image.shape) if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"faces[{i}].image must be [S, S, 3] uint8, got {got}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"faces[{i}].image must be uint8, got {image.dtype}")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float64)
+        if box.shape != (4,):
+            raise ValueError(f"faces[{i}].box must be [4] (x0, y0, x1, y1) or None, got shape {list(box.shape)}")
+    return PasteFace(matrix, image, int(track_id), box)
+
+
+def _match_colour(face: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Move `face`'s per-channel mean and std under `weight` to those of `original` (float32)."""
+    w = weight[..., None]
+    total = float(w.sum())
+    if total < 1.0:
+        return face
+    mean_f = (face * w).sum((0, 1)) / total
+    mean_o = (original * w).sum((0, 1)) / total
+    std_f = np.sqrt(((face - mean_f) ** 2 * w).sum((0, 1)) / total)
+    std_o = np.sqrt(((original - mean_o) ** 2 * w).sum((0, 1)) / total)
+    gain = np.clip(std_o / np.maximum(std_f, 1e-3), 0.5, 2.0)  # bounded: a flat original must not flatten the face
+    return (face - mean_f) * gain + mean_o
+
+
+def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: CompositeConfig) -> np.ndarray:
+    """`frame` upscaled by `cfg.scale`, with each face blended in (in order): `[H*s, W*s, 3] uint8`
+    (`[H*s, 2*W*s, 3]` with `side_by_side`: the upscaled input on the left).
+
+    `frame` is not modified. Pixels outside every face's mask footprint are those of the
+    upscaled frame exactly.
+    """
+    check_frame(frame)
+    checked = [_check_face(i, f) for i, f in enumerate(faces)]
+    height, width = frame.shape[:2]
+    s = cfg.scale
+    # 1. The frame at the output scale.
+    if s == 1:
+        before = frame
+    else:
+        before = cv2.resize(frame, (width * s, height * s), interpolation=_INTERPOLATION[cfg.upscale])
+    out = before.copy()
+    to_out = resize_matrix(float(s))  # source pixels -> output pixels, as cv2.resize maps them
+    out_h, out_w = out.shape[:2]
+
+    for face in checked:
+        size = face.image.shape[0]
+        crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
+        # 2. The rectangle the mask lands on, clipped to the frame.
+        ex0, ey0, ex1, ey1 = _mask_extent(cfg.mask)
+        corners = np.array([[ex0, ey0], [ex1, ey0], [ex1, ey1], [ex0, ey1]]) * size - 0.5
+        footprint = transform_points(crop_to_out, corners)
+        x0, y0 = np.floor(footprint.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(footprint.max(0)).astype(int) + 2
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        # 3. A face much larger than its footprint is area-shrunk first, so the warp cannot alias.
+        image, local = face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
+        ratio = matrix_scale(crop_to_out)
+        if ratio < 0.5:
+            small = max(8, int(np.ceil(size * ratio * 1.5)))
+            image = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
+            local = compose(local, resize_matrix(size / small))
+        mask = face_mask(image.shape[0], cfg.mask, cfg.feather)
+        # 4. Warp face and mask into the rectangle only, and blend.
+        dsize = (x1 - x0, y1 - y0)
+        warped = cv2.warpAffine(image, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        region = out[y0:y1, x0:x1].astype(np.float32)
+        warped = warped.astype(np.float32)
+        if cfg.color_match:
+            warped = _match_colour(warped, region, alpha)
+        blended = region + alpha[..., None] * (warped - region)
+        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+    if cfg.draw_boxes:
+        _draw_boxes(out, checked, to_out)
+    if cfg.side_by_side:
+        return np.concatenate([before, out], axis=1)
+    return out
+
+
+def _draw_boxes(out: np.ndarray, faces: list[PasteFace], to_out: np.ndarray) -> None:
+    thickness = max(1, round(out.shape[0] / 360))
+    for face in faces:
+        if face.box is None:
+            continue
+        (bx0, by0), (bx1, by1) = transform_points(to_out, face.box.reshape(2, 2))
+        colour = _track_colour(face.track_id)
+        cv2.rectangle(out, (round(bx0), round(by0)), (round(bx1), round(by1)), colour, thickness)
+        cv2.putText(
+            out, f"id {face.track_id}", (round(bx0), max(12 * thickness, round(by0) - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, colour, thickness, cv2.LINE_AA,
+        )
+
+
+def _track_colour(track_id: int) -> tuple[int, int, int]:
+    """A bright colour that stays the same for a track id (golden-angle hues)."""
+    hue = np.array([[[int(track_id * 137.508) % 180, 220, 255]]], dtype=np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(hue, cv2.COLOR_HSV2RGB)[0, 0])

@@ -1,0 +1,183 @@
+"""Face detection: the first face stage, run on every k-th frame (the tracker fills the gaps).
+
+MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded
+Convolutional Networks", IEEE SPL 2016) as packaged by facenet-pytorch, with the weights that
+ship inside its wheel (nothing is downloaded). It returns a box, a score and five landmarks per
+face. Frames are detected in batches: MTCNN runs its three networks on a batch of equal-size
+images at once, so frames are grouped by size and fed `batch_size` at a time.
+
+Large frames are shrunk to a working size for detection (its cost grows with the pixel count)
+and the boxes and landmarks are mapped back to source pixels. `working_size` is the speed knob:
+detection never runs above it, so the smallest face found is `min_face` source pixels or 12
+working pixels (the smallest MTCNN's first network sees), whichever is larger: 20 px in a
+640x360 frame, 36 px in 1080p by default. Set `working_size` higher (0 = native) to find smaller
+faces in large frames; finding 20 px faces in 1080p costs about 3x the default.
+
+Contracts: frames in are `[H, W, 3] uint8 RGB`; boxes out are `x0, y0, x1, y1` float32 in
+source pixels, landmarks `[N, 5, 2]` float32 (left eye, right eye, nose, mouth left, mouth
+right; "left" = image left) in source pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Sequence
+
+import numpy as np
+import cv2
+
+from pipeline.stages.align import check_frame
+from pipeline.config.sections import DetectConfig
+
+log = logging.getLogger(__name__)
+
+MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsampling the frame
+
+
+@dataclasses.dataclass
+class Detections:
+    """The faces found in one frame, best score first. All coordinates in source pixels."""
+
+    boxes: np.ndarray  # [N, 4] float32: x0, y0, x1, y1
+    scores: np.ndarray  # [N] float32 in (0, 1]
+    landmarks: np.ndarray  # [N, 5, 2] float32: x, y of left eye, right eye, nose, mouth left, mouth right
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, dtype=np.float32)
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        self.landmarks = np.asarray(self.landmarks, dtype=np.float32)
+        n = len(self.boxes)
+        if self.boxes.shape != (n, 4):
+            raise ValueError(f"Detections.boxes must be [N, 4] (x0, y0, x1, y1), got shape {list(self.boxes.shape)}")
+        if self.scores.shape != (n,):
+            raise ValueError(f"Detections.scores must be [N] = [{n}], got shape {list(self.scores.shape)}")
+        if self.landmarks.shape != (n, 5, 2):
+            raise ValueError(f"Detections.landmarks must be [N, 5, 2] = [{n}, 5, 2], got shape {list(self.landmarks.shape)}")
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def detection_threads(cfg: DetectConfig) -> int:
+    """Torch threads MTCNN runs with: `cfg.threads`, or half the cores left after the encoder's.
+
+    Detection runs beside decoding and encoding (a thread in the local engine, other processes
+    on Ray); OpenMP threads that outnumber the cores spin against each other. On 2 cores, two
+    detection threads beside the encoder made detection 56% slower than one.
+    """
+    return cfg.threads or max(1, ((os.cpu_count() or 2) - 1) // 2)
+
+
+def working_scale(height: int, width: int, cfg: DetectConfig) -> tuple[float, float]:
+    """The factor frames of this size are resized by for detection (<= 1; 1 = native), and the
+    smallest face, in source pixels, that can be found at it: `min_face`, or 12 working pixels
+    (MTCNN's smallest) if that is larger."""
+    scale = 1.0 if cfg.working_size == 0 else min(1.0, cfg.working_size / max(height, width))
+    return scale, max(float(cfg.min_face), MTCNN_MIN_FACE / scale)
+
+
+class FaceDetector:
+    """MTCNN over batches of frames. Builds its networks in the constructor (weights from the wheel)."""
+
+    def __init__(self, cfg: DetectConfig):
+        # Imported here so that importing this module (e.g. for DetectConfig) does not load torch.
+        import torch
+        from facenet_pytorch import MTCNN
+
+        from models.backends.base import resolve_device
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.threads = detection_threads(cfg)
+        self._mtcnn = MTCNN(
+            min_face_size=MTCNN_MIN_FACE,  # replaced per frame size in _detect_batch
+            thresholds=list(cfg.thresholds),
+            factor=cfg.factor,
+            select_largest=False,  # order by score, not size
+            keep_all=True,
+            device=self.device,
+        ).eval()
+        # NHWC weights: oneDNN runs MTCNN's networks faster on CPU than NCHW (1.23x on a batch of
+        # 16 frames, boxes equal to 1e-4 px: benchmarks/detect_layout.py). The convolutions take
+        # their layout from the weights, so the inputs need no change.
+        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
+        self._warned_sizes: set[tuple[int, int]] = set()
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect faces in each frame: one `Detections` per frame, in order.
+
+        Frames may differ in size; frames of equal size are batched together, `batch_size` per
+        MTCNN call.
+        """
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        for i, frame in enumerate(frames):
+            check_frame(frame, f"frames[{i}]")
+        results: list[Detections | None] = [None] * len(frames)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_shape.setdefault(frame.shape, []).append(i)
+        for (height, width, _), indices in by_shape.items():
+            for start in range(0, len(indices), self.cfg.batch_size):
+                batch = indices[start : start + self.cfg.batch_size]
+                for i, dets in zip(batch, self._detect_batch([frames[i] for i in batch], height, width)):
+                    results[i] = dets
+        return results  # type: ignore[return-value]
+
+    def _run_mtcnn(self, batch: np.ndarray):
+        """MTCNN with `detection_threads` torch threads; the caller's thread count is restored."""
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._mtcnn.detect(batch, landmarks=True)
+        finally:
+            torch.set_num_threads(before)
+
+    def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
+        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
+        scale, smallest = working_scale(height, width, self.cfg)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        sx, sy = size[0] / width, size[1] / height
+        if size == (width, height):
+            batch = np.stack(frames)  # [B, H, W, 3] uint8
+        else:
+            batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        if smallest > self.cfg.min_face and (height, width) not in self._warned_sizes:
+            self._warned_sizes.add((height, width))
+            log.info(
+                "detecting %dx%d frames at %dx%d (detect.working_size=%d): faces under %.0f px are not found; "
+                "raise working_size (0 = native size) to find faces down to detect.min_face=%d px, at a higher cost",
+                width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
+            )
+        # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
+        self._mtcnn.min_face_size = smallest * min(sx, sy)
+        if min(size) * (MTCNN_MIN_FACE / self._mtcnn.min_face_size) < MTCNN_MIN_FACE:  # no face that large fits:
+            # MTCNN would have no pyramid level (the test is its own, float for float)
+            return [Detections.empty() for _ in frames]
+        boxes, scores, points = self._run_mtcnn(batch)
+        # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
+        out = []
+        for b, s, p in zip(boxes, scores, points):
+            if b is None:
+                out.append(Detections.empty())
+                continue
+            b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+            p = np.asarray(p, dtype=np.float64).reshape(-1, 5, 2)
+            s = np.asarray(s, dtype=np.float64).reshape(-1)
+            b[:, 0::2] = (b[:, 0::2] + 0.5) / sx - 0.5
+            b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
+            p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
+            p[..., 1] = (p[..., 1] + 0.5) / sy - 0.5
+            keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
+            order = np.argsort(-s[keep], kind="stable")
+            out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
+        return out

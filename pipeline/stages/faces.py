@@ -1,0 +1,146 @@
+"""The face stages together, for a stream: detect every k-th frame, track every frame, align.
+
+`FaceAnalyzer.process` takes the next chunk of a video's frames and returns, per frame, the
+aligned crop of every visible face with everything needed to put a super-resolved face back
+(`FaceCrop.matrix`). The engine calling it then makes the model's low-res input from each crop
+with the SR backend's own downscaler, super-resolves, and calls `pipeline.stages.composite.composite`.
+
+Streaming: chunks must follow one another (`start_index` continues where the last chunk
+ended); the analyzer keeps only the tracker's state (one greyscale frame and a few numbers per
+track), so memory stays constant however long the stream. Detection runs on the chunk's
+detection frames as one batch, then the tracker steps through every frame in order.
+
+For the run report, `last_detections` holds the raw detections of the latest chunk, and
+`pop_finished_tracks()` / `close()` hand over the tracks that have ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+
+from pipeline.stages.align import check_frame, similarity_transform, warp_face
+from pipeline.stages.detect import DetectConfig, Detections, FaceDetector
+from pipeline.stages.track import FaceTracker, TrackConfig, TrackRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceCrop:
+    """One face on one frame, aligned. Coordinates in source pixels."""
+
+    frame_index: int
+    track_id: int
+    box: np.ndarray  # [4] float64: x0, y0, x1, y1 (smoothed)
+    landmarks: np.ndarray  # [5, 2] float64 (smoothed), MTCNN's order
+    matrix: np.ndarray  # [2, 3] float64: source pixels -> crop pixels
+    crop: np.ndarray  # [crop_size, crop_size, 3] uint8 RGB, FFHQ framing
+    score: float  # score of the track's latest detection
+    detected: bool  # a detection matched the face on this frame (else it was tracked)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameDetections:
+    """The detector's raw output for one detection frame."""
+
+    frame_index: int
+    detections: Detections
+
+
+class FaceAnalyzer:
+    """Detection, tracking and alignment over a stream of frame chunks.
+
+    `detector` may be passed in to share one MTCNN between analyzers; by default one is built.
+    """
+
+    def __init__(
+        self,
+        detect_cfg: DetectConfig,
+        track_cfg: TrackConfig,
+        crop_size: int,
+        *,
+        detector: FaceDetector | None = None,
+    ):
+        if not isinstance(crop_size, int) or not 8 <= crop_size <= 4096:
+            raise ValueError(f"crop_size must be an integer in 8..4096, got {crop_size!r}")
+        self.detect_cfg = detect_cfg
+        self.crop_size = crop_size
+        self.detector = detector if detector is not None else FaceDetector(detect_cfg)
+        self.tracker = FaceTracker(track_cfg)
+        self.last_detections: list[FrameDetections] = []
+        self.seconds = {"detect": 0.0, "track": 0.0, "align": 0.0}  # wall time per step, for benchmarks
+        self._first_index: int | None = None
+        self._next_index: int | None = None
+
+    def process(self, frames: Sequence[np.ndarray], start_index: int) -> list[list[FaceCrop]]:
+        """The faces of each frame (one list per frame, in order; by track id within a frame).
+
+        `frames[i]` is frame `start_index + i` of the stream, `[H, W, 3] uint8 RGB`. The first
+        frame ever seen is a detection frame, and every `detect.every`-th frame after it.
+        """
+        if self._next_index is not None and start_index != self._next_index:
+            raise ValueError(
+                f"start_index must continue the stream: expected {self._next_index}, got {start_index}; "
+                "pass chunks in order, without gaps (or use a new FaceAnalyzer for a new stream)"
+            )
+        for i, frame in enumerate(frames):
+            check_frame(frame, f"frames[{i}]")
+        if len(frames) == 0:
+            return []
+        if self._first_index is None:
+            self._first_index = start_index
+        every = self.detect_cfg.every
+
+        # 1. Detect on this chunk's detection frames, in one batch.
+        start = time.perf_counter()
+        positions = [i for i in range(len(frames)) if (start_index + i - self._first_index) % every == 0]
+        found = self.detector.detect([frames[i] for i in positions]) if positions else []
+        by_position = dict(zip(positions, found))
+        self.last_detections = [FrameDetections(start_index + i, d) for i, d in zip(positions, found)]
+        self.seconds["detect"] += time.perf_counter() - start
+
+        # 2. Track through every frame; 3. align each visible face.
+        out: list[list[FaceCrop]] = []
+        for i, frame in enumerate(frames):
+            index = start_index + i
+            start = time.perf_counter()
+            tracked = self.tracker.update(frame, by_position.get(i), index)
+            self.seconds["track"] += time.perf_counter() - start
+            start = time.perf_counter()
+            crops = []
+            for face in tracked:
+                matrix = similarity_transform(face.landmarks, self.crop_size)
+                crops.append(
+                    FaceCrop(
+                        frame_index=index,
+                        track_id=face.track_id,
+                        box=face.box,
+                        landmarks=face.landmarks,
+                        matrix=matrix,
+                        crop=warp_face(frame, matrix, self.crop_size),
+                        score=face.score,
+                        detected=face.detected,
+                    )
+                )
+            self.seconds["align"] += time.perf_counter() - start
+            out.append(crops)
+        self._next_index = start_index + len(frames)
+        log.debug("frames %d..%d: %d faces", start_index, self._next_index - 1, sum(map(len, out)))
+        return out
+
+    def active_tracks(self) -> list[TrackRecord]:
+        """Live tracks reported so far (last_frame = the latest frame each was seen on)."""
+        return self.tracker.active()
+
+    def pop_finished_tracks(self) -> list[TrackRecord]:
+        """Tracks that ended since the last call; call it after each chunk to keep memory flat."""
+        return self.tracker.pop_finished()
+
+    def close(self) -> list[TrackRecord]:
+        """End of stream: end every live track and return all ended tracks not yet popped."""
+        return self.tracker.close()

@@ -1,0 +1,377 @@
+"""Face tracking: stable ids across frames, and steady landmarks between detections.
+
+The second face stage. Detection runs only on every k-th frame; this tracker carries each face
+through the frames in between and keeps one id per face for as long as it is on screen.
+
+- Between detections each visible face is followed with pyramidal Lucas-Kanade optical flow
+  (`cv2.calcOpticalFlowPyrLK`): corners inside its box are flowed forward and back, points
+  whose forward-backward error is large are dropped (Kalal et al., "Forward-Backward Error",
+  ICPR 2010), and a similarity fitted to the rest with RANSAC moves the landmarks and the box.
+  Where two faces overlap, each uses only corners outside the other's box, so the face in front
+  does not drag the one behind.
+- On detection frames, tracks are matched to detections SORT-style (Bewley et al., "Simple
+  Online and Realtime Tracking", ICIP 2016): Hungarian assignment on IoU between each track's
+  predicted box and the detections (`scipy.optimize.linear_sum_assignment`), then a second
+  round for the tracks left over (back from an occlusion or a miss), by centre distance in
+  face widths between faces of similar size.
+  A matched track takes the detection's landmarks; a new detection starts a new track.
+- A track that cannot be followed (missed by the detector, or its flow fails) is hidden: not
+  reported, and predicted from its last detection at the velocity measured between
+  detections (the flow since then is not trusted: it may have followed whatever covered the
+  face). It ends once `max_age` frames pass without a matching detection, or once it leaves
+  the frame.
+- Reported landmarks and boxes are smoothed with a One Euro filter (Casiez et al., CHI 2012):
+  strong smoothing when a face is still, little lag when it moves. One speed is measured per
+  face, in face widths per frame, so all points share one cutoff (the face keeps its shape) and
+  the settings mean the same for a 20 px face and a 500 px one.
+
+Ids belong to the tracker instance and start at 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import cv2
+from scipy.optimize import linear_sum_assignment
+
+from pipeline.stages.align import check_frame, transform_points
+from pipeline.stages.detect import Detections
+from pipeline.config.sections import TrackConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackedFace:
+    """One face on one frame, as the tracker reports it (coordinates in source pixels)."""
+
+    track_id: int
+    box: np.ndarray  # [4] float64: x0, y0, x1, y1, smoothed
+    landmarks: np.ndarray  # [5, 2] float64, smoothed; MTCNN's order
+    score: float  # the score of the track's latest matching detection
+    detected: bool  # a detection matched this track on this very frame
+    first_frame: int  # the first frame the track was reported on
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackRecord:
+    """A track's lifetime, for the run report: the first and last frame it was reported on."""
+
+    track_id: int
+    first_frame: int
+    last_frame: int
+
+
+class OneEuroFilter:
+    """A One Euro filter over a set of 2-D points, with one adaptive cutoff for all of them.
+
+    The speed that raises the cutoff is that of the points' centre, divided by `speed_scale`
+    (pass the face width, so beta is in face widths per frame). Time is in frames.
+    """
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float):
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self.value: np.ndarray | None = None
+        self.speed = 0.0
+
+    @staticmethod
+    def _alpha(cutoff: float, dt: float) -> float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, x: np.ndarray, dt: float, speed_scale: float) -> np.ndarray:
+        if self.value is None:
+            self.value, self.speed = x.copy(), 0.0
+            return self.value.copy()
+        # Speed of the centre of all points: noise of single points averages out, motion does not.
+        raw_speed = float(np.linalg.norm((x - self.value).reshape(-1, 2).mean(0))) / dt / max(speed_scale, 1e-6)
+        self.speed += self._alpha(self.d_cutoff, dt) * (raw_speed - self.speed)
+        cutoff = self.min_cutoff + self.beta * self.speed
+        self.value = self.value + self._alpha(cutoff, dt) * (x - self.value)
+        return self.value.copy()
+
+
+class _Track:
+    """A track's mutable state (internal to FaceTracker)."""
+
+    def __init__(self, track_id: int, box: np.ndarray, landmarks: np.ndarray, score: float, frame: int, cfg: TrackConfig):
+        self.id = track_id
+        self.box = box.astype(np.float64)  # [4] raw estimate (detection, then flowed)
+        self.landmarks = landmarks.astype(np.float64)  # [5, 2] raw estimate
+        self.score = float(score)
+        self.hits = 1
+        # The latest matching detection, and the velocity measured between detections (px/frame
+        # of the box centre): where a hidden track is predicted to be.
+        self.last_detected = frame
+        self.detected_box, self.detected_landmarks = self.box.copy(), self.landmarks.copy()
+        self.velocity = np.zeros(2)
+        self.visible = True  # reported on the current frame (when confirmed)
+        self.first_reported: int | None = None
+        self.last_reported: int | None = None
+        self.filter = OneEuroFilter(cfg.smooth_min_cutoff, cfg.smooth_beta, cfg.smooth_d_cutoff)
+
+    def hide(self, frame: int) -> None:
+        """Lose sight of the face: stop reporting it, and predict it from its last detection (the
+        flow since then was not confirmed, and may have followed whatever covered the face).
+        Smoothing restarts when it is found again."""
+        self.visible = False
+        self.filter.value = None
+        self.predict(frame)
+
+    def detect(self, box: np.ndarray, landmarks: np.ndarray, score: float, frame: int) -> None:
+        """Take a matching detection as the face's position."""
+        elapsed = frame - self.last_detected
+        moved = ((box[:2] + box[2:]) - (self.detected_box[:2] + self.detected_box[2:])) / 2 / elapsed
+        self.velocity = moved if self.hits == 1 else 0.5 * (self.velocity + moved)
+        self.box, self.landmarks, self.score = box.astype(np.float64), landmarks.astype(np.float64), float(score)
+        self.detected_box, self.detected_landmarks = self.box.copy(), self.landmarks.copy()
+        self.last_detected, self.hits, self.visible = frame, self.hits + 1, True
+
+    @property
+    def width(self) -> float:
+        return max(1.0, float(np.sqrt(max(self.box[2] - self.box[0], 1.0) * max(self.box[3] - self.box[1], 1.0))))
+
+    def move(self, matrix: np.ndarray) -> None:
+        """Apply a similarity (previous frame -> this frame) to the landmarks and the box."""
+        centre = (self.box[:2] + self.box[2:]) / 2
+        new_centre = transform_points(matrix, centre)
+        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        half = (self.box[2:] - self.box[:2]) / 2 * scale
+        self.landmarks = transform_points(matrix, self.landmarks)
+        self.box = np.concatenate([new_centre - half, new_centre + half])
+
+    def predict(self, frame: int) -> None:
+        """Place the face where its last detection and velocity put it on `frame`."""
+        shift = self.velocity * (frame - self.last_detected)
+        self.box = self.detected_box + np.tile(shift, 2)
+        self.landmarks = self.detected_landmarks + shift
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between boxes `a` [N, 4] and `b` [M, 4] (x0, y0, x1, y1): `[N, M]`."""
+    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+class FaceTracker:
+    """Multi-face tracker: detections every k frames, optical flow in between, stable ids.
+
+    Contract of `update` (SORT-style): call it once per frame, in frame order, with that frame;
+    pass the frame's `Detections` on detection frames (an empty `Detections` when the detector
+    found nothing) and None on frames the detector skipped. Boxes are `x0, y0, x1, y1` in
+    source pixels, landmarks `[5, 2]` in MTCNN's order. Frame indices must increase; a gap is
+    allowed (tracks coast over it). Tracks that end are collected until `pop_finished()`; at the
+    end of a stream, `close()` ends the rest.
+    """
+
+    def __init__(self, cfg: TrackConfig):
+        self.cfg = cfg
+        self._tracks: list[_Track] = []
+        self._finished: list[TrackRecord] = []
+        self._next_id = 1
+        self._prev_gray: np.ndarray | None = None
+        self._prev_index: int | None = None
+
+    def update(self, frame: np.ndarray, detections: Detections | None, frame_index: int) -> list[TrackedFace]:
+        """Advance to `frame` (index `frame_index`); return the faces visible on it, by track id."""
+        check_frame(frame)
+        if detections is not None and not isinstance(detections, Detections):
+            raise ValueError(f"detections must be Detections or None, got {type(detections).__name__}")
+        if self._prev_index is not None and frame_index <= self._prev_index:
+            raise ValueError(f"frame_index must increase: got {frame_index} after {self._prev_index}")
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        same_size = self._prev_gray is not None and self._prev_gray.shape == gray.shape
+
+        # 1. Predict: optical flow for visible tracks; from the last detection for the rest.
+        flowed = self._flow(self._prev_gray, gray) if (self.cfg.flow and same_size) else {}
+        for track in self._tracks:
+            if flowed.get(track.id) is not None:
+                track.move(flowed[track.id])
+            elif track.id in flowed:  # flow was tried and failed: lost sight (occluded, turned away)
+                track.hide(frame_index)
+            else:
+                track.predict(frame_index)
+
+        # 2. Associate on detection frames.
+        matched: set[int] = set()
+        if detections is not None:
+            matched = self._associate(detections, frame_index)
+
+        # 3. End tracks that left the frame, and, on detection frames (the only frames that can
+        #    tell a face is gone), tracks unmatched for over max_age frames or still unconfirmed.
+        height, width = gray.shape
+        alive = []
+        for track in self._tracks:
+            gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
+            missed = detections is not None and track.id not in matched
+            too_old = missed and frame_index - track.last_detected > self.cfg.max_age
+            missed_tentative = missed and track.hits < self.cfg.min_hits
+            if gone or too_old or missed_tentative:
+                self._end(track)
+            else:
+                alive.append(track)
+        self._tracks = alive
+
+        # 4. Report the visible, confirmed tracks, smoothed.
+        faces = []
+        for track in sorted(self._tracks, key=lambda t: t.id):
+            if not track.visible or track.hits < self.cfg.min_hits:
+                continue
+            faces.append(self._report(track, frame_index, detected=track.id in matched))
+        self._prev_gray, self._prev_index = gray, frame_index
+        return faces
+
+    def pop_finished(self) -> list[TrackRecord]:
+        """The tracks that ended since the last call (each reported at least once)."""
+        finished, self._finished = self._finished, []
+        return finished
+
+    def active(self) -> list[TrackRecord]:
+        """The live tracks that have been reported so far, with their frames up to now."""
+        return [
+            TrackRecord(t.id, t.first_reported, t.last_reported)
+            for t in sorted(self._tracks, key=lambda t: t.id)
+            if t.first_reported is not None
+        ]
+
+    def close(self) -> list[TrackRecord]:
+        """End every track (the stream is over); return all ended tracks not yet popped."""
+        for track in self._tracks:
+            self._end(track)
+        self._tracks = []
+        self._prev_gray = None
+        return self.pop_finished()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _end(self, track: _Track) -> None:
+        if track.first_reported is not None:
+            self._finished.append(TrackRecord(track.id, track.first_reported, track.last_reported))
+
+    def _report(self, track: _Track, frame_index: int, detected: bool) -> TrackedFace:
+        state = np.concatenate([track.landmarks.ravel(), track.box])  # [14]
+        if self.cfg.smooth:  # (the filter restarts itself after `hide`)
+            dt = 1.0 if track.last_reported is None else float(frame_index - track.last_reported)
+            state = track.filter(state, dt, track.width)
+        if track.first_reported is None:
+            track.first_reported = frame_index
+        track.last_reported = frame_index
+        return TrackedFace(
+            track_id=track.id,
+            box=state[10:].copy(),
+            landmarks=state[:10].reshape(5, 2).copy(),
+            score=track.score,
+            detected=detected,
+            first_frame=track.first_reported,
+        )
+
+    def _associate(self, detections: Detections, frame_index: int) -> set[int]:
+        tracks = self._tracks
+        det_boxes = detections.boxes.astype(np.float64)
+        pairs: list[tuple[int, int]] = []
+        free_tracks, free_dets = list(range(len(tracks))), list(range(len(det_boxes)))
+        if tracks and len(det_boxes):
+            # Round 1: IoU between predicted boxes and detections (SORT).
+            iou = iou_matrix(np.stack([t.box for t in tracks]), det_boxes)
+            rows, cols = linear_sum_assignment(-iou)
+            pairs = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= self.cfg.iou_match]
+            free_tracks = [i for i in range(len(tracks)) if i not in {r for r, _ in pairs}]
+            free_dets = [j for j in range(len(det_boxes)) if j not in {c for _, c in pairs}]
+            # Round 2: tracks left over (back from an occlusion or a miss, or drifted), by centre
+            # distance in face widths, for faces of a similar size.
+            if free_tracks and free_dets and self.cfg.reacquire_distance > 0:
+                cost = np.full((len(free_tracks), len(free_dets)), np.inf)
+                for a, i in enumerate(free_tracks):
+                    t = tracks[i]
+                    centre = (t.box[:2] + t.box[2:]) / 2
+                    for b, j in enumerate(free_dets):
+                        d = det_boxes[j]
+                        det_width = math.sqrt(max(d[2] - d[0], 1.0) * max(d[3] - d[1], 1.0))
+                        ratio = det_width / t.width
+                        dist = float(np.linalg.norm((d[:2] + d[2:]) / 2 - centre)) / t.width
+                        if dist <= self.cfg.reacquire_distance and 2 / 3 <= ratio <= 1.5:
+                            cost[a, b] = dist
+                if np.isfinite(cost).any():
+                    rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+                    extra = [(free_tracks[r], free_dets[c]) for r, c in zip(rows, cols) if np.isfinite(cost[r, c])]
+                    pairs += extra
+                    free_dets = [j for j in free_dets if j not in {c for _, c in extra}]
+        # Update matched tracks with their detections.
+        matched = set()
+        for i, j in pairs:
+            tracks[i].detect(det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index)
+            matched.add(tracks[i].id)
+        # Unmatched tracks are hidden until a detection finds them again.
+        for t in tracks:
+            if t.id not in matched:
+                t.hide(frame_index)
+        # Unmatched detections start tracks.
+        for j in free_dets:
+            track = _Track(self._next_id, det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index, self.cfg)
+            self._next_id += 1
+            self._tracks.append(track)
+            matched.add(track.id)
+        return matched
+
+    def _flow(self, prev: np.ndarray | None, cur: np.ndarray) -> dict[int, np.ndarray | None]:
+        """Per visible track, the similarity prev -> cur from its corners (None where flow failed)."""
+        visible = [t for t in self._tracks if t.visible]
+        if prev is None or not visible:
+            return {}
+        height, width = prev.shape
+        starts, owners = [], []
+        for t in visible:
+            # The box's inner 80%: its rim holds background, which does not move with the face.
+            w, h = t.box[2] - t.box[0], t.box[3] - t.box[1]
+            bx = t.box + 0.1 * np.array([w, h, -w, -h])
+            x0, y0 = max(0, int(bx[0])), max(0, int(bx[1]))
+            x1, y1 = min(width, int(math.ceil(bx[2]))), min(height, int(math.ceil(bx[3])))
+            if x1 - x0 < 4 or y1 - y0 < 4:
+                continue
+            mask = np.full((y1 - y0, x1 - x0), 255, np.uint8)
+            for other in visible:  # corners where another face overlaps may belong to either
+                if other is t:
+                    continue
+                ox0, oy0 = max(x0, int(other.box[0])), max(y0, int(other.box[1]))
+                ox1, oy1 = min(x1, int(math.ceil(other.box[2]))), min(y1, int(math.ceil(other.box[3])))
+                if ox1 > ox0 and oy1 > oy0:
+                    mask[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = 0
+            corners = cv2.goodFeaturesToTrack(
+                prev[y0:y1, x0:x1], maxCorners=self.cfg.flow_points, qualityLevel=0.01,
+                minDistance=max(1.0, (x1 - x0) / 15), mask=mask, blockSize=3,
+            )
+            if corners is None:
+                continue
+            starts.append(corners.reshape(-1, 2) + (x0, y0))
+            owners.append(np.full(len(starts[-1]), t.id))
+        result: dict[int, np.ndarray | None] = {t.id: None for t in visible}
+        if not starts:
+            return result
+        p0 = np.concatenate(starts).astype(np.float32).reshape(-1, 1, 2)
+        owner = np.concatenate(owners)
+        lk = dict(winSize=(15, 15), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
+        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
+        fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1)
+        good = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < self.cfg.flow_max_error)
+        for t in visible:
+            sel = good & (owner == t.id)
+            if sel.sum() < 4:
+                continue
+            src, dst = p0.reshape(-1, 2)[sel], p1.reshape(-1, 2)[sel]
+            matrix, inliers = cv2.estimateAffinePartial2D(
+                src, dst, method=cv2.RANSAC, ransacReprojThreshold=max(1.0, 0.02 * t.width)
+            )
+            if matrix is None or inliers is None or inliers.sum() < max(4, 0.3 * sel.sum()):
+                continue
+            scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
+            if not 0.8 <= scale <= 1.25:  # a face does not change size by a quarter in one frame
+                continue
+            result[t.id] = matrix.astype(np.float64)
+        return result

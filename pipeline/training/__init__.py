@@ -1,0 +1,1 @@
+"""Training the feed-forward PFSR generator on a folder of face pictures."""
