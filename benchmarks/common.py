@@ -18,7 +18,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.media.video import VideoConfig, VideoWriter  # noqa: E402
+from pipeline.config.sections import VideoConfig  # noqa: E402
+from pipeline.media.writer import VideoWriter
 from pipeline.media.sample import _write_tone, astronaut  # noqa: E402
 
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError, UserError
-from pipeline.media.video import VideoConfig, VideoReader, VideoWriter
+from pipeline.config.sections import VideoConfig
+from pipeline.media.reader import VideoReader
+from pipeline.media.writer import VideoWriter
 from synth import audio_only, audio_packets, make_video, pattern, psnr, set_mp4_rotation, video_frames, write_bytes
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from models.errors import ModelError
 from pipeline.errors import UserError
-from pipeline.media.video import keep_frame_memory_flat
+from pipeline.media.memory import keep_frame_memory_flat
 
 log = logging.getLogger("facezoom")
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_video(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.media.video import VideoReader
+    from pipeline.media.reader import VideoReader
     from pipeline.engines import run
 
     overrides = list(args.overrides)
@@ -171,7 +171,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None) -> None:
     """Everything about the paths that can be known before a run, so a run never ends in an error
     that was there from the start (leaving its output behind, or none after an hour)."""
-    from pipeline.media.video import check_output_folder, check_output_video
+    from pipeline.media.files import check_output_folder, check_output_video
 
     if output_path.exists() and input_path.exists() and os.path.samefile(input_path, output_path):
         raise UserError(f"the output {output_path} is the input; choose another output path")

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Literal
 
 
-# ---- the settings of pipeline/media/video.py
+# ---- the settings of pipeline/media/writer.py
 
 # Encoder names a user may give, and the options that carry `crf` and `preset` to each.
 CODECS = {

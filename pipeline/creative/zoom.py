@@ -210,7 +210,7 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     """A zoom over a playing video: every frame kept at its timestamp, audio copied to video outputs."""
     from tqdm import tqdm
 
-    from pipeline.media.video import VideoReader
+    from pipeline.media.reader import VideoReader
     from pipeline.media.stills import open_animation
     from pipeline.stages.superres import create_backend
     from pipeline.creative.targets import check_point

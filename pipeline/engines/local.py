@@ -1,114 +1,28 @@
 """The single-process engine: decode -> detect and track -> super-resolve -> composite -> encode.
 
 `run_video` reads the input frame by frame, hands frames in small chunks to the
-`FaceProcessor`, and writes each processed frame at its input timestamp, with the input's audio
+face stages (`pipeline/stages/chunk.py`'s `FaceProcessor`), and writes each processed frame at its input timestamp, with the input's audio
 copied alongside. Memory is bounded by the chunk size, whatever the video's length. The Ray
-engine (`pipeline/ray_engine.py`) runs the same stages on actors.
+engine (`pipeline/engines/ray.py`) runs the same steps on actors.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.stages.composite import PasteFace, composite
-from pipeline.stages.faces import FaceAnalyzer, FaceCrop
-from pipeline.media.video import Frame, VideoReader, VideoWriter
-from pipeline.report import FaceReport
-from pipeline.stages.scheduler import CropJob, CropScheduler, crop_seed
-from pipeline.stages.superres import create_backend, run_batch
-from pipeline.config.sections import EngineConfig
+from pipeline.media.reader import Frame, VideoReader
+from pipeline.media.writer import VideoWriter
+from pipeline.stages.chunk import FaceProcessor, StageTimer
 
 log = logging.getLogger(__name__)
-
-
-class StageTimer:
-    """Adds up wall seconds per named stage: `with timer("decode"): ...`."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def __call__(self, stage: str) -> "_Timing":
-        return _Timing(self.seconds, stage)
-
-
-class _Timing:
-    def __init__(self, totals: dict[str, float], stage: str):
-        self.totals, self.stage = totals, stage
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.totals[self.stage] += time.perf_counter() - self.start
-
-
-class FaceProcessor:
-    """The face stages for one stream: detect and track -> super-resolve -> composite.
-
-    Call it with consecutive chunks of frames; it returns their processed images, in order.
-    Every face crop of a chunk is super-resolved before the chunk is returned, batched across
-    tracks by the crop scheduler, each track warm-starting from its previous frame.
-    """
-
-    def __init__(self, cfg, *, report: bool = True):
-        self.cfg = cfg
-        self.backend = create_backend(cfg.sr)
-        self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size)
-        self.scheduler = CropScheduler(stateful=self.backend.stateful, batch_size=cfg.sr.batch_size)
-        self.report = FaceReport(enabled=report)
-
-    def __call__(self, frames: Sequence[Frame], timer: StageTimer) -> list[np.ndarray]:
-        # 1. Detect (every k-th frame), track and align.
-        with timer("detect_track"):
-            crops = self.analyzer.process([f.image for f in frames], frames[0].index)
-            self.report.add_detections(self.analyzer.last_detections)
-            finished = self.analyzer.pop_finished_tracks()
-        # 2. Super-resolve every crop, batched across tracks, each track in frame order.
-        faces: dict[tuple[int, int], np.ndarray] = {}
-        with timer("sr"):
-            for crop in (c for frame_crops in crops for c in frame_crops):
-                seed = crop_seed(self.cfg.sr.seed, crop.track_id, crop.frame_index)
-                self.scheduler.add(CropJob(crop.frame_index, crop.track_id, seed, payload=crop))
-            for record in finished:
-                self.scheduler.end_track(record.track_id)
-            while (batch := self.scheduler.next_batch()) is not None:
-                result = run_batch(
-                    self.backend, [job.payload.crop for job in batch.jobs], batch.states,
-                    [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur,
-                )
-                self.scheduler.commit(batch, result.states)
-                for i, job in enumerate(batch.jobs):
-                    faces[job.frame_index, job.track_id] = result.faces[i]
-                    self.report.add_face(
-                        job.payload, consistency=result.consistency[i], success=result.success[i], steps=result.steps[i]
-                    )
-        # 3. Paste the faces back.
-        with timer("composite"):
-            images = [
-                composite(frame.image, [paste_face(c, faces[c.frame_index, c.track_id]) for c in frame_crops], self.cfg.composite)
-                for frame, frame_crops in zip(frames, crops, strict=True)
-            ]
-        self.report.add_tracks(finished)
-        return images
-
-    def finish(self) -> dict[str, Any]:
-        """End of stream: the report's face entries."""
-        self.report.add_tracks(self.analyzer.close())
-        return self.report.to_dict()
-
-
-def paste_face(crop: FaceCrop, face: np.ndarray) -> PasteFace:
-    return PasteFace(matrix=crop.matrix, image=face, track_id=crop.track_id, box=crop.box)
 
 
 def chunks(frames: Iterator[Frame], size: int, timer: StageTimer) -> Iterator[list[Frame]]:

@@ -52,7 +52,7 @@ class Recorder:
     """
 
     def __init__(self, path: str | Path, *, width: int, height: int, video_cfg):
-        from pipeline.media.video import VideoWriter
+        from pipeline.media.writer import VideoWriter
 
         self.path = Path(path)
         self.frames_written = self.frames_skipped = 0
@@ -120,10 +120,10 @@ def run_live(
     """
     import cv2
 
-    from pipeline.engines.local import FaceProcessor, StageTimer
+    from pipeline.stages.chunk import FaceProcessor, StageTimer
     from pipeline.live.budget import BudgetController, LiveStats
     from pipeline.live.source import LiveSource, SourceError
-    from pipeline.media.video import Frame
+    from pipeline.media.reader import Frame
 
     stop = stop or threading.Event()
     stats, timer = LiveStats(), StageTimer()
@@ -316,7 +316,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         options[key] = value
     spec = parse_source(args.source, input_format=args.input_format, options=options, realtime=args.realtime)
     if args.output:
-        from pipeline.media.video import check_output_video
+        from pipeline.media.files import check_output_video
 
         check_output_video(Path(args.output))  # before the source is opened and the models loaded
     preview = None

@@ -31,7 +31,7 @@ import av
 import numpy as np
 
 from pipeline.errors import InputError, UserError
-from pipeline.media.video import main_video_stream
+from pipeline.media.reader import main_video_stream
 
 log = logging.getLogger(__name__)
 

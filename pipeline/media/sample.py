@@ -18,7 +18,8 @@ import av
 import cv2
 import numpy as np
 
-from pipeline.media.video import VideoConfig, VideoWriter
+from pipeline.config.sections import VideoConfig
+from pipeline.media.writer import VideoWriter
 
 AUDIO_RATE = 48000
 

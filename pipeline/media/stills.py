@@ -5,7 +5,7 @@ channel, an animated GIF of a game sprite, a folder of such files. `read_picture
 them into `[H, W, 3] uint8 RGB` frames (the contract every stage takes), compositing transparent
 pixels over a chosen background colour, with each frame's display time for animations.
 
-Animations go out as video (through `pipeline.media.video.VideoWriter`, audio copied), as an animated
+Animations go out as video (through `pipeline.media.writer.VideoWriter`, audio copied), as an animated
 GIF (`GifWriter`: PyAV's GIF encoder fed frames quantised by Pillow, one palette per frame, every
 frame kept with its own delay) or as a folder of numbered PNG frames (`PngFolderWriter`). Every
 writer takes `write(image, pts)` in a time base, like `VideoWriter`, and is atomic the same way:
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from pipeline.errors import InputError, UserError
-from pipeline.media.video import VIDEO_SUFFIXES, AtomicWriter, check_output_folder, temp_path_beside
+from pipeline.media.files import VIDEO_SUFFIXES, AtomicWriter, check_output_folder, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,8 @@ def open_animation(
     """
     kind = output_kind(path)
     if kind == "video":
-        from pipeline.media.video import VideoConfig, VideoWriter
+        from pipeline.config.sections import VideoConfig
+        from pipeline.media.writer import VideoWriter
 
         return VideoWriter(path, width=width, height=height, time_base=time_base, rate=rate,
                            cfg=video_cfg or VideoConfig(), audio_from=audio_from)

@@ -20,9 +20,8 @@ Inputs per face (`PasteFace`, or any 4-tuple in this order):
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Literal, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import cv2

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.backends.base import SRBackend, TrackState, resolve_device
-from pipeline.config.sections import BACKENDS, SRConfig
+from pipeline.config.sections import SRConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,74 @@
+"""Writing outputs safely: what the writers accept, checks made before a run, and the atomic
+temporary-file-then-rename that every output goes through (`AtomicWriter`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm")  # what `VideoWriter` writes: containers that keep every pts and the audio
+
+
+def check_output_video(path: Path) -> None:
+    """A `UserError` now for an output video path that could only fail after the run."""
+    if path.is_dir():
+        raise UserError(f"the output {path} is a folder; give a file name such as {path / 'out.mp4'}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"the output {path} must end in {', '.join(VIDEO_SUFFIXES)} (the containers that keep "
+                        "every frame's timestamp and the audio untouched)")
+    check_output_folder(path)
+
+
+def check_output_folder(path: Path) -> None:
+    """A `UserError` unless the folder `path` goes into exists and is writable."""
+    if not path.parent.is_dir():
+        raise UserError(f"output folder does not exist: {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"output folder is not writable: {path.parent}")
+
+
+class AtomicWriter:
+    """An output that appears only when complete: leaving its `with` block normally calls
+    `close()` (which moves the finished file into place); leaving it through an exception, or
+    a `close()` that fails, calls `_discard()` (which deletes the partial file)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException:
+                self._discard()
+                raise
+        else:
+            self._discard()
+
+
+def format_for(path: Path) -> str | None:
+    return {".mkv": "matroska", ".webm": "webm", ".mov": "mov", ".mp4": "mp4", ".avi": "avi"}.get(path.suffix.lower())
+
+
+def temp_path_beside(path: Path) -> Path:
+    """A fresh temporary file in the output's folder (same suffix), so the final rename is atomic."""
+    check_output_folder(path)
+    folder = path.parent
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=folder)
+    except OSError as err:
+        raise UserError(f"cannot write into the output folder {folder}: {err.strerror}") from None
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)  # mkstemp makes owner-only files; an output gets the usual mode
+    return Path(name)

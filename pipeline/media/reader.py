@@ -1,0 +1,165 @@
+"""`VideoReader`: decode a video with PyAV, losing nothing.
+
+It decodes the first video stream of any file FFmpeg reads, multithreaded, and yields upright
+`[H, W, 3] uint8 RGB` frames with their original pts and time base (rotation metadata is
+applied to the pixels, so a phone video shot upright stays upright). It streams: memory does
+not depend on the length of the video. Writing is `pipeline/media/writer.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from pipeline.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Frame:
+    """One decoded video frame."""
+
+    image: np.ndarray  # [H, W, 3] uint8 RGB, upright
+    pts: int  # presentation timestamp in `time_base` units, as in the input
+    time_base: Fraction
+    index: int  # 0-based position in decode (presentation) order
+
+    @property
+    def seconds(self) -> float:
+        return float(self.pts * self.time_base)
+
+
+def open_input(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    if path.is_dir():
+        raise InputError(f"input is a folder, not a video file: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"input is an empty file: {path}")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read {path} as a video ({error_reason(err)})") from None
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """Degrees (0, 90, 180, 270) to turn a decoded frame counterclockwise to show it upright.
+
+    FFmpeg attaches the container's display matrix (what phones write instead of rotating
+    pixels) to each frame; `frame.rotation` is its counterclockwise angle.
+    """
+    return int(round(frame.rotation / 90)) % 4 * 90
+
+
+def error_reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
+
+
+def main_video_stream(container) -> av.VideoStream | None:
+    """The video a container plays: its first video stream that is not an attached (cover) picture."""
+    movies = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    return movies[0] if movies else None
+
+
+class VideoReader:
+    """Decode the first video stream of `path`.
+
+    with VideoReader("in.mp4") as reader:
+        for frame in reader:  # Frame(image [H, W, 3] uint8 RGB, pts, time_base, index)
+            ...
+    """
+
+    def __init__(self, path: str | Path, *, threads: int = 0):
+        self.path = Path(path)
+        self._container = open_input(self.path)
+        self.stream = main_video_stream(self._container)
+        if self.stream is None:
+            self._container.close()
+            raise InputError(f"{self.path} has no video stream (audio-only or data file)")
+        self.stream.thread_type = "AUTO"  # frame and slice threads
+        self.stream.codec_context.thread_count = threads
+        self.time_base = Fraction(self.stream.time_base or Fraction(1, 90000))
+        self.audio_streams = list(self._container.streams.audio)
+        # Decode the first frame now: it proves the file is readable and tells the upright size.
+        self._frames = self._decode()
+        self._first = next(self._frames, None)
+        if self._first is None:
+            self._container.close()
+            raise InputError(f"{self.path} has no decodable video frames; the file may be truncated or damaged")
+        self.rotation = _rotation(self._first)
+        width, height = self._first.width, self._first.height
+        self.width, self.height = (height, width) if self.rotation % 180 else (width, height)
+
+    @property
+    def rate(self) -> Fraction | None:
+        """The average frame rate, if the container knows it."""
+        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        return Fraction(rate) if rate else None
+
+    @property
+    def frame_count(self) -> int | None:
+        """The number of frames, if the container records it or it can be estimated from the duration."""
+        if self.stream.frames:
+            return self.stream.frames
+        duration = self.stream.duration
+        if duration and self.rate:
+            return round(float(duration * self.time_base * self.rate))
+        if self._container.duration and self.rate:
+            return round(self._container.duration / av.time_base * float(self.rate))
+        return None
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = 0
+        last_pts: int | None = None
+        step = self._pts_step()
+        for frame in itertools.chain([self._first], self._frames):
+            pts = frame.pts
+            if pts is None:  # raw streams and some AVIs carry no timestamps: count them at the frame rate
+                pts = 0 if last_pts is None else last_pts + step
+            image = frame.to_ndarray(format="rgb24")  # [H, W, 3] uint8
+            rotation = _rotation(frame)
+            if rotation:
+                image = np.ascontiguousarray(np.rot90(image, k=rotation // 90))
+            yield Frame(image=image, pts=pts, time_base=self.time_base, index=index)
+            last_pts = pts
+            index += 1
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        packets = self._container.demux(self.stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as err:  # a truncated or damaged container: keep what was read
+                log.warning("%s: stopped reading at a damaged part of the file (%s)", self.path, error_reason(err))
+                return
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError as err:
+                # A damaged packet: FFmpeg's own tools skip it too. Its frame does not exist.
+                log.warning("%s: skipped a damaged video packet at pts %s (%s)", self.path, packet.pts, error_reason(err))
+
+    def _pts_step(self) -> int:
+        rate = self.rate or Fraction(25)
+        return max(1, round(1 / (rate * self.time_base)))
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+

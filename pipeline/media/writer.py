@@ -1,0 +1,225 @@
+"""`VideoWriter`: encode frames, each at the pts it came with, audio copied untouched.
+
+It encodes with the configured codec (variable frame rate survives) and copies every audio
+stream of the input packet for packet, bytes untouched, interleaved by time as the video is
+written. It writes to a temporary file beside the output and renames it only when the file is
+complete (`pipeline/media/files.py`'s `AtomicWriter`): on an error or Ctrl-C nothing is left
+at the output path. It streams: memory does not depend on the length of the video.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from pipeline.config.sections import CODECS, WEBM_CODECS, VideoConfig
+from pipeline.errors import UserError
+from pipeline.media.files import AtomicWriter, format_for, temp_path_beside
+from pipeline.media.reader import error_reason, main_video_stream, open_input
+
+log = logging.getLogger(__name__)
+
+
+class VideoWriter(AtomicWriter):
+    """Encode frames to `path`, copying the audio of `audio_from` untouched.
+
+    with VideoWriter("out.mp4", width=w, height=h, time_base=tb, rate=r, cfg=cfg, audio_from="in.mp4") as out:
+        out.write(image, pts)  # image [h, w, 3] uint8 RGB, pts in `time_base` units, increasing
+    # the file appears at out.mp4 only here, complete
+
+    Leaving the block through an exception removes the partial file instead.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        width: int,
+        height: int,
+        time_base: Fraction,
+        rate: Fraction | None,
+        cfg: VideoConfig = VideoConfig(),
+        audio_from: str | Path | None = None,
+        low_latency: bool = False,
+    ):
+        self.path = Path(path)
+        self.width, self.height = width, height
+        self.low_latency = low_latency  # no B-frames: each frame is written as it comes (live recording)
+        self.time_base = Fraction(time_base)
+        self.frames_written = 0
+        self._pad = _padding(width, height, cfg.pix_fmt)
+        if self._pad != (0, 0):
+            log.info("padding %dx%d frames by %s px to an even size for %s", width, height, self._pad, cfg.pix_fmt)
+        self._tmp = temp_path_beside(self.path)
+        self._closed = False
+        self._audio_in: av.container.InputContainer | None = None
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its settings to stderr otherwise
+        try:
+            try:
+                self._out = av.open(str(self._tmp), mode="w", format=format_for(self.path))
+            except ValueError as err:  # PyAV: "Could not determine output format"
+                raise UserError(f"cannot write {self.path} ({err}); name it .mp4, .mkv, .mov or .webm") from None
+            self._video = self._add_video_stream(cfg, rate)
+            self._audio = self._add_audio_streams(audio_from)
+            self._out.start_encoding()
+        except av.error.FFmpegError as err:
+            self._discard()
+            raise UserError(f"cannot write {self.path} with codec {self._video_codec(cfg)} ({error_reason(err)})") from None
+        except BaseException:
+            self._discard()
+            raise
+
+    def _video_codec(self, cfg: VideoConfig) -> str:
+        """The encoder for this output: `cfg.codec`, or VP9 where WebM cannot hold that."""
+        if getattr(self, "_out", None) is not None and self._out.format.name == "webm" and cfg.codec not in WEBM_CODECS:
+            return "libvpx-vp9"
+        return cfg.codec
+
+    def _add_video_stream(self, cfg: VideoConfig, rate: Fraction | None) -> av.VideoStream:
+        codec = self._video_codec(cfg)
+        if codec != cfg.codec:
+            log.info("WebM holds VP9 or AV1 video only: encoding %s with %s (video.codec=%s is for the other containers)",
+                     self.path.name, codec, cfg.codec)
+            cfg = dataclasses.replace(cfg, codec=codec)
+        try:
+            stream = self._out.add_stream(cfg.codec, rate=rate or None)
+        except ValueError as err:  # PyAV: "'mov' format does not support 'libvpx-vp9' codec"
+            raise UserError(f"cannot write {self.path} with codec {cfg.codec} ({err})") from None
+        stream.width = self.width + self._pad[0]
+        stream.height = self.height + self._pad[1]
+        stream.pix_fmt = cfg.pix_fmt
+        stream.time_base = self.time_base
+        stream.codec_context.time_base = self.time_base
+        names = CODECS[cfg.codec]
+        options = {}
+        if names["crf"]:
+            options[names["crf"]] = str(cfg.crf)
+        if names["preset"]:
+            options[names["preset"]] = cfg.preset
+        if cfg.codec == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints a banner per file otherwise
+        if cfg.codec == "libvpx-vp9":
+            options.update({"b": "0", "row-mt": "1"})  # constant quality mode, multithreaded rows
+        if cfg.codec == "mpeg4":
+            options["qscale"] = str(max(1, min(31, cfg.crf // 2)))
+        if self.low_latency:
+            options["bf"] = "0"
+        stream.options = options
+        return stream
+
+    def _add_audio_streams(self, audio_from: str | Path | None) -> list[tuple[av.AudioStream, av.AudioStream]]:
+        if audio_from is None:
+            return []
+        self._audio_in = open_input(audio_from)
+        main = main_video_stream(self._audio_in)
+        others = [s for s in self._audio_in.streams if s.type != "audio" and s is not main]  # a cover picture, subtitles, data
+        if others:
+            def kind(s) -> str:
+                what = "cover picture" if s.disposition & av.stream.Disposition.attached_pic else s.type
+                return f"{what} ({s.codec_context.name if s.codec_context else '?'})"
+
+            kinds = ", ".join(sorted({kind(s) for s in others}))
+            log.warning("%s: %d stream(s) besides the video and its audio are not copied: %s", audio_from, len(others), kinds)
+        pairs = []
+        for in_stream in self._audio_in.streams.audio:
+            try:
+                out_stream = self._out.add_stream_from_template(in_stream)
+            except ValueError:  # PyAV: "'webm' format does not support 'aac' codec"
+                raise UserError(
+                    f"{self.path.suffix or 'this output'} files cannot hold the input's "
+                    f"{in_stream.codec_context.name} audio, which facezoom copies untouched; "
+                    "write .mkv (it holds any codec) or .mp4/.mov instead"
+                ) from None
+            layout = in_stream.codec_context.layout
+            if layout.name.endswith("channels"):  # "2 channels": no speaker order (mkv, avi), which mp4/mov refuse
+                out_stream.codec_context.layout = av.AudioLayout(f"{len(layout.channels)}c")  # FFmpeg's default order for that count
+            pairs.append((in_stream, out_stream))
+        if not pairs:
+            self._audio_in.close()
+            self._audio_in = None
+            return []
+        self._audio_packets = self._audio_in.demux([s for s, _ in pairs])
+        self._audio_map = {s.index: o for s, o in pairs}
+        self._pending = None  # the next audio packet, read but not yet muxed
+        self._audio_done = False
+        return pairs
+
+    def write(self, image: np.ndarray, pts: int) -> None:
+        """Encode one `[height, width, 3] uint8 RGB` frame shown at `pts` (in `time_base` units)."""
+        if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
+            raise ValueError(
+                f"frames must be [{self.height}, {self.width}, 3] uint8, got {list(image.shape)} {image.dtype}"
+            )
+        if self._pad != (0, 0):
+            image = np.pad(image, ((0, self._pad[1]), (0, self._pad[0]), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        self._mux_audio_until(float(pts * self.time_base))
+        for packet in self._video.encode(frame):
+            self._out.mux(packet)
+        self.frames_written += 1
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        """Mux the audio packets that start before `seconds` (all of them when None)."""
+        if not self._audio or self._audio_done:
+            return
+        while True:
+            if self._pending is None:
+                self._pending = next(self._audio_packets, None)
+                if self._pending is None:
+                    self._audio_done = True
+                    return
+            packet = self._pending
+            if packet.dts is None and packet.size == 0:  # the demuxer's end-of-stream marker
+                self._pending = None
+                continue
+            when = packet.dts if packet.dts is not None else packet.pts
+            if seconds is not None and when is not None and float(when * packet.time_base) > seconds:
+                return
+            packet.stream = self._audio_map[packet.stream.index]
+            self._out.mux(packet)
+            self._pending = None
+
+    def close(self) -> None:
+        """Flush the encoder, copy the remaining audio and move the file into place."""
+        if self._closed:
+            return
+        for packet in self._video.encode(None):
+            self._out.mux(packet)
+        self._mux_audio_until(None)
+        try:
+            self._out.close()  # writes the trailer: a muxer may refuse the file only now
+        except av.error.FFmpegError as err:
+            self._discard()
+            raise UserError(f"could not finish {self.path} ({error_reason(err)}); try another container, e.g. .mkv") from None
+        if self._audio_in is not None:
+            self._audio_in.close()
+        self._closed = True
+        os.replace(self._tmp, self.path)
+
+    def _discard(self) -> None:
+        """Drop the partial file; nothing appears at the output path."""
+        self._closed = True
+        for container in (getattr(self, "_out", None), self._audio_in):
+            if container is not None:
+                try:
+                    container.close()
+                except (av.error.FFmpegError, ValueError, OSError):
+                    pass  # closing a half-written file may fail; it is deleted next
+        self._tmp.unlink(missing_ok=True)
+
+
+def _padding(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
+    """Pixels to add on the right and bottom so chroma subsampling gets even sizes."""
+    if pix_fmt == "yuv420p":
+        return width % 2, height % 2
+    if pix_fmt == "yuv422p":
+        return width % 2, 0
+    return 0, 0
