@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from common import parser, table, write_json  # noqa: E402  (common puts the repository on sys.path)
-from models.networks.pfsr import PUBLISHED_CHANNELS, FFSRBackend, PFSRGenerator, load_pfsr  # noqa: E402
+from models.backends.ffsr import FFSRBackend  # noqa: E402
+from models.networks.pfsr import PUBLISHED_CHANNELS, PFSRGenerator, load_pfsr  # noqa: E402
 
 NARROW = (64, 32, 16, 8)
 

@@ -32,7 +32,7 @@ from live_server import TSServer  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.live.loop import LiveConfig, run_live  # noqa: E402
-from pipeline.live.source import parse_source  # noqa: E402
+from pipeline.live.spec import parse_source  # noqa: E402
 
 
 def run(name: str, overrides: list[str], live: LiveConfig, seconds: float) -> dict:

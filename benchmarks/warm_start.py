@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.downscale import bicubic_downscale  # noqa: E402
 from models.generators import compute_gaussian_fit  # noqa: E402
-from models.backends.pulse import draw_start, pulse_search  # noqa: E402
+from models.search import draw_start, pulse_search  # noqa: E402
 from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator  # noqa: E402
 
 MODES = ("cold, new seed", "cold, track seed", "warm")

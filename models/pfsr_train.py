@@ -1,7 +1,7 @@
 """Training PFSR: the progressive schedule, the landmark-attention loss, one optimiser step.
 
 The model side of `facezoom train` (the folder reading, face finding and the loop with its
-progress bar and checkpoints are `pipeline/train.py`). After Kim et al. (BMVC 2019):
+progress bar and checkpoints are `pipeline/training/train.py`). After Kim et al. (BMVC 2019):
 
 - Progressive schedule: stage 1 (16 -> 32) alone, then a fade to stage 2 (alpha 0 -> 1: the
   32x32 head, upsampled, hands over to the 64x64 one), stage 2, a fade to stage 3, stage 3.

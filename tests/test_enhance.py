@@ -16,7 +16,8 @@ from pipeline.config import load_config
 from pipeline.creative.enhance import GAP, enhance_picture
 from pipeline.media.stills import Picture, read_frames, read_picture
 from pipeline.stages.superres import low_res
-from pipeline.creative.targets import Choice, to_images
+from pipeline.creative.targets import Choice
+from pipeline.stages.superres import to_images
 from synth import psnr
 
 S = 128  # the classical backend's face size
@@ -108,6 +109,7 @@ def test_a_face_photo_is_enhanced_from_its_aligned_face(tmp_path):
     assert psnr(whole, expected) < 18  # --whole takes the whole photo instead
 
 
+@pytest.mark.slow
 def test_samples_differ_and_repeat_with_their_seed(tmp_path, tiny_pulse):
     Image.fromarray(_sprite(2)).save(tmp_path / "s.png")
     run = ["-q", "enhance", str(tmp_path / "s.png"), "--iterations", "2", "--samples", "3", *tiny_pulse]

@@ -28,7 +28,9 @@ from pipeline.stages.detect import DetectConfig
 from pipeline.errors import InputError, UserError
 from pipeline.live.loop import LiveConfig, run_live
 from pipeline.live.budget import BudgetController, LiveStats, Rung, ladder
-from pipeline.live.source import LiveSource, parse_source
+from pipeline.live.source import LiveSource
+from pipeline.live.spec import parse_source
+from pipeline.stages import chunk
 from synth import make_video
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +41,24 @@ def _recording(path: Path) -> list[float]:
     """The frame times (s) of a recording, decoding every frame (it must be complete to decode)."""
     with av.open(str(path)) as container:
         return [frame.time for frame in container.decode(video=0)]
+
+
+@pytest.fixture
+def takes(monkeypatch):
+    """Every frame the live loop takes from its source, as (frames read before the take was asked
+    for, the frame's own number): counts, not times, so they mean the same on any machine."""
+    taken: list[tuple[int, int]] = []
+    take = LiveSource.take
+
+    def counted(self, timeout):
+        before = self.frames_read
+        item = take(self, timeout)
+        if item is not None:
+            taken.append((before, item.number))
+        return item
+
+    monkeypatch.setattr(LiveSource, "take", counted)
+    return taken
 
 
 # -- what SOURCE means ------------------------------------------------------------------------
@@ -88,7 +108,8 @@ def test_a_source_that_accepts_but_never_sends_fails_at_the_open_timeout(scheme)
         start = time.monotonic()
         with pytest.raises(InputError, match="open time-out"):
             LiveSource(parse_source(f"{scheme}://127.0.0.1:{server.port}/cam"), open_timeout=1.0, read_timeout=1.0)
-        assert time.monotonic() - start < 4
+        # ~1.2 s here; without the time-out FFmpeg waits for ever. The margin is for a loaded machine.
+        assert time.monotonic() - start < 10
         assert server.accepted >= 1  # it did connect: the time-out, not a refusal, ended it
 
 
@@ -100,9 +121,10 @@ def test_ctrl_c_while_a_source_opens_ends_the_wait_at_once():
         start = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
             LiveSource(parse_source(f"tcp://127.0.0.1:{server.port}"), open_timeout=30.0, read_timeout=1.0, interrupt=stop)
-        assert time.monotonic() - start < 2
+        assert time.monotonic() - start < 10  # ~0.6 s here; far short of the 30 s open time-out it would otherwise wait out
 
 
+@pytest.mark.slow
 def test_a_udp_stream_plays_and_its_silence_ends_the_run_at_the_read_timeout():
     port = free_udp_port()
     with pytest.raises(InputError, match="open time-out"):  # nothing sent yet: no hang either
@@ -131,6 +153,7 @@ class AfterFrames:
             self.thread.join()
 
 
+@pytest.mark.slow
 def test_a_source_that_stops_sending_ends_the_run_at_the_read_timeout(tmp_path):
     with TSServer(width=320, height=240) as server:
         trigger = AfterFrames(30, server.stall)
@@ -147,21 +170,25 @@ def test_a_source_that_stops_sending_ends_the_run_at_the_read_timeout(tmp_path):
 # -- the real-time policy ----------------------------------------------------------------------
 
 
-def test_latency_stays_within_budget_and_nothing_backs_up_over_10_seconds(tmp_path):
-    """640x480 at 30 fps, classical backend, default settings, recorded: the live case users run."""
+@pytest.mark.slow
+def test_nothing_backs_up_over_10_seconds_of_the_default_live_case(tmp_path, takes):
+    """640x480 at 30 fps, classical backend, default settings, recorded: the live case users run.
+
+    Its speed (fps, latency p50/p95 against the 150 ms budget) is measured by benchmarks/live.py;
+    this test checks what holds at any speed."""
     with TSServer() as server:
         report = run_live(parse_source(server.url), cfg=CLASSICAL, output=tmp_path / "live.mp4", duration=10)
     assert report["stopped"] == "duration" and report["error"] is None
     # Every frame read was either output or dropped as stale; none waits anywhere.
     assert report["frames_in"] == report["frames_out"] + report["frames_dropped"]
+    assert all(number >= before - 1 for before, number in takes)  # each frame processed was the newest one read
     assert report["frames_in"] >= 0.8 * 30 * 10  # the reader keeps pace with the camera
-    assert report["fps"] >= 8
-    # Latency: the goal is p95 <= 150 ms on an idle machine (benchmarks/live.py); a loaded 2-core
-    # CI machine gets twice that. A queue would grow by seconds over the run.
-    assert report["latency_ms_p95"] <= 2 * report["budget_ms"], report
+    # A queue would grow latency by seconds over the run; without one, late seconds look like early
+    # ones, give or take the noise of a loaded machine.
     per_second = report["latency_ms_p95_per_second"]
     assert len(per_second) >= 8
-    assert statistics.median(per_second[-4:]) <= max(2 * statistics.median(per_second[:4]), report["budget_ms"]), per_second
+    early, late = statistics.median(per_second[:4]), statistics.median(per_second[-4:])
+    assert late <= 2 * early + 500, per_second
     assert report["source_lag_ms_max"] < 1000  # nothing queued in socket or demuxer buffers either
     # The recording holds every output frame, at the wall-clock times they were read.
     times = _recording(tmp_path / "live.mp4")
@@ -170,21 +197,39 @@ def test_latency_stays_within_budget_and_nothing_backs_up_over_10_seconds(tmp_pa
     assert 9.0 <= times[-1] - times[0] <= 10.5
 
 
-def test_when_processing_is_slower_than_the_source_frames_are_dropped_not_queued():
-    """Detection on every frame of 720p at its native size, no adaptation: MTCNN takes longer than a frame lasts."""
-    cfg = load_config(overrides=["detect.every=1", "detect.working_size=0"])
-    with TSServer(width=1280, height=720) as server:
-        report = run_live(parse_source(server.url), cfg=cfg, live=LiveConfig(adapt=False), duration=6)
-    assert report["frames_dropped"] - report["frames_dropped_at_start"] > 0.3 * report["frames_in"], report
+SLOW_FRAME_S = 0.2  # 6 frames of a 30 fps source: at least this long per frame makes processing slower than the source anywhere
+
+
+class SlowProcessor(chunk.FaceProcessor):
+    """The real face stages, plus a pause per frame: slower than the source however fast the machine."""
+
+    def __call__(self, frames, timer):
+        time.sleep(SLOW_FRAME_S)
+        return super().__call__(frames, timer)
+
+
+@pytest.mark.slow
+def test_when_processing_is_slower_than_the_source_frames_are_dropped_not_queued(monkeypatch, takes):
+    """At most 5 frames a second are processed of the 30 sent, on any machine, with no adaptation."""
+    monkeypatch.setattr(chunk, "FaceProcessor", SlowProcessor)
+    with TSServer(width=320, height=240) as server:
+        report = run_live(parse_source(server.url), cfg=CLASSICAL, live=LiveConfig(adapt=False), duration=5)
+    assert report["stopped"] == "duration" and report["budget"]["changes"] == 0
     assert report["frames_in"] == report["frames_out"] + report["frames_dropped"]
-    # Latency is bounded by about two frames' work, however long it runs; queued, it would grow
-    # by (1 - fps/30) s every second.
+    # ~5 of every 6 frames go unprocessed; they are dropped, more of them than were processed
+    # (that needs the source to deliver only 10 of its 30 frames a second in time).
+    assert report["frames_dropped"] - report["frames_dropped_at_start"] > report["frames_out"], report
+    # No backlog: each frame taken was the newest one read when the loop asked (a queue would hand
+    # out the oldest, ever further behind), so frames waiting never exceed the reader's one slot...
+    assert len(takes) == report["frames_out"] and all(number >= before - 1 for before, number in takes), takes
+    # ...and latency (about one frame's work) does not grow: a queue would add ~0.8 s each second.
     per_second = report["latency_ms_p95_per_second"]
-    assert max(per_second[-3:]) < 1000, per_second
+    assert len(per_second) >= 3, report
+    assert max(per_second[-2:]) <= 2 * max(per_second[:2]) + 500, per_second
     assert report["source_lag_ms_max"] < 1000  # the reader kept up: no backlog in socket buffers
-    assert report["budget"]["changes"] == 0
 
 
+@pytest.mark.slow
 def test_an_impossible_budget_drives_the_real_face_stages_to_their_cheapest_rung():
     with TSServer(width=320, height=240) as server:
         report = run_live(parse_source(server.url), cfg=CLASSICAL, live=LiveConfig(budget_ms=1, max_detect_every=20), duration=4)
@@ -252,6 +297,7 @@ def test_a_vanishing_source_is_a_clear_error_and_the_recording_is_kept(tmp_path)
     assert len(_recording(tmp_path / "rec.mkv")) == report["frames_recorded"] > 10
 
 
+@pytest.mark.slow
 def test_a_vanishing_source_is_reopened_when_reconnect_is_on():
     with TSServer(width=320, height=240) as server:
         def blink():
@@ -271,13 +317,16 @@ def test_a_vanishing_source_is_reopened_when_reconnect_is_on():
 # -- files at their frame rate ----------------------------------------------------------------
 
 
-def test_a_file_with_realtime_plays_at_its_frame_rate(tmp_path):
+def test_a_file_with_realtime_plays_at_its_frame_rate(tmp_path, takes):
     clip = make_video(tmp_path / "clip.mp4", frames=60, width=160, height=96, fps=30)  # 2 s
     start = time.monotonic()
     report = run_live(parse_source(str(clip), realtime=True), cfg=CLASSICAL, duration=30)
     assert report["stopped"] == "end of file"
-    assert 1.6 <= time.monotonic() - start  # not decoded as fast as possible
-    assert report["frames_in"] == 60 and report["frames_out"] >= 40  # the file waited for the models to load
+    assert 1.6 <= time.monotonic() - start  # not decoded as fast as possible (a lower bound: no machine plays it faster)
+    assert report["frames_in"] == 60 == report["frames_out"] + report["frames_dropped"]
+    # The file waited for the models to load: when the loop first asked for a frame, only the one
+    # read at open had been read (a file played from the open would have read ~30 a second by then).
+    assert takes[0][0] == 1, takes[:3]
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -299,15 +348,17 @@ def test_the_command_rejects_bad_sources_with_one_line(tmp_path, capsys):
     assert "must end in .mp4" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_jump_in_a_files_timestamps_does_not_freeze_realtime_play(tmp_path):
     """Paced play follows the timestamps; a splice that jumps them by minutes is paced afresh."""
     clip = make_video(tmp_path / "spliced.mkv", frames=20, width=160, height=96, fps=10, pts=[*range(10), *range(3600, 3610)])
     start = time.monotonic()
     report = run_live(parse_source(str(clip), realtime=True), cfg=CLASSICAL, duration=60)
     assert report["stopped"] == "end of file" and report["frames_in"] == 20
-    assert time.monotonic() - start < 30  # not the 6 minutes the timestamps jump over
+    assert time.monotonic() - start < 60  # ~10 s here; not the 6 minutes the timestamps jump over
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_cleanly_with_a_complete_recording_and_report(tmp_path, stop_signal):
     out, report_path = tmp_path / "live.mp4", tmp_path / "r.json"

@@ -7,18 +7,8 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import InputError, UserError
-from pipeline.media.stills import (
-    GifWriter,
-    PngFolderWriter,
-    is_picture,
-    list_pictures,
-    open_animation,
-    output_kind,
-    parse_colour,
-    read_frames,
-    read_picture,
-    write_image,
-)
+from pipeline.media.animation import GifWriter, PngFolderWriter, open_animation
+from pipeline.media.stills import is_picture, list_pictures, output_kind, parse_colour, read_frames, read_picture, write_image
 from synth import video_frames
 
 

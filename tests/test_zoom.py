@@ -59,7 +59,7 @@ def test_tightness_runs_wide_to_tight_and_back_per_direction(easing):
         assert t_in[1] - t_in[0] < (t_in[21] - t_in[20]) / 10
 
 
-def test_command_offers_every_direction_and_easing_and_registers_without_opencv():
+def test_command_offers_every_direction_and_easing_and_every_command_registers_without_opencv():
     import subprocess
     import sys
 
@@ -67,8 +67,7 @@ def test_command_offers_every_direction_and_easing_and_registers_without_opencv(
 
     assert zoom_command.DIRECTIONS == zoom.DIRECTIONS and zoom_command.EASINGS == zoom.EASINGS
     code = (
-        "import argparse, sys; import pipeline.creative.zoom as z, pipeline.creative.enhance as e; "
-        "commands = argparse.ArgumentParser().add_subparsers(); [m.register(commands, lambda p: None) for m in (z, e)]; "
+        "import sys; from pipeline.commands.cli import build_parser; build_parser(); "
         "print(sorted({'cv2', 'torch', 'av', 'PIL'} & set(sys.modules)))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -19,17 +19,15 @@ iteration), an animation of the iterations (.gif, video or PNG frames), or both 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import sys
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from pipeline.errors import InputError, UserError
+from pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ def enhance_loop(backend, lr, *, iterations: int, seeds: Sequence[Sequence[int]]
     """
     import torch
 
-    from pipeline.creative.targets import super_resolve
+    from pipeline.stages.superres import solve
 
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
@@ -66,7 +64,7 @@ def enhance_loop(backend, lr, *, iterations: int, seeds: Sequence[Sequence[int]]
     outputs, new_states = [], []
     x = lr
     for i in range(iterations):
-        result, after = super_resolve(backend, x, states[i] if states is not None else [None] * b, seeds[i])
+        result, after = solve(backend, x, states[i] if states is not None else [None] * b, seeds[i])
         images = result.images.detach().float().clamp(-1, 1)  # [B, 3, S, S]
         outputs.append(images.cpu())
         new_states.append(after)
@@ -96,6 +94,7 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
     from tqdm import tqdm
 
     from pipeline.creative import targets
+    from pipeline.stages.superres import to_images
 
     frames = picture.frames
     # 1. The face on every frame, and its low-res input.
@@ -115,7 +114,7 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
               disable=not progress, dynamic_ncols=True, leave=False) as bar:
         for frame, spot in zip(frames, spots):
             lr, _ = targets.face_input(backend, frame, spot.matrix, pre_blur=pre_blur)  # [1, 3, in, in]
-            shown = targets.to_images(lr)[0]
+            shown = to_images(lr)[0]
             inputs.append(cv2.resize(shown, (size, size), interpolation=cv2.INTER_NEAREST))
             per_sample: list[list[np.ndarray]] = [[] for _ in range(samples)]
             next_states: list[list] = [[] for _ in range(iterations)]
@@ -128,7 +127,7 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
                     on_iteration=lambda: bar.update(1),
                 )
                 for i, out in enumerate(loop.outputs):
-                    for k, image in zip(ks, targets.to_images(out)):
+                    for k, image in zip(ks, to_images(out)):
                         per_sample[k].append(image)
                     next_states[i].extend(loop.states[i])
             states = next_states  # stateless backends return None states: every pass starts cold
@@ -173,7 +172,8 @@ def animation_frames(enhanced: Enhanced) -> list[np.ndarray]:
 
 def write_output(path: Path, frames: list[np.ndarray], *, durations: list[float] | None, fps: float) -> None:
     """One picture (a still path) or an animation (timed by `durations`, else `fps`)."""
-    from pipeline.media.stills import open_animation, output_kind, write_image
+    from pipeline.media.animation import open_animation
+    from pipeline.media.stills import output_kind, write_image
 
     if output_kind(path) == "still":
         if len(frames) != 1:
@@ -209,93 +209,3 @@ def write_enhanced(enhanced: Enhanced, output: Path, *, grid_path: Path | None, 
         write_output(grid_path, grid_frames(enhanced), durations=timing, fps=fps)
 
 
-def register(commands, add_config_args) -> None:
-    p = commands.add_parser(
-        "enhance", help="super-resolve, shrink back, super-resolve again, N times (faces, sprites, emoji)",
-        description="The enhance loop: super-resolve a face, shrink the result back to the model's input size with the "
-                    "model's own downscaler, and super-resolve again, --iterations times; --samples chains side by side.",
-    )
-    p.add_argument("input", help="a picture (png, jpg, webp, gif; animated GIFs stay animated) or a folder of pictures (a batch)")
-    p.add_argument("-o", "--output", required=True,
-                   help="out.png: a grid (rows: samples, columns: input then iterations); out.gif, out.mp4 or a folder name: "
-                        "the iterations as an animation (an animated input: its frames, enhanced). For a folder input: an output folder")
-    p.add_argument("--iterations", type=int, default=5, metavar="N", help="passes of the loop (default 5)")
-    p.add_argument("--samples", type=int, default=1, metavar="K", help="chains from different seeds, side by side (default 1)")
-    p.add_argument("--pre-blur", action="store_true", help="make the first input by an up-then-down resize (softer input, more invention)")
-    p.add_argument("--grid", metavar="PATH", help="also write the grid here (.png; .gif for an animated input)")
-    p.add_argument("--fps", type=float, default=2.0, help="frames per second of the iterations animation (default 2)")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--face", type=int, metavar="N", help="the N-th face from the left (0 = leftmost); default: the largest face")
-    target.add_argument("--track", type=int, metavar="ID", help="an animated input's face track with this id")
-    target.add_argument("--at", metavar="X,Y", help="the face whose box holds this point (input pixels)")
-    target.add_argument("--whole", action="store_true", help="no face detection: the whole picture is the face input (a 16x16 picture always is)")
-    p.add_argument("--background", default="white", metavar="COLOUR", help="colour behind transparent pixels: white (default), black, gray, #rrggbb or r,g,b")
-    p.add_argument("--seed", type=int, help="shortcut for --set sr.seed=N")
-    add_config_args(p)
-    p.set_defaults(handler=cmd_enhance)
-
-
-def cmd_enhance(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.media.stills import batch_names, batch_output, is_picture, output_kind, parse_colour, read_picture, report_skipped
-    from pipeline.stages.superres import create_backend
-    from pipeline.creative.targets import Choice, parse_point, say_backend_note
-
-    if not 1 <= args.iterations <= 100:
-        raise UserError(f"--iterations must be in 1..100, got {args.iterations}")
-    if not 1 <= args.samples <= 64:
-        raise UserError(f"--samples must be in 1..64, got {args.samples}")
-    if not 0.1 <= args.fps <= 60:
-        raise UserError(f"--fps must be in 0.1..60, got {args.fps:g}")
-    overrides = list(args.overrides) + ([f"sr.seed={args.seed}"] if args.seed is not None else [])
-    cfg = load_config(args.config, overrides)
-    choice = Choice(face=args.face, track=args.track, at=parse_point(args.at) if args.at else None)
-    background = parse_colour(args.background)
-    source, output = Path(args.input), Path(args.output)
-    grid_path = Path(args.grid) if args.grid else None
-    if not source.exists():
-        raise InputError(f"input not found: {source}")
-    batch = source.is_dir()
-    if batch:
-        if grid_path is not None:
-            raise UserError("--grid is for one input; a folder's batch writes each picture's grid into the output folder")
-        pictures = batch_output(source, output)
-    else:
-        if not is_picture(source):
-            raise UserError(f"enhance takes pictures ({source.suffix or 'no suffix'} is not one: png, jpg, webp, gif, bmp, tiff) "
-                            "or a folder of them; for videos use `facezoom video` or `facezoom zoom`")
-        for path in (output, grid_path):
-            if path is None:
-                continue
-            output_kind(path)  # a name it cannot write is refused before any work
-            if path.exists() and path.resolve() == source.resolve():
-                raise UserError(f"the output {path} is the input; choose another output path")
-        pictures = [source]
-    pre_blur = args.pre_blur or cfg.sr.pre_blur
-    say_backend_note(cfg, quiet=args.quiet)
-    backend = None
-    names = batch_names(pictures) if batch else {}
-    skipped = 0
-    for path in pictures:
-        try:
-            picture = read_picture(path, background=background)
-            if any(f.shape != picture.frames[0].shape for f in picture.frames):
-                raise InputError(f"{path}: frames of different sizes")
-            if backend is None:  # made once the first input proved readable: a backend may load (or fetch) weights
-                backend = create_backend(cfg.sr)
-            enhanced = enhance_picture(picture, backend, cfg=cfg, iterations=args.iterations, samples=args.samples,
-                                       pre_blur=pre_blur, whole=args.whole, choice=choice, progress=not args.quiet)
-            if args.samples > 1 and all(np.array_equal(c[-1], enhanced.results[0][0][-1]) for c in enhanced.results[0]):
-                log.warning("the %d samples are identical: sr.backend=%s does not depend on the seed; "
-                            "use a generative backend (sr.backend=pulse) for different samples", args.samples, cfg.sr.backend)
-            target = output / (names[path] + (".gif" if picture.animated else ".png")) if batch else output
-            write_enhanced(enhanced, target, grid_path=grid_path, fps=args.fps)
-        except UserError as err:
-            if not batch:
-                raise
-            skipped += 1
-            log.warning("skipped %s: %s", path, err)
-            continue
-        if not args.quiet:
-            print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
-    return report_skipped(skipped, len(pictures))

@@ -18,14 +18,13 @@ Low-res inputs are always made by the backend's own downscaler (`pipeline.stages
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.backends.base import SRBackend, TrackState
+from models.backends.base import SRBackend
 from pipeline.stages.align import warp_face
 from pipeline.errors import InputError, UserError
 from pipeline.stages.superres import low_res
@@ -200,26 +199,6 @@ def face_input(backend: SRBackend, image: np.ndarray, matrix: np.ndarray, *, pre
             return lr.float().contiguous(), crop
         crop = warp_face(image, matrix, backend.out_size)
         return low_res(backend, [crop], pre_blur=pre_blur), crop
-
-
-def to_images(images: torch.Tensor) -> list[np.ndarray]:
-    """`[B, 3, S, S]` in [-1, 1] -> B `[S, S, 3] uint8 RGB` images."""
-    faces = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return list(faces.permute(0, 2, 3, 1).cpu().numpy())
-
-
-def super_resolve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | None], seeds: Sequence[int]):
-    """`backend.super_resolve`, states brought back to the CPU; returns `(SRResult, states)`."""
-    result = backend.super_resolve(lr, list(states), seeds=list(seeds))
-    states = [None if s is None else {k: v.detach().cpu() for k, v in s.items()} for s in result.states]
-    return result, states
-
-
-def say_backend_note(cfg, *, quiet: bool) -> None:
-    """What the CLI says before a run on the classical backend, which invents nothing (unless -q)."""
-    if not quiet and cfg.sr.backend == "classical":
-        print("facezoom: note: sr.backend=classical enlarges faces with bicubic interpolation and invents no detail; "
-              "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution", file=sys.stderr)
 
 
 def _box(box: np.ndarray) -> str:

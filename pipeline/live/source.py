@@ -1,8 +1,6 @@
 """Live sources for `facezoom live`: a webcam, a network stream, or a file played in real time.
 
-`parse_source` turns the SOURCE a user typed into what `av.open` needs (a webcam is FFmpeg's
-v4l2 input on Linux, avfoundation on macOS, dshow on Windows; a URL is probed by FFmpeg; a file
-needs `--realtime`). `LiveSource` opens it with time-outs and decodes it on a thread that keeps
+`LiveSource` opens a parsed SOURCE (`pipeline/live/spec.py`) with time-outs and decodes it on a thread that keeps
 only the newest frame: a frame not taken before the next one is decoded is dropped, never
 queued. A source that accepts a connection but sends nothing fails at the open time-out; one
 that stops sending fails at the read time-out (PyAV's `timeout=(open_s, read_s)`, an FFmpeg
@@ -19,105 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
-import sys
 import threading
 import time
-import urllib.parse
-from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator
 
 import av
 import numpy as np
 
 from pipeline.errors import InputError, UserError
+from pipeline.live.spec import SourceSpec
 from pipeline.media.reader import main_video_stream
 
 log = logging.getLogger(__name__)
 
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "rtp", "srt", "udp", "tcp", "http", "https")  # http(s) covers HLS (.m3u8)
 RESYNC_SECONDS = 5.0  # a jump of the source's clock this large (a restart, a wrap) starts lag measurement afresh
 
 
 class SourceError(InputError):
     """The live source stopped sending (and was not, or could not be, reopened)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceSpec:
-    """What `av.open` gets for a SOURCE argument."""
-
-    label: str  # the SOURCE as the user typed it, for messages
-    url: str  # the file, device or URL handed to FFmpeg
-    kind: Literal["camera", "network", "file"]
-    format: str | None = None  # FFmpeg input format (v4l2, avfoundation, dshow); None = probe
-    options: dict[str, str] = dataclasses.field(default_factory=dict)  # FFmpeg demuxer/protocol options
-    realtime: bool = False  # hand frames out at their timestamps' pace, not as fast as they decode
-
-
-def parse_source(
-    text: str,
-    *,
-    input_format: str | None = None,
-    options: dict[str, str] | None = None,
-    realtime: bool = False,
-    platform: str = sys.platform,
-) -> SourceSpec:
-    """Map SOURCE to a `SourceSpec`.
-
-    - `/dev/videoN`: a V4L2 webcam (Linux); `camera:N` (or a bare `N`): the platform's camera N
-      (Linux /dev/videoN, macOS avfoundation device N; on Windows `camera:NAME`, dshow);
-    - a URL whose scheme is one of `NETWORK_SCHEMES` (HLS is an http(s) URL of a .m3u8);
-    - an existing file, which is played at its frame rate and so needs `realtime=True`.
-    `input_format` (an FFmpeg input format) makes SOURCE a device or URL of that format as is.
-    """
-    opts = dict(options or {})
-    if input_format:
-        kind = "camera" if input_format in ("v4l2", "video4linux2", "avfoundation", "dshow") else "network"
-        return SourceSpec(text, text, kind, input_format, opts, realtime or input_format == "hls")
-    camera = re.fullmatch(r"(?:camera:)?(\d+)", text) or re.fullmatch(r"camera:(.+)", text)
-    if text.startswith("/dev/video") or camera:
-        return SourceSpec(text, *_camera(text, camera.group(1) if camera else None, platform), options=opts, realtime=realtime)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else None
-    if scheme is not None:
-        if scheme not in NETWORK_SCHEMES:
-            raise UserError(f"unsupported stream scheme {scheme}:// in {text!r}; use one of {', '.join(s + '://' for s in NETWORK_SCHEMES)}")
-        # HLS arrives a segment (seconds of frames) at a time: played at its timestamps, or the
-        # newest-frame-wins reader would keep one frame per segment
-        hls = urllib.parse.urlsplit(text).path.lower().endswith((".m3u8", ".m3u"))
-        return SourceSpec(text, text, "network", None, opts, realtime or hls)
-    path = Path(text)
-    if not path.is_file():
-        raise InputError(
-            f"live source not found: {text!r}; give a webcam (/dev/video0, camera:0), a stream URL "
-            "(rtsp://, udp://, tcp://, http://...) or an existing video file with --realtime"
-        )
-    if not realtime:
-        raise UserError(
-            f"{text} is a file, not a live source: add --realtime to play it at its frame rate as if it "
-            "were live, or use `facezoom video` to process every frame"
-        )
-    return SourceSpec(text, str(path), "file", None, opts, True)
-
-
-def _camera(text: str, device: str | None, platform: str) -> tuple[str, str, str]:
-    """(url, kind, format) of a webcam on `platform`."""
-    if platform.startswith("linux"):
-        if device is not None and not device.isdigit():
-            raise UserError(f"on Linux a camera is camera:N or /dev/videoN (list them with `v4l2-ctl --list-devices`), got {text!r}")
-        return (text if device is None else f"/dev/video{device}"), "camera", "v4l2"
-    if device is None:
-        raise UserError(f"{text} is a Linux (V4L2) device; on this system name the camera as camera:0")
-    if platform == "darwin":
-        return f"{device}:none", "camera", "avfoundation"  # video device N, no audio
-    if platform == "win32":
-        if device.isdigit():
-            raise UserError(
-                "on Windows name the camera, e.g. camera:\"Integrated Camera\" (list them with "
-                "`ffmpeg -list_devices true -f dshow -i dummy`)"
-            )
-        return f"video={device}", "camera", "dshow"
-    raise UserError(f"no camera input is known for platform {platform!r}; pass --input-format FORMAT with the device FFmpeg expects")
 
 
 @dataclasses.dataclass

@@ -30,6 +30,28 @@ def check_output_folder(path: Path) -> None:
         raise UserError(f"output folder is not writable: {path.parent}")
 
 
+def check_distinct(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """A `UserError` if an output is an input or another output of the same run.
+
+    Paths are compared resolved (relative paths, `..`, symlinks) and, where both exist, by
+    inode (hard links). `inputs` and `outputs` map what each path is ("the input", "--report")
+    to the path.
+    """
+    def same(a: Path, b: Path) -> bool:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+
+    named = list(outputs.items())
+    for i, (what, path) in enumerate(named):
+        for other, source in inputs.items():
+            if same(path, source):
+                raise UserError(f"{what} {path} is {other}; it would be overwritten: choose another path")
+        for other, earlier in named[:i]:
+            if same(path, earlier):
+                raise UserError(f"{what} {path} is also {other}; give each output its own path")
+
+
 class AtomicWriter:
     """An output that appears only when complete: leaving its `with` block normally calls
     `close()` (which moves the finished file into place); leaving it through an exception, or

@@ -18,7 +18,6 @@ seed and i, so a resumed run continues as if it had not stopped.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import sys
@@ -33,33 +32,6 @@ log = logging.getLogger(__name__)
 
 CROP_SIZE = 128  # PFSR's output side: training faces are aligned at it
 READ_BATCH = 16  # images read and detected at once (bounds memory for big photos)
-
-
-def register(commands, add_config_args) -> None:
-    """Add the `train` command to the CLI's subparsers (imports nothing heavy)."""
-    p = commands.add_parser("train", help="train a PFSR generator (sr.backend=ffsr) on a folder of face images")
-    p.set_defaults(handler=cmd_train)
-    p.add_argument("input", help="folder of face photos (searched recursively; the pictures zoom and enhance read)")
-    p.add_argument("-o", "--output", required=True, help="checkpoint to write (published PFSR layout)")
-    p.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                   help="continue from CKPT (default: from --output), with its weights, optimiser state and step count")
-    p.add_argument("--channels", default=None,
-                   help="'published' (512,256,128,64: loads like the released weights; default) or four widths, e.g. 64,32,16,8")
-    p.add_argument("--stage-iters", type=int, default=None, help="steps per stage at full strength (default 30000)")
-    p.add_argument("--fade-iters", type=int, default=None, help="steps of each fade-in between stages (default 20000)")
-    p.add_argument("--batch-size", type=int, default=None, help="faces per step (default 16)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--attention-weight", type=float, default=None, help="weight of the landmark-attention loss (default 1)")
-    p.add_argument("--save-every", type=int, default=None, help="steps between checkpoints (default 1000)")
-    p.add_argument("--seed", type=int, default=None, help="seed of initial weights, batches and flips (default 0)")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (checkpoint saved; continue with --resume)")
-    p.add_argument("--min-face", type=float, default=64.0,
-                   help="skip faces whose detected box is narrower than this many source pixels (default 64: about the width "
-                        "at which a 128x128 aligned crop needs no upsampling)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    p.add_argument("--faces-cache", metavar="FILE.npz", help="reuse the aligned faces saved in this file, or save them there")
-    add_config_args(p)
 
 
 @dataclasses.dataclass
@@ -179,52 +151,81 @@ def train_pfsr(
     iterations done, the schedule's total, the mean loss of the first and last 10 steps run,
     the final phase.
     """
-    import torch
-    from tqdm import tqdm
-
     from models.backends.base import resolve_device
-    from models.networks.pfsr import PUBLISHED_CHANNELS, PFSRGenerator, load_pfsr, published_state
-    from models.weights import save_checkpoint
-    from models.pfsr_train import Schedule, batch_rng, make_optimizer, sample_batch, train_step
+    from models.pfsr_train import Schedule
 
     dev = resolve_device(device)
     schedule = Schedule(cfg.stage_iters, cfg.fade_iters)
-
     # 1. The generator and its optimiser: new, or as the checkpoint left them.
-    if resume is not None:
-        loaded = load_pfsr(resume)
-        generator, start = loaded.generator, loaded.iteration
-        if channels is not None and tuple(channels) != generator.channels:
-            log.warning("--channels %s ignored: %s was trained with %s", list(channels), resume, list(generator.channels))
-        generator.to(dev)
-        optimizer = make_optimizer(generator, cfg)
-        if "optimizer_state_dict" in loaded.extra:
-            optimizer.load_state_dict(loaded.extra["optimizer_state_dict"])
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.learning_rate
-        else:
-            log.warning("%s holds no optimiser state (a published file?); Adam restarts from zero moments", resume)
-        if start > schedule.total:
-            raise UserError(f"{resume} is at iteration {start}, beyond this schedule's {schedule.total}; raise --stage-iters/--fade-iters")
-    else:
-        with torch.random.fork_rng(devices=[]):  # the initial weights come from --seed, leaving the global RNG alone
-            torch.manual_seed(cfg.seed)
-            generator = PFSRGenerator(channels or PUBLISHED_CHANNELS)
-        generator.to(dev)
-        optimizer = make_optimizer(generator, cfg)
-        start = 0
-
+    generator, optimizer, start = _resume(resume, schedule, cfg=cfg, device=dev) if resume is not None else _new(cfg, channels, dev)
+    if resume is not None and channels is not None and tuple(channels) != generator.channels:
+        log.warning("--channels %s ignored: %s was trained with %s", list(channels), resume, list(generator.channels))
     # 2. The loop: step i's batch comes from (seed, i); checkpoints every save_every steps.
+    stop = schedule.total if max_steps is None else min(schedule.total, start + max_steps)
+    losses, phase = _train_steps(generator, optimizer, faces, output, schedule, start=start, stop=stop, cfg=cfg, device=dev, progress=progress)
+    return {
+        "iterations": start + len(losses),
+        "total": schedule.total,
+        "steps_run": len(losses),
+        "first_loss": float(np.mean(losses[:10])) if losses else None,
+        "last_loss": float(np.mean(losses[-10:])) if losses else None,
+        "phase": phase.name,
+        "channels": list(generator.channels),
+    }
+
+
+def _new(cfg, channels: Sequence[int] | None, device):
+    """A new generator (its initial weights from `cfg.seed`, the global RNG left alone) and its optimiser."""
+    import torch
+
+    from models.networks.pfsr import PUBLISHED_CHANNELS, PFSRGenerator
+    from models.pfsr_train import make_optimizer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        generator = PFSRGenerator(channels or PUBLISHED_CHANNELS)
+    generator.to(device)
+    return generator, make_optimizer(generator, cfg), 0
+
+
+def _resume(resume: str | Path, schedule, *, cfg, device):
+    """The generator, optimiser and iteration a checkpoint left."""
+    from models.networks.pfsr import load_pfsr
+    from models.pfsr_train import make_optimizer
+
+    loaded = load_pfsr(resume)
+    generator, start = loaded.generator, loaded.iteration
+    generator.to(device)
+    optimizer = make_optimizer(generator, cfg)
+    if "optimizer_state_dict" in loaded.extra:
+        optimizer.load_state_dict(loaded.extra["optimizer_state_dict"])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.learning_rate
+    else:
+        log.warning("%s holds no optimiser state (a published file?); Adam restarts from zero moments", resume)
+    if start > schedule.total:
+        raise UserError(f"{resume} is at iteration {start}, beyond this schedule's {schedule.total}; raise --stage-iters/--fade-iters")
+    return generator, optimizer, start
+
+
+def _train_steps(generator, optimizer, faces: FaceSet, output, schedule, *, start: int, stop: int, cfg, device, progress: bool):
+    """Steps `start` .. `stop - 1`, saving checkpoints; returns the losses and the last phase."""
+    import torch
+    from tqdm import tqdm
+
+    from models.networks.pfsr import published_state
+    from models.pfsr_train import batch_rng, sample_batch, train_step
+    from models.weights import save_checkpoint
+
     crops = torch.from_numpy(faces.crops)  # [N, 128, 128, 3] uint8, on the CPU
     points = torch.from_numpy(faces.landmarks)  # [N, 5, 2]
     losses: list[float] = []
     phase = schedule.at(min(start, schedule.total - 1))
     smoothed = None
-    stop = schedule.total if max_steps is None else min(schedule.total, start + max_steps)
     with tqdm(total=schedule.total, initial=start, unit="step", desc="training", file=sys.stderr, disable=not progress) as bar:
         for iteration in range(start, stop):
             phase = schedule.at(iteration)
-            batch, batch_points = sample_batch(crops, points, batch_size=cfg.batch_size, flip=cfg.flip, rng=batch_rng(cfg.seed, iteration), device=dev)
+            batch, batch_points = sample_batch(crops, points, batch_size=cfg.batch_size, flip=cfg.flip, rng=batch_rng(cfg.seed, iteration), device=device)
             parts = train_step(generator, optimizer, batch, batch_points, phase, cfg)
             if not np.isfinite(parts["loss"]):
                 raise UserError(f"the loss became {parts['loss']} at step {iteration} ({phase.name}); lower --lr and --resume from the last checkpoint")
@@ -237,64 +238,6 @@ def train_pfsr(
                 save_checkpoint(output, published_state(generator, step=phase.step, alpha=phase.alpha, iteration=done,
                                                         optimizer_state_dict=optimizer.state_dict()))
                 log.info("saved %s at step %d (%s)", output, done, phase.name)
-    return {
-        "iterations": start + len(losses),
-        "total": schedule.total,
-        "steps_run": len(losses),
-        "first_loss": float(np.mean(losses[:10])) if losses else None,
-        "last_loss": float(np.mean(losses[-10:])) if losses else None,
-        "phase": phase.name,
-        "channels": list(generator.channels),
-    }
+    return losses, phase
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from models.pfsr_train import TrainConfig, parse_channels
-    from pipeline.config import load_config
-    from pipeline.stages.detect import FaceDetector
-
-    # 1. Settings: the detector's from the config (as `video` uses them), training's from the flags.
-    cfg = load_config(args.config, args.overrides)
-    given = {"batch_size": args.batch_size, "learning_rate": args.lr, "stage_iters": args.stage_iters, "fade_iters": args.fade_iters,
-             "attention_weight": args.attention_weight, "save_every": args.save_every, "seed": args.seed}
-    try:
-        train_cfg = TrainConfig(**{k: v for k, v in given.items() if v is not None}, flip=not args.no_flip)
-        channels = parse_channels(args.channels) if args.channels is not None else None
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    output = Path(args.output)
-    resume = None if args.resume is None else Path(args.resume or args.output)
-    if resume is None and output.exists():
-        raise UserError(f"{output} exists; pass --resume to continue training it, or choose another --output")
-    if resume is not None and not resume.is_file():
-        raise UserError(f"--resume: {resume} does not exist")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; give a file name such as {output / 'pfsr.ckpt'}")
-    if args.max_steps is not None and args.max_steps < 1:
-        raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")  # before the faces are searched for
-
-    # 2. Faces, framed exactly as the video pipeline frames them.
-    cache = Path(args.faces_cache) if args.faces_cache else None
-    if cache is not None and cache.is_file():
-        faces = FaceSet.load(cache)
-        log.info("read %d aligned faces from %s", len(faces), cache)
-    else:
-        paths = find_images(args.input)
-        faces = collect_faces(paths, FaceDetector(cfg.detect), min_face=args.min_face, progress=not args.quiet)
-        if cache is not None:
-            faces.save(cache)
-    if not args.quiet:
-        print(f"facezoom: training on {len(faces)} faces", file=sys.stderr)
-
-    # 3. Train and report.
-    summary = train_pfsr(faces, output, cfg=train_cfg, channels=channels, resume=resume, max_steps=args.max_steps,
-                         device=args.device, progress=not args.quiet)
-    if not args.quiet:
-        if summary["steps_run"] == 0:
-            print(f"facezoom: {resume} already completed this schedule ({summary['total']} steps); nothing to do", file=sys.stderr)
-        else:
-            print(f"facezoom: wrote {output} at step {summary['iterations']} of {summary['total']} ({summary['phase']}); "
-                  f"loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}", file=sys.stderr)
-            if summary["iterations"] >= summary["total"]:
-                print(f"facezoom: use it with: facezoom video IN -o OUT --set sr.backend=ffsr --set sr.generator={output}", file=sys.stderr)
-    return 0

@@ -1,0 +1,72 @@
+"""`facezoom video`: super-resolve the faces of a video file (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.commands.common import say_backend_note
+from pipeline.errors import InputError, UserError
+
+
+def register(commands, add_config_args) -> None:
+    video = commands.add_parser("video", help="super-resolve the faces of a video file")
+    video.set_defaults(handler=cmd_video)
+    video.add_argument("input", help="any video file FFmpeg reads")
+    video.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov, .webm)")
+    video.add_argument("--report", metavar="R.json", help="write a JSON report of the run")
+    video.add_argument("--engine", choices=("local", "ray"), help="shortcut for --set engine.engine=...")
+    video.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (implies --engine ray)")
+    video.add_argument("--side-by-side", action="store_true", help="write input | output side by side (composite.side_by_side)")
+    video.add_argument("--draw-boxes", action="store_true", help="debug: draw face boxes and track ids (composite.draw_boxes)")
+    add_config_args(video)
+
+
+def cmd_video(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+
+    overrides = list(args.overrides)
+    if args.engine:
+        overrides.append(f"engine.engine={args.engine}")
+    if args.ray_address:
+        overrides += ["engine.engine=ray", f"engine.ray_address={args.ray_address}"]
+    if args.side_by_side:
+        overrides.append("composite.side_by_side=true")
+    if args.draw_boxes:
+        overrides.append("composite.draw_boxes=true")
+    cfg = load_config(args.config, overrides)
+    _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
+    from pipeline.engines import run  # only now: the checks above answer without importing PyAV or torch
+    from pipeline.media.reader import VideoReader
+
+    with VideoReader(args.input):  # a bad input is reported before anything else is said or started
+        pass
+    say_backend_note(cfg, quiet=args.quiet)
+    report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
+    if args.report:
+        from pipeline.report import write_report
+
+        write_report(Path(args.report), report)
+    if not args.quiet:
+        print(
+            f"facezoom: wrote {args.output}: {report['frames_out']} frames in {report['wall_seconds']:.1f} s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None) -> None:
+    """Everything about the paths that can be known before a run, so a run never ends in an error
+    that was there from the start (leaving its output behind, or none after an hour)."""
+    from pipeline.media.files import check_distinct, check_output_folder, check_output_video
+
+    if not input_path.exists():
+        raise InputError(f"input not found: {input_path}")
+    outputs = {"the output": output_path, **({"the report (--report)": report} if report is not None else {})}
+    check_distinct({"the input": input_path}, outputs)
+    check_output_video(output_path)
+    if report is not None:
+        if report.is_dir():
+            raise UserError(f"the report {report} is a folder; give a file name such as {report / 'report.json'}")
+        check_output_folder(report)

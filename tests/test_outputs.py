@@ -1,0 +1,63 @@
+"""No run overwrites its input or another of its outputs, and a missing input is reported at once."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.commands.cli import main
+from synth import make_video
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return make_video(tmp_path / "in.mp4", frames=4)
+
+
+@pytest.mark.parametrize("report_is", ["input", "output"])
+def test_report_on_the_input_or_the_output_is_refused_before_anything_is_written(clip, tmp_path, capsys, report_is):
+    before = _digest(clip)
+    out = tmp_path / "out.mp4"
+    report = clip if report_is == "input" else out
+    assert main(["-q", "video", str(clip), "-o", str(out), "--report", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--report" in err[0], err
+    assert _digest(clip) == before
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]  # nothing beside it either
+
+
+def test_a_hard_link_or_a_relative_spelling_of_the_input_is_the_input(clip, tmp_path, capsys, monkeypatch):
+    link = tmp_path / "link.mp4"
+    os.link(clip, link)
+    assert main(["-q", "video", str(clip), "-o", str(link)]) == 2
+    assert "is the input" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "video", "in.mp4", "-o", "./sub/../in.mp4"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert main(["-q", "video", "in.mp4", "-o", "o.mp4", "--report", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_a_missing_input_is_reported_without_importing_torch(tmp_path):
+    """Parsing and the path checks import no heavy library (measured by what is imported, not by time)."""
+    code = (
+        "import sys\n"
+        "from pipeline.commands.cli import main\n"
+        f"code = main(['video', {str(tmp_path / 'missing.mp4')!r}, '-o', {str(tmp_path / 'o.mp4')!r}])\n"
+        "heavy = sorted(m for m in ('torch', 'av', 'cv2', 'scipy', 'ray', 'facenet_pytorch') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "2 []", (result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [f"facezoom: error: input not found: {tmp_path / 'missing.mp4'}"]
