@@ -11,15 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import ModelError
-from models.networks.pfsr import (
-    PFSRGenerator,
-    load_pfsr,
-    progressive_downscale,
-    published_state,
-    register,
-    shift_images,
-    temporal_blend,
-)
+from models.backends.ffsr import register, shift_images, temporal_blend
+from models.networks.pfsr import PFSRGenerator, load_pfsr, progressive_downscale, published_state
 from models.weights import save_checkpoint
 
 PUBLISHED = (512, 256, 128, 64)

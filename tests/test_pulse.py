@@ -1,4 +1,4 @@
-"""PULSE latent search, warm starts and the `pulse` backend (models/pulse.py), on tiny CPU generators."""
+"""PULSE latent search, warm starts and the `pulse` backend (models/search.py, models/backends/pulse.py), on tiny CPU generators."""
 
 import math
 import pickle
@@ -13,9 +13,10 @@ from models.backends.base import consistency
 from models.downscale import bicubic_downscale
 from models.errors import ModelError
 from models.generators import compute_gaussian_fit, published_state
-from models.backends.pulse import PulseBackend, default_out_size, draw_start, geocross, one_cycle, pulse_search
+from models.backends.pulse import PulseBackend, default_out_size
 from models.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.search import draw_start, geocross, one_cycle, pulse_search
 
 EPS = 2e-3
 
@@ -57,11 +58,12 @@ def fit(g):
 
 
 def render(g, fit, latents: torch.Tensor, noise_seed: int = 99) -> torch.Tensor:
-    """Faces from known latents `[T, L, D]`, as the generator renders them: `[T, 3, R, R]`."""
+    """Faces from known latents `[T, L, D]`, as the generator renders them on its device: `[T, 3, R, R]` on the CPU."""
+    device = next(g.parameters()).device
     _, noise = draw_start(g, noise_seed, render_size=g.resolution)
     with torch.no_grad():
-        ws = F.leaky_relu(latents * fit.std + fit.mean, 0.2)
-        return g.synthesize(ws, [m[None].expand(len(latents), -1, -1, -1) for m in noise]).clamp(-1, 1)
+        ws = F.leaky_relu(latents.to(device) * fit.std.to(device) + fit.mean.to(device), 0.2)
+        return g.synthesize(ws, [m[None].expand(len(latents), -1, -1, -1).to(device) for m in noise]).clamp(-1, 1).cpu()
 
 
 def known_faces(g, fit, seeds):
@@ -238,6 +240,25 @@ def test_backend_contract(g, fit):
         PulseBackend(g, fit, in_size=16, out_size=64)
 
 
+@pytest.mark.gpu
+def test_on_cuda_the_generator_renders_as_on_the_cpu_and_the_backend_solves_known_faces(fit):
+    """The GPU path: the same latents and noise render the CPU's faces (to TF32 convolutions' precision),
+    and the search there solves known faces, handing back CPU images and states (what Ray pickles)."""
+    on_cuda = tiny_v2().to("cuda")
+    latents = torch.stack([draw_start(on_cuda, s, render_size=32)[0] for s in (41, 42)])  # [2, L, D]
+    hr = render(tiny_v2(), fit, latents)
+    torch.testing.assert_close(render(on_cuda, fit, latents), hr, rtol=0, atol=1e-2)
+    lr = bicubic_downscale(hr, 16).clamp(-1, 1)
+    backend = PulseBackend(on_cuda, fit, in_size=16, steps=100, warm_steps=20, device="cuda")
+    out = backend.super_resolve(lr, [None, None], seeds=[0, 1])
+    assert out.images.device.type == "cpu" and out.images.shape == (2, 3, 32, 32) and out.images.abs().max() <= 1
+    # success is judged by the L2 the search measured on the GPU; recomputed on the CPU it may differ in the last digits
+    assert out.success.tolist() == [True, True] and (out.consistency <= 1.05 * EPS).all(), out.consistency
+    assert all(v.device.type == "cpu" for state in out.states for v in state.values())
+    again = backend.super_resolve(lr, out.states, seeds=[0, 1])  # CPU states warm-start the search on the GPU
+    assert again.success.all() and (again.steps <= backend.warm_steps).all(), again.steps
+
+
 def test_default_output_sizes():
     with torch.device("meta"):
         assert default_out_size(StyleGAN2Generator(StyleGAN2Config.basicsr(512))) == 256
@@ -304,3 +325,20 @@ def test_the_pipeline_builds_the_pulse_backend_from_its_settings(tmp_path, monke
     assert (backend.steps, backend.warm_steps, backend.eps, backend.temporal_weight) == (7, 3, 1e-3, 0.2)
     with pytest.raises(ModelError, match="neither a registry name"):
         create_backend(SRConfig(backend="pulse", generator=str(tmp_path / "absent.pt"), device="cpu"))
+
+
+def test_every_configurable_backend_has_a_builder_and_none_is_imported_until_built():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.config.sections import BACKENDS
+    from pipeline.stages.superres import BUILDERS
+
+    assert tuple(BUILDERS) == BACKENDS  # sr.backend's allowed values are exactly the ones create_backend builds
+    code = (
+        "import sys, pipeline.stages.superres\n"
+        "loaded = [m for m in ('models.backends.classical', 'models.backends.pulse', 'models.backends.ffsr', 'models.search') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)

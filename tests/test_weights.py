@@ -238,6 +238,6 @@ def test_importing_touches_no_network():
         "def refuse(*a, **k): raise AssertionError('network used at import')\n"
         "socket.socket.connect = refuse; socket.socket.connect_ex = refuse\n"
         "socket.create_connection = refuse; socket.getaddrinfo = refuse\n"
-        "import models.weights, models.generators, models.backends.pulse, models.networks.stylegan1, models.networks.stylegan2, models.downscale\n"
+        "import models.weights, models.generators, models.search, models.backends.pulse, models.backends.ffsr, models.networks.stylegan1, models.networks.stylegan2, models.downscale\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)

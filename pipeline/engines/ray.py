@@ -40,6 +40,7 @@ from pipeline.stages.scheduler import Batch, CropScheduler
 log = logging.getLogger(__name__)
 
 BATCHES_PER_ACTOR = 2  # one running, one waiting: the next batch's transfer hides behind compute
+RESTART_POLL = 0.1  # s between batches offered to an SR actor that Ray is restarting
 
 
 def connect(cfg) -> bool:
@@ -292,10 +293,14 @@ class _Driver:
         """A batch failed because its actor died: run it again; past `max_restarts` deaths, drop the actor.
 
         One death fails every batch the actor held; they count as one: a failed batch sent
-        before the last counted death's failures belongs to that death.
+        before the last counted death's failures belongs to that death. A batch refused while
+        Ray restarts the actor (`ActorUnavailableError`) is no new death: it runs again a moment later.
         """
         self.scheduler.retry(ctx.batch)
         key = id(ctx.actor)
+        if isinstance(err, ray.exceptions.ActorUnavailableError):
+            time.sleep(RESTART_POLL)  # not a busy loop of refused batches while the actor comes back
+            return
         if ctx.number > self.last_death.get(key, 0):
             self.deaths[key] = self.deaths.get(key, 0) + 1
             self.last_death[key] = self.dispatched

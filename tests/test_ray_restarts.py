@@ -1,0 +1,58 @@
+"""The Ray engine counts SR actor deaths, not the batches each death fails, against engine.max_restarts."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.engines import run
+from synth import video_frames
+
+pytestmark = pytest.mark.slow
+
+FAST = ["video.preset=ultrafast", "engine.chunk=4", "engine.max_frames_in_flight=12", "sr.batch_size=4"]
+
+
+class KillAt:
+    """Kills the SR actor after the given committed batches (each death fails up to two queued batches)."""
+
+    def __init__(self, ray, batches):
+        self.ray, self.batches, self.killed = ray, set(batches), 0
+
+    def after_batch(self, actor, batch_number):
+        if batch_number in self.batches:
+            self.ray.kill(actor, no_restart=False)
+            self.killed += 1
+
+
+@pytest.fixture(scope="module")
+def local_output(sample_clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "local.mp4"
+    return out, run(sample_clip, out, cfg=load_config(overrides=FAST), progress=False)
+
+
+def test_as_many_deaths_as_max_restarts_still_write_every_frame_once(ray_session, sample_clip, local_output, tmp_path):
+    from pipeline.engines.ray import run_video_ray
+
+    out = tmp_path / "ray.mp4"
+    hooks = KillAt(ray_session, batches=(2, 4, 6))
+    cfg = load_config(overrides=[*FAST, "engine.engine=ray", "engine.sr_actors=1", "engine.max_restarts=3"])
+    report = run_video_ray(sample_clip, out, cfg=cfg, progress=False, hooks=hooks)
+    assert hooks.killed == 3
+    assert report["frames_out"] == local_output[1]["frames_out"]
+    assert sorted((f["frame"], f["track_id"]) for f in report["faces"]) == sorted(
+        (f["frame"], f["track_id"]) for f in local_output[1]["faces"]
+    )
+    times, frames = video_frames(out)
+    want_times, want_frames = video_frames(local_output[0])
+    assert times == want_times and all((a == b).all() for a, b in zip(frames, want_frames, strict=True))
+
+
+def test_one_death_more_than_max_restarts_fails_the_job_and_leaves_no_output(ray_session, sample_clip, tmp_path):
+    from pipeline.engines.ray import run_video_ray
+
+    out = tmp_path / "ray.mp4"
+    cfg = load_config(overrides=[*FAST, "engine.engine=ray", "engine.sr_actors=1", "engine.max_restarts=1"])
+    with pytest.raises(RuntimeError, match="died more than 1 times"):
+        run_video_ray(sample_clip, out, cfg=cfg, progress=False, hooks=KillAt(ray_session, batches=(2, 4)))
+    assert list(tmp_path.iterdir()) == []
