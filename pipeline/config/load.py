@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from pipeline.config import sections
+import pipeline.config.sections as sections
 from pipeline.errors import ConfigError
 
 
