@@ -1,4 +1,4 @@
-"""StyleGAN generators and strict checkpoint loading (models/stylegan1.py, stylegan2.py, generators.py).
+"""StyleGAN generators and strict checkpoint loading (models/networks/stylegan1.py, stylegan2.py, models/generators.py).
 
 The expected key sets are re-derived here from the published model definitions (BasicSR
 `StyleGAN2Generator`, lernapparat's `g_mapping`/`g_synthesis` port), independently of our modules,

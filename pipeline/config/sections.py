@@ -244,7 +244,7 @@ class EngineConfig:
 @dataclasses.dataclass(frozen=True)
 class LiveConfig:
     budget_ms: float = 150.0  # p95 latency target, read to output: feels live at 30 fps, room for one detection frame
-    adapt: bool = True  # over budget, spend fewer SR steps and detect less often (see pipeline/live_budget.py)
+    adapt: bool = True  # over budget, spend fewer SR steps and detect less often (see pipeline/live/budget.py)
     max_detect_every: int = 15  # adaptation stops at a detection every 15 frames: a new face shows within 0.5 s at 30 fps
     open_timeout: float = 10.0  # s to connect and see video; RTSP cameras can take a few seconds to answer
     read_timeout: float = 5.0  # s without data before the source counts as dropped; a live source sends many frames a second

@@ -15,7 +15,7 @@ and a *tight* view around a face, `max_zoom` times closer. Plain functions, no v
   pixels, the super-resolved face supplies the detail. Its weight rises smoothly with the
   magnification (smoothstep, from 1x to `full_at` x), so it fades in with no pop.
 
-`pipeline/zoom_command.py` drives these over pictures and videos; the idea is the "zoom and
+`pipeline/creative/zoom.py` drives these over pictures and videos; the idea is the "zoom and
 enhance" animation popularised by PULSE demos (Menon et al., CVPR 2020).
 """
 

@@ -1,17 +1,19 @@
-"""The live loop: faces in a webcam or network stream, super-resolved with bounded latency (`facezoom live`).
+"""The live loop: faces in a webcam or network stream, super-resolved with bounded latency.
+
+`run_live` is the library function; the `facezoom live` command is `pipeline/commands/live.py`.
 
 Tools that queue every frame fall further behind the longer they run (10-15 s at 640x480 with
 an enhancer on). Here nothing queues:
 
 1. the source is decoded on its own thread, which keeps only the newest frame
-   (`pipeline/live_source.py`); a frame not taken before the next one arrives is dropped;
+   (`pipeline/live/source.py`); a frame not taken before the next one arrives is dropped;
 2. the loop takes the newest frame and runs the face stages on it (`FaceProcessor`, one frame
    per call, frames numbered 0, 1, 2, ... as they are processed);
-3. the processed frame is output: offered to the browser preview (`pipeline/preview.py`), which
-   serves only the newest, and to the recorder, whose short queue drops frames rather than
-   grow (they are counted);
+3. the processed frame is output: offered to the browser preview (`pipeline/live/preview.py`),
+   which serves only the newest, and to the recorder (`pipeline/live/recorder.py`), whose short
+   queue drops frames rather than grow (they are counted);
 4. the frame's latency — from the moment it was read to now — feeds the budget controller
-   (`pipeline/live_budget.py`), which spends fewer SR steps and detects less often while the
+   (`pipeline/live/budget.py`), which spends fewer SR steps and detects less often while the
    p95 latency is over budget, and more again when there is room.
 
 Ctrl-C stops the loop between frames; the recording is then closed normally, complete and
@@ -50,7 +52,7 @@ def run_live(
     stop: threading.Event | None = None,
     on_status: Callable[[dict], None] | None = None,
 ) -> dict[str, Any]:
-    """Process the live source `spec` (a `live_source.SourceSpec`) until `duration` s have passed,
+    """Process the live source `spec` (a `spec.SourceSpec`) until `duration` s have passed,
     `stop` is set (Ctrl-C sets it), a file ends or the source drops; returns the report.
 
     `preview` is a `preview.PreviewServer` to publish to; `on_status` gets the figures about
@@ -242,8 +244,3 @@ def _torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-# -- the command ------------------------------------------------------------------------------
-
-

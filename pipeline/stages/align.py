@@ -3,7 +3,7 @@
 Each tracked face's five landmarks are mapped onto a canonical template by a similarity
 transform (rotation, uniform scale, translation), and the face is warped into a square crop at
 the model's output size; the lead's engine then shrinks that crop to the model's input with the
-backend's own downscaler. `invert` gives the exact inverse that `pipeline/composite.py` uses to
+backend's own downscaler. `invert` gives the exact inverse that `pipeline/stages/composite.py` uses to
 put the super-resolved face back.
 
 Template: FFHQ framing (Karras et al., "A Style-Based Generator Architecture for GANs", CVPR

@@ -14,7 +14,7 @@ Inputs per face (`PasteFace`, or any 4-tuple in this order):
 - matrix: `[2, 3]` float64, source pixels -> crop pixels of a crop of side S;
 - image: `[S, S, 3] uint8` RGB, the high-res face; S is the size the matrix was made for. For a
   matrix made for another crop size C, rescale it first: `compose(resize_matrix(S / C), matrix)`
-  (both in `pipeline/align.py`);
+  (both in `pipeline/stages/align.py`);
 - track_id: int, and box: `x0, y0, x1, y1` in source pixels or None (for `draw_boxes`).
 """
 

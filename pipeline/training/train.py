@@ -38,7 +38,7 @@ READ_BATCH = 16  # images read and detected at once (bounds memory for big photo
 class FaceSet:
     """Aligned training faces."""
 
-    crops: np.ndarray  # [N, 128, 128, 3] uint8 RGB, FFHQ framing (pipeline/align.py)
+    crops: np.ndarray  # [N, 128, 128, 3] uint8 RGB, FFHQ framing (pipeline/stages/align.py)
     landmarks: np.ndarray  # [N, 5, 2] float32, crop pixels, MTCNN's order
     sources: list[str]  # per face: the image it came from
 
