@@ -21,11 +21,11 @@ from pipeline.media.memory import keep_frame_memory_flat
 log = logging.getLogger("facezoom")
 
 # One module per command, each with `register(commands, add_config_args)`; in the order `--help` lists them.
-COMMANDS = ("video", "sample", "zoom", "enhance", "live", "train", "weights")
+COMMANDS = ("video", "sample", "zoom", "enhance", "live", "train", "weights", "presets")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML preset (see configs/); its keys override the defaults")
+    parser.add_argument("--config", metavar="FILE", help="a YAML file, or a shipped preset by name (`facezoom presets`); its keys override the defaults")
     parser.add_argument(
         "--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append", default=[],
         help="override one setting, e.g. --set sr.backend=pulse (repeatable; wins over --config)",

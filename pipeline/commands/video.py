@@ -18,6 +18,8 @@ def register(commands, add_config_args) -> None:
     video.add_argument("--report", metavar="R.json", help="write a JSON report of the run")
     video.add_argument("--engine", choices=("local", "ray"), help="shortcut for --set engine.engine=...")
     video.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (implies --engine ray)")
+    video.add_argument("-s", "--scale", type=int, choices=(1, 2, 4), help="output size / input size (composite.scale)")
+    video.add_argument("--backend", choices=("classical", "pulse", "ffsr"), help="the super-resolution backend (sr.backend)")
     video.add_argument("--side-by-side", action="store_true", help="write input | output side by side (composite.side_by_side)")
     video.add_argument("--draw-boxes", action="store_true", help="debug: draw face boxes and track ids (composite.draw_boxes)")
     add_config_args(video)
@@ -31,6 +33,10 @@ def cmd_video(args: argparse.Namespace) -> int:
         overrides.append(f"engine.engine={args.engine}")
     if args.ray_address:
         overrides += ["engine.engine=ray", f"engine.ray_address={args.ray_address}"]
+    if args.scale:
+        overrides.append(f"composite.scale={args.scale}")
+    if args.backend:
+        overrides.append(f"sr.backend={args.backend}")
     if args.side_by_side:
         overrides.append("composite.side_by_side=true")
     if args.draw_boxes:

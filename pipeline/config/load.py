@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 import pipeline.config.sections as sections
+from pipeline.config.presets import config_path
 from pipeline.errors import ConfigError
 
 
@@ -60,10 +61,10 @@ class PipelineConfig:
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Defaults, then the YAML file at `path`, then `section.key=value` overrides."""
+    """Defaults, then the YAML file at `path` (or the shipped preset of that name), then `section.key=value` overrides."""
     data: dict[str, dict[str, Any]] = {name: {} for name in _section_types()}
     if path is not None:
-        _merge(data, _read_yaml(Path(path)), source=str(path))
+        _merge(data, _read_yaml(config_path(path)), source=str(path))
     for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.strip().partition(".")
@@ -74,10 +75,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (a YAML file is); check the path") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if loaded is None:

@@ -1,0 +1,1 @@
+"""facezoom's presets, shipped as package data: `--config NAME` finds `NAME.yaml` here from any folder."""
