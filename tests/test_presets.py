@@ -58,3 +58,19 @@ def test_every_command_help_lists_the_global_flags():
         result = subprocess.run([sys.executable, "run_pipeline.py", command, "--help"], capture_output=True, text=True, check=True,
                                 cwd=Path(__file__).resolve().parents[1])
         assert "--quiet" in result.stdout and "--debug" in result.stdout, command
+
+
+def test_doctor_names_versions_devices_and_the_weights_cache(tmp_path, monkeypatch, capsys):
+    from models import weights
+
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
+    cached = weights.path_for("pfsr-celeba")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"not the published file")
+    assert main(["doctor"]) == 0
+    lines = {line.split()[0] if not line.startswith("weights ") else " ".join(line.split()[:2]): line
+             for line in capsys.readouterr().out.splitlines()}
+    import torch
+
+    assert torch.__version__.split("+")[0] in lines["torch"] and "gpu" in lines and "ffmpeg" in lines
+    assert "mismatch" in lines["weights pfsr-celeba"] and "not cached" in lines["weights stylegan2-ffhq-512"]

@@ -21,7 +21,7 @@ from pipeline.media.memory import keep_frame_memory_flat
 log = logging.getLogger("facezoom")
 
 # One module per command, each with `register(commands, add_config_args)`; in the order `--help` lists them.
-COMMANDS = ("video", "sample", "zoom", "enhance", "live", "train", "weights", "presets")
+COMMANDS = ("video", "sample", "zoom", "enhance", "live", "train", "weights", "presets", "doctor")
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
