@@ -64,7 +64,7 @@ def test_doctor_names_versions_devices_and_the_weights_cache(tmp_path, monkeypat
     from models import weights
 
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
-    cached = weights.path_for("pfsr-celeba")
+    cached = weights.path_for("stylegan1-ffhq-1024")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"not the published file")
     assert main(["doctor"]) == 0
@@ -73,4 +73,5 @@ def test_doctor_names_versions_devices_and_the_weights_cache(tmp_path, monkeypat
     import torch
 
     assert torch.__version__.split("+")[0] in lines["torch"] and "gpu" in lines and "ffmpeg" in lines
-    assert "mismatch" in lines["weights pfsr-celeba"] and "not cached" in lines["weights stylegan2-ffhq-512"]
+    assert weights.verify("stylegan1-ffhq-1024")[0].status in lines["weights stylegan1-ffhq-1024"]
+    assert "not cached" in lines["weights stylegan2-ffhq-512"]
