@@ -1,8 +1,29 @@
-"""Shared fixtures: one local Ray instance for the whole session, and the sample clip."""
+"""Shared fixtures (one local Ray instance for the whole session, the sample clip), the `gpu`
+marker's hook (those tests are skipped where CUDA is not available), and Ray's workers kept at
+normal priority."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+def pytest_configure(config):
+    # Ray starts its workers at niceness 15: beside any busy process they get a few per cent of a
+    # core, and a 10 s Ray test took 3 minutes next to two CPU-bound processes on 2 cores. Workers of
+    # the clusters the tests start (here and in subprocesses) compete as equals; a caller's value wins.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+
+
+def pytest_runtest_setup(item):
+    """Skip a test marked `gpu` unless torch sees a CUDA device; torch is imported only here, for such a test."""
+    if item.get_closest_marker("gpu") is None:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
 
 
 @pytest.fixture(scope="session")

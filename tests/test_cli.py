@@ -37,6 +37,7 @@ def test_video_command_writes_output_and_report(tmp_path):
     assert audio_packets(out) == audio_packets(src)
 
 
+@pytest.mark.slow
 def test_run_pipeline_script_reports_progress_on_stderr(tmp_path):
     src = make_video(tmp_path / "in.mp4", frames=10, width=64, height=48)
     result = run_cli("video", src, "-o", tmp_path / "out.mp4", "--set", "video.preset=ultrafast")

@@ -36,6 +36,7 @@ def assert_same_video(a, b):
         assert np.array_equal(x, y), f"frame {i} differs"
 
 
+@pytest.mark.slow
 def test_ray_output_equals_local_output(ray_session, sample_clip, local_output, tmp_path):
     out = tmp_path / "ray.mp4"
     cfg = load_config(overrides=[*FAST, "engine.engine=ray", "engine.sr_actors=2"])
@@ -59,6 +60,7 @@ class KillOnce:
             self.killed += 1
 
 
+@pytest.mark.slow
 def test_killed_sr_actor_is_restarted_and_every_frame_is_written_once(ray_session, sample_clip, local_output, tmp_path):
     from pipeline.engines.ray import run_video_ray
 
@@ -79,6 +81,7 @@ class Interrupt:
         raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_interrupt_leaves_no_output_and_no_partial_file(ray_session, sample_clip, tmp_path):
     from pipeline.engines.ray import run_video_ray
 
@@ -89,6 +92,7 @@ def test_interrupt_leaves_no_output_and_no_partial_file(ray_session, sample_clip
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_declared_resources_reach_the_sr_actors(ray_session, sample_clip, tmp_path):
     cfg = load_config(overrides=[*FAST, "engine.engine=ray", "engine.sr_actors=2", "engine.sr_resources={accel: 1}"])
     report = run(sample_clip, tmp_path / "o.mp4", cfg=cfg, progress=False)
@@ -105,6 +109,7 @@ def test_resources_the_cluster_lacks_are_a_clear_error_not_a_hang(ray_session, s
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_actor_set_up_error_reaches_the_driver_as_itself(ray_session, tmp_path):
     """The encoder actor cannot open the output (WebM cannot hold AAC): the driver gets the
     UserError itself, one line for the CLI, not a dead actor's traceback; no file is left."""
