@@ -1,4 +1,4 @@
-"""The `enhance` command: super-resolve, shrink the result back, super-resolve again, N times.
+"""The enhance loop (`facezoom enhance`, parsed in `pipeline/commands/enhance.py`): super-resolve, shrink back, again, N times.
 
 The loop from the blog that made face super-resolution zooms popular: feeding a model its own
 output again and again makes features emerge (eyes appeared in 3 of 10 iterations there). Each

@@ -1,4 +1,4 @@
-"""The `zoom` command: a camera zooming into (or out of) a face, the model supplying the detail.
+"""Zoom animations (`facezoom zoom`, parsed in `pipeline/commands/zoom.py`): a camera zooming into (or out of) a face, the model supplying the detail.
 
 Input: a picture (PNG with alpha, JPEG, WebP...), an animated GIF (it keeps playing, looped,
 while the camera moves) or a video (it keeps playing: every frame is kept at its timestamp and

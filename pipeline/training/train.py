@@ -1,4 +1,4 @@
-"""`facezoom train`: train a PFSR generator (the `ffsr` backend's model) on a folder of face photos.
+"""Training for `facezoom train` (parsed in `pipeline/commands/train.py`): train a PFSR generator (the `ffsr` backend's model) on a folder of face photos.
 
     facezoom train FACES/ -o my_pfsr.ckpt [--channels published] [--stage-iters N --fade-iters N]
     facezoom video in.mp4 -o out.mp4 --set sr.backend=ffsr --set sr.generator=my_pfsr.ckpt
