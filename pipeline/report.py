@@ -53,7 +53,7 @@ class FaceReport:
                 }
             )
 
-    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int) -> None:
+    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int, in_size: int, kept_px: float) -> None:
         if not self.enabled:
             return
         self._faces.append(
@@ -62,6 +62,9 @@ class FaceReport:
                 "track_id": crop.track_id,
                 "box": _r(crop.box),
                 "detected": crop.detected,
+                "native_px": round(crop.native_px, 1),
+                "in_size": in_size,
+                "kept_px": round(kept_px, 1),
                 "consistency": round(consistency, 6),
                 "success": success,
                 "steps": steps,

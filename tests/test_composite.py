@@ -161,7 +161,7 @@ def test_bad_inputs_raise_with_got_and_expected():
     cfg = CompositeConfig()
     with pytest.raises(ValueError, match=r"faces\[0\].image must be \[S, S, 3\] uint8, got \[128, 96, 3\]"):
         composite(frame, [face._replace(image=face.image[:, :96])], cfg)
-    with pytest.raises(ValueError, match=r"faces\[0\].image must be uint8, got float32"):
+    with pytest.raises(ValueError, match=r"faces\[0\].image must be uint8 \(a face\) or int16 \(detail\), got float32"):
         composite(frame, [face._replace(image=face.image.astype(np.float32))], cfg)
     with pytest.raises(ValueError, match=r"matrix must be \[2, 3\].*got shape \[3, 3\]"):
         composite(frame, [face._replace(matrix=np.eye(3))], cfg)

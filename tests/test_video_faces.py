@@ -11,7 +11,8 @@ from synth import audio_packets, video_frames
 @pytest.fixture(scope="module")
 def result(sample_clip, tmp_path_factory):
     out = tmp_path_factory.mktemp("video") / "out.mp4"
-    report = run(sample_clip, out, cfg=load_config(overrides=["video.preset=ultrafast"]), progress=False)
+    # Fidelity 0 (the model's face whole), so the paste shows; the default keeps these faces' pixels.
+    report = run(sample_clip, out, cfg=load_config(overrides=["video.preset=ultrafast", "sr.fidelity=0"]), progress=False)
     return sample_clip, out, report
 
 

@@ -11,6 +11,8 @@ from models.backends.classical import ClassicalBackend
 from pipeline.creative import camera as zoom
 from pipeline.commands.cli import main
 from pipeline.stages.composite import CompositeConfig
+from pipeline.config.sections import SRConfig
+from pipeline.stages.fidelity import FidelityPlanner
 from pipeline.media.stills import read_frames, read_picture
 from pipeline.creative.targets import Choice, Spot, choose_track, whole_spot
 from pipeline.creative.zoom import ZoomCamera
@@ -154,8 +156,9 @@ class _SpyBackend(ClassicalBackend):
 
 def test_each_zoom_frame_warm_starts_from_the_previous_one():
     backend = _SpyBackend(in_size=16, out_size=64)
+    replace = FidelityPlanner.for_run(SRConfig(fidelity=0.0), 1, out_size=64, any_input_size=False, default_fidelity=1.0)
     camera = ZoomCamera(backend, frame_size=(64, 64), out_size=(64, 64), max_zoom=4, composite_cfg=CompositeConfig(),
-                        pre_blur=False, seed=1)
+                        pre_blur=False, seed=1, planner=replace)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
     spot = whole_spot(64, 64, backend.out_size)
@@ -255,7 +258,8 @@ def test_zoom_at_a_point_with_no_face_heads_for_the_point(tmp_path, caplog):
     assert psnr(frames[0], cv2.resize(picture, (160, 120), interpolation=cv2.INTER_AREA)) > 40  # it starts wide
     # A point on the face still picks the face (and super-resolves it).
     closer = ZoomSettings(duration=0.5, fps=4, size=(160, 120), max_zoom=4)  # 2 output px per source px: SR detail shows
-    summary = zoom_picture(path, tmp_path / "face", cfg=load_config(), settings=closer, choice=Choice(at=(80, 120)), progress=False)
+    replace = load_config(overrides=["sr.fidelity=0"])  # (at fidelity 1 this 128-px model holds no more than the face's pixels)
+    summary = zoom_picture(path, tmp_path / "face", cfg=replace, settings=closer, choice=Choice(at=(80, 120)), progress=False)
     assert summary["track"] != POINT_TRACK and summary["sr_calls"] > 0
 
 

@@ -13,9 +13,14 @@ backend keeps nothing.
 
 Contracts (checked where data enters a backend):
 - low-res crops `lr`: `[B, 3, in_size, in_size]` float32 in [-1, 1];
+  A backend with `any_input_size` also takes any side from 4 up to below `out_size`
+  (`sr.in_size=auto` feeds each face at its own resolution);
 - high-res faces: `[B, 3, out_size, out_size]` float32 in [-1, 1];
 - `consistency`: per crop, the mean squared error between `downscale(output)` and `lr`,
   measured on the [0, 1] scale (the scale PULSE's eps = 2e-3 is defined on).
+
+`downscale_to` is the same downscaler to any size: the compositor's detail transfer
+(`pipeline/stages/fidelity.py`) splits faces into coarse and fine with it.
 """
 
 from __future__ import annotations
@@ -49,10 +54,15 @@ class SRBackend(abc.ABC):
     deterministic: bool  # same inputs and seeds give the same outputs, bit for bit
     device: torch.device
     stateful: bool = False  # a track's crop needs the state its previous crop returned (warm starts)
+    any_input_size: bool = False  # takes low-res crops of any side below out_size, not only in_size
 
     @abc.abstractmethod
+    def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        """The model's own downscaler, to any side: `[B, 3, H, W]` -> `[B, 3, size, size]`, unclamped."""
+
     def downscale(self, images: torch.Tensor) -> torch.Tensor:
-        """The model's own downscaler: `[B, 3, H, W]` in [-1, 1] -> `[B, 3, in_size, in_size]`."""
+        """The model's input: `[B, 3, H, W]` in [-1, 1] -> `[B, 3, in_size, in_size]` in [-1, 1]."""
+        return self.downscale_to(images, self.in_size).clamp(-1, 1)
 
     @abc.abstractmethod
     def super_resolve(
@@ -73,9 +83,10 @@ class SRBackend(abc.ABC):
 
     def check_lr(self, lr: torch.Tensor, states: Sequence[object], seeds: Sequence[int]) -> None:
         """Raise ValueError unless `lr`, `states` and `seeds` meet the input contract."""
-        expected = f"[B, 3, {self.in_size}, {self.in_size}]"
-        if lr.ndim != 4 or tuple(lr.shape[1:]) != (3, self.in_size, self.in_size):
-            raise ValueError(f"{self.name}: low-res crops must be {expected}, got {list(lr.shape)}")
+        side = lr.shape[-1] if self.any_input_size and lr.ndim == 4 and 4 <= lr.shape[-1] < self.out_size else self.in_size
+        if lr.ndim != 4 or tuple(lr.shape[1:]) != (3, side, side):
+            sides = f"S, S] with S in 4..{self.out_size - 1}" if self.any_input_size else f"{side}, {side}]"
+            raise ValueError(f"{self.name}: low-res crops must be [B, 3, {sides}, got {list(lr.shape)}")
         if lr.dtype != torch.float32:
             raise ValueError(f"{self.name}: low-res crops must be float32, got {lr.dtype}")
         if len(states) != lr.shape[0] or len(seeds) != lr.shape[0]:
@@ -86,8 +97,8 @@ class SRBackend(abc.ABC):
 
 
 def consistency(backend: SRBackend, images: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
-    """Per-crop MSE between `backend.downscale(images)` and `lr`, on the [0, 1] scale: `[B]`."""
-    down = backend.downscale(images)
+    """Per-crop MSE between `images` downscaled to `lr`'s size and `lr`, on the [0, 1] scale: `[B]`."""
+    down = backend.downscale_to(images, lr.shape[-1]).clamp(-1, 1)
     return ((down - lr) / 2).pow(2).flatten(1).mean(1)
 
 

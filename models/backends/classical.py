@@ -19,6 +19,7 @@ from models.backends.base import SRBackend, SRResult, TrackState, consistency
 class ClassicalBackend(SRBackend):
     name = "classical"
     deterministic = True
+    any_input_size = True
 
     def __init__(self, *, in_size: int = 16, out_size: int = 128, eps: float = 2e-3, device: str | torch.device = "cpu"):
         self.in_size = in_size
@@ -26,9 +27,8 @@ class ClassicalBackend(SRBackend):
         self.eps = eps
         self.device = torch.device(device)
 
-    def downscale(self, images: torch.Tensor) -> torch.Tensor:
-        size = (self.in_size, self.in_size)
-        return F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+    def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
 
     def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int]) -> SRResult:
         self.check_lr(lr, states, seeds)

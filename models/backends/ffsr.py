@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from models.backends.base import SRBackend, SRResult, TrackState, consistency
 from models.errors import ModelError
-from models.networks.pfsr import IN_SIZE, OUT_SIZE, PFSRGenerator, load_pfsr, progressive_downscale
+from models.networks.pfsr import IN_SIZE, LEVELS, OUT_SIZE, PFSRGenerator, load_pfsr, progressive_downscale
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +188,13 @@ class FFSRBackend(SRBackend):
         return cls(loaded.generator, step=loaded.step, alpha=loaded.alpha, out_size=out_size, eps=eps,
                    temporal_blend=temporal_blend, device=device)
 
-    def downscale(self, images: torch.Tensor) -> torch.Tensor:
-        """PFSR's own chain (-> 128 -> 64 -> 32 -> 16, 8-bit between levels): `[B, 3, H, W]` -> `[B, 3, 16, 16]`."""
-        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[2:]) < IN_SIZE:
-            raise ValueError(f"ffsr: downscale expects [B, 3, H, W] with H, W >= {IN_SIZE}, got {list(images.shape)}")
-        return progressive_downscale(images.to(self.device))
+    def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        """PFSR's own chain (-> 128 -> 64 -> 32 -> 16, 8-bit between levels), stopped at `size`:
+        `[B, 3, H, W]` -> `[B, 3, size, size]` (the levels above `size`, then `size`)."""
+        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[2:]) < size:
+            raise ValueError(f"ffsr: downscale expects [B, 3, H, W] with H, W >= {size}, got {list(images.shape)}")
+        levels = [level for level in LEVELS if level > size] + [size]
+        return progressive_downscale(images.to(self.device), levels)
 
     def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int]) -> SRResult:
         """One forward pass for the whole batch; see `SRBackend.super_resolve`. Seeds are unused (deterministic)."""

@@ -34,6 +34,7 @@ class PulseBackend(SRBackend):
 
     name = "pulse"
     stateful = True  # each track's search warm-starts from its previous frame's latents
+    any_input_size = True  # the search agrees with the input at whatever size it has
 
     def __init__(
         self,
@@ -91,11 +92,11 @@ class PulseBackend(SRBackend):
         fit = gaussian_fit(model, path, device=device)
         return cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
 
-    def downscale(self, images: torch.Tensor) -> torch.Tensor:
-        """PULSE's bicubic downscaler: `[B, 3, H, W]` in [-1, 1] -> `[B, 3, in_size, in_size]`."""
-        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[2:]) < self.in_size:
-            raise ValueError(f"pulse: downscale expects [B, 3, H, W] with H, W >= {self.in_size}, got {list(images.shape)}")
-        return bicubic_downscale(images, self.in_size).clamp(-1, 1)
+    def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        """PULSE's bicubic downscaler: `[B, 3, H, W]` -> `[B, 3, size, size]`."""
+        if images.ndim != 4 or images.shape[1] != 3 or min(images.shape[2:]) < size:
+            raise ValueError(f"pulse: downscale expects [B, 3, H, W] with H, W >= {size}, got {list(images.shape)}")
+        return bicubic_downscale(images, size)
 
     def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int]) -> SRResult:
         """One PULSE search per crop; see `SRBackend.super_resolve` for the contract."""

@@ -16,8 +16,17 @@ def report_skipped(skipped: int, total: int) -> int:
     return 0
 
 
-def say_backend_note(cfg, *, quiet: bool) -> None:
-    """What the CLI says before a run on the classical backend, which invents nothing (unless -q)."""
-    if not quiet and cfg.sr.backend == "classical":
-        print("facezoom: note: sr.backend=classical enlarges faces with bicubic interpolation and invents no detail; "
-              "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution", file=sys.stderr)
+def say_backend_note(cfg, *, quiet: bool, fidelity: float = 1.0) -> None:
+    """What the CLI says before a run on the classical backend, which invents nothing (unless -q).
+
+    `fidelity`: the command's default for `sr.fidelity`."""
+    if quiet or cfg.sr.backend != "classical":
+        return
+    w = fidelity if cfg.sr.fidelity is None else cfg.sr.fidelity
+    if w > 0:
+        what = "faces keep their own pixels (enlarged bicubically where the output is larger)"
+    else:
+        seen = "own-resolution" if cfg.sr.in_size == "auto" else f"{cfg.sr.in_size}x{cfg.sr.in_size}"
+        what = f"faces are replaced by a bicubic enlargement of their {seen} version (sr.fidelity=0)"
+    print(f"facezoom: note: sr.backend=classical invents no detail: {what}; "
+          "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution", file=sys.stderr)

@@ -65,7 +65,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     batch = source.is_dir()
     pictures = _pictures(source, output, grid_path)
     pre_blur = args.pre_blur or cfg.sr.pre_blur
-    say_backend_note(cfg, quiet=args.quiet)
+    say_backend_note(cfg, quiet=args.quiet, fidelity=0.0)
     backend = None
     names = batch_names(pictures) if batch else {}
     skipped = 0

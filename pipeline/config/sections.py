@@ -146,7 +146,7 @@ class SRConfig:
     generator: str | None = None  # a registry name (`weights list`) or a local checkpoint path
     device: str = "auto"  # 'auto' = CUDA when present, else CPU
     batch_size: int = 8  # crops per model call; bigger keeps a GPU busier
-    in_size: int = 16  # the low-res crop side the model sees (PULSE and PFSR were built for 16)
+    in_size: int | Literal["auto"] = 16  # the low-res side the model sees; auto = each face's own resolution (16 up)
     out_size: int | None = None  # high-res face side; None = the backend's natural size
     steps: int = 100  # PULSE: optimisation steps for a cold start (the paper's budget)
     warm_steps: int = 20  # PULSE: steps for a frame warm-started from its track's previous one
@@ -154,15 +154,18 @@ class SRConfig:
     temporal_weight: float = 0.0  # PULSE: lambda of the prior |w_t - w_{t-1}|^2 on warm frames
     temporal_blend: float = 0.0  # feed-forward: weight of the previous frame's output (0 = off)
     pre_blur: bool = False  # up-then-down resize before the model's downscaler (gives room to invent)
+    fidelity: float | None = None  # 1 = keep all the source's detail, 0 = the model's face whole; None = the command's default
     seed: int = 0  # base seed; each track's seed is derived from it and the track id
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 4 <= self.in_size <= 256:
-            raise ValueError(f"in_size must be in 4..256, got {self.in_size}")
-        if self.out_size is not None and not self.in_size < self.out_size <= 2048:
-            raise ValueError(f"out_size must be in {self.in_size + 1}..2048 (larger than in_size), got {self.out_size}")
+        if self.in_size != "auto" and not 4 <= self.in_size <= 256:
+            raise ValueError(f"in_size must be 'auto' or in 4..256, got {self.in_size}")
+        if self.out_size is not None and not self.base_in_size < self.out_size <= 2048:
+            raise ValueError(f"out_size must be in {self.base_in_size + 1}..2048 (larger than in_size), got {self.out_size}")
+        if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in 0..1 (or null for the command's default), got {self.fidelity}")
         if self.steps < 1 or self.warm_steps < 1:
             raise ValueError(f"steps and warm_steps must be >= 1, got {self.steps} and {self.warm_steps}")
         if not self.eps > 0:
@@ -173,6 +176,14 @@ class SRConfig:
             raise ValueError(f"temporal_blend must be in [0, 1), got {self.temporal_blend}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    @property
+    def base_in_size(self) -> int:
+        """The backend's own input side: `in_size`, or 16 (the floor) for auto."""
+        return AUTO_IN_FLOOR if self.in_size == "auto" else self.in_size
+
+
+AUTO_IN_FLOOR = 16  # sr.in_size=auto never feeds a model less than this (PULSE's and PFSR's own size)
 
 
 # ---- the settings of pipeline/stages/composite.py

@@ -189,12 +189,17 @@ def blend_detail(
 ) -> np.ndarray:
     """`image` (an output frame) with the super-resolved `face` blended in at `weight`.
 
-    face: `[S, S, 3] uint8`; face_matrix: `[2, 3]` output pixels -> face pixels. The face is
-    pasted with the compositor's feathered mask, then mixed with `image` by `weight`.
+    face: `[S, S, 3] uint8` (the model's face, pasted with the compositor's feathered mask, then
+    mixed with `image` by `weight`) or `int16` detail (`pipeline/stages/fidelity.py`: added to
+    `image`, scaled by `weight`); face_matrix: `[2, 3]` output pixels -> face pixels.
     """
     if weight <= 0.0:
         return image
-    pasted = composite(image, [PasteFace(face_matrix, face, 0, None)], dataclasses.replace(cfg, scale=1, draw_boxes=False))
+    cfg = dataclasses.replace(cfg, scale=1, draw_boxes=False, side_by_side=False)
+    if face.dtype == np.int16:
+        faded = np.rint(face * min(1.0, float(weight))).astype(np.int16)
+        return composite(image, [PasteFace(face_matrix, faded, 0, None)], cfg)
+    pasted = composite(image, [PasteFace(face_matrix, face, 0, None)], cfg)
     if weight >= 1.0:
         return pasted
     return cv2.addWeighted(pasted, float(weight), image, 1.0 - float(weight), 0.0)

@@ -114,6 +114,7 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
               disable=not progress, dynamic_ncols=True, leave=False) as bar:
         for frame, spot in zip(frames, spots):
             lr, _ = targets.face_input(backend, frame, spot.matrix, pre_blur=pre_blur)  # [1, 3, in, in]
+            keep = _keeper(backend, frame, spot.matrix, cfg.sr)
             shown = to_images(lr)[0]
             inputs.append(cv2.resize(shown, (size, size), interpolation=cv2.INTER_NEAREST))
             per_sample: list[list[np.ndarray]] = [[] for _ in range(samples)]
@@ -127,12 +128,35 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
                     on_iteration=lambda: bar.update(1),
                 )
                 for i, out in enumerate(loop.outputs):
-                    for k, image in zip(ks, to_images(out)):
+                    for k, image in zip(ks, to_images(keep(out))):
                         per_sample[k].append(image)
                     next_states[i].extend(loop.states[i])
             states = next_states  # stateless backends return None states: every pass starts cold
             results.append(per_sample)
     return Enhanced(inputs, results, list(picture.durations))
+
+
+def _keeper(backend, frame: np.ndarray, matrix: np.ndarray, sr_cfg):
+    """What each pass's faces become for the picture: the model's faces whole (fidelity 0, this
+    command's default: the loop's point is the model's own invention), or, with `sr.fidelity`
+    above 0, the source's face up to the kept resolution and the model's detail above it
+    (`pipeline/stages/fidelity.py`). The loop itself always runs on the model's faces."""
+    if not sr_cfg.fidelity:
+        return lambda faces: faces
+    import torch
+
+    from pipeline.stages.align import warp_face
+    from pipeline.stages.fidelity import FidelityPlanner, keep_source, native_px
+
+    size = backend.out_size
+    plan = FidelityPlanner.for_run(sr_cfg, 1, out_size=size, any_input_size=False, default_fidelity=0.0)(native_px(matrix, size))
+    crop = torch.from_numpy(warp_face(frame, matrix, size)).permute(2, 0, 1)[None].float().to(backend.device) / 127.5 - 1
+
+    def keep(faces: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return keep_source(backend, crop.expand(len(faces), -1, -1, -1), faces.to(backend.device), [plan.kept_px] * len(faces))
+
+    return keep
 
 
 def strip(images: Sequence[np.ndarray], *, gap: int = GAP) -> np.ndarray:

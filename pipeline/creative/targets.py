@@ -183,8 +183,9 @@ def takes_as_is(image: np.ndarray, backend: SRBackend) -> bool:
     return image.shape[:2] == (backend.in_size, backend.in_size)
 
 
-def face_input(backend: SRBackend, image: np.ndarray, matrix: np.ndarray, *, pre_blur: bool) -> tuple[torch.Tensor, np.ndarray]:
-    """The model's low-res input for the face `matrix` places in `image`: `[1, 3, in, in]` float32 in [-1, 1].
+def face_input(backend: SRBackend, image: np.ndarray, matrix: np.ndarray, *, pre_blur: bool, size: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """The model's low-res input for the face `matrix` places in `image`: `[1, 3, size, size]` float32
+    in [-1, 1] (`size`: the backend's `in_size` unless given).
 
     Also returns the aligned crop `[out, out, 3] uint8` it was made from. A picture of exactly
     `in_size` pixels is taken as it is (`pre_blur` still applies).
@@ -198,7 +199,7 @@ def face_input(backend: SRBackend, image: np.ndarray, matrix: np.ndarray, *, pre
             crop = np.asarray(image)
             return lr.float().contiguous(), crop
         crop = warp_face(image, matrix, backend.out_size)
-        return low_res(backend, [crop], pre_blur=pre_blur), crop
+        return low_res(backend, [crop], pre_blur=pre_blur, size=size), crop
 
 
 def _box(box: np.ndarray) -> str:

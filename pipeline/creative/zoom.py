@@ -80,12 +80,18 @@ class ZoomCamera:
 
     The target is one track: each super-resolution starts from the state the previous one
     returned (PULSE: its latents), so successive frames show the same invented face.
+
+    Fidelity (`planner`, `pipeline/stages/fidelity.py`): at the default 1 the view is the real
+    picture until the camera magnifies the face past what its source pixels hold; from there
+    the model adds only the detail above the face's resolution, faded in by `detail_weight`. At
+    0 the model's face replaces the real one as the camera closes in.
     """
 
-    def __init__(self, backend, *, frame_size, out_size, max_zoom: float, composite_cfg, pre_blur: bool, seed: int):
+    def __init__(self, backend, *, frame_size, out_size, max_zoom: float, composite_cfg, pre_blur: bool, seed: int, planner):
         from pipeline.creative.camera import magnification, wide_view
 
         self.backend, self.frame_size, self.out_size, self.max_zoom = backend, frame_size, out_size, max_zoom
+        self.planner = planner
         self.composite_cfg, self.pre_blur, self.seed = composite_cfg, pre_blur, seed
         self.wide_magnification = magnification(wide_view(frame_size, out_size), out_size)
         self.state = None
@@ -103,27 +109,41 @@ class ZoomCamera:
         centre = ((spot.box[0] + spot.box[2]) / 2, (spot.box[1] + spot.box[3]) / 2)
         view = zoom.camera_view(frame_size=self.frame_size, out_size=self.out_size, target=centre, tight=tight, zoom=zf)
         out = zoom.render_view(image, view, self.out_size)
-        weight = zoom.detail_weight(zoom.magnification(view, self.out_size), wide_magnification=self.wide_magnification)
+        mag = zoom.magnification(view, self.out_size)
+        weight = zoom.detail_weight(mag, wide_magnification=self.wide_magnification)
         if weight > 0 and spot.matrix is not None:  # a free point (--at with no face there) has no face to add
-            face = self._face(image, spot)
-            out = zoom.blend_detail(out, face, zoom.face_to_output(spot.matrix, view, self.out_size), weight=weight, cfg=self.composite_cfg)
+            from pipeline.stages.fidelity import native_px
+
+            plan = self.planner(native_px(spot.matrix, self.backend.out_size), scale=mag)
+            if not plan.keep:  # else the view still shows all the model could add
+                face = self._face(image, spot, plan)
+                out = zoom.blend_detail(out, face, zoom.face_to_output(spot.matrix, view, self.out_size), weight=weight, cfg=self.composite_cfg)
         return out
 
-    def _face(self, image: np.ndarray, spot) -> np.ndarray:
+    def _face(self, image: np.ndarray, spot, plan) -> np.ndarray:
+        """The model's face (fidelity 0) or the detail to add (`pipeline/stages/fidelity.py`)."""
         import torch
 
         from pipeline.creative.targets import face_input
+        from pipeline.stages.align import warp_face
+        from pipeline.stages.fidelity import to_detail, transfer
         from pipeline.stages.superres import solve, to_images
 
-        lr, _ = face_input(self.backend, image, spot.matrix, pre_blur=self.pre_blur)
+        lr, _ = face_input(self.backend, image, spot.matrix, pre_blur=self.pre_blur, size=plan.in_size)
         if self._last is not None and torch.equal(lr, self._last[0]):
-            return self._last[1]  # the same input as the last frame: its warm start would return the same face
-        result, states = solve(self.backend, lr, [self.state], [self.seed])
-        self.state = states[0]
-        self.sr_calls += 1
-        face = to_images(result.images)[0]
-        self._last = (lr, face)
-        return face
+            images = self._last[1]  # the same input as the last frame: its warm start would return the same face
+        else:
+            result, states = solve(self.backend, lr, [self.state], [self.seed])
+            self.state, images = states[0], result.images
+            self.sr_calls += 1
+            self._last = (lr, images)
+        if plan.replace:
+            return to_images(images)[0]
+        crop = warp_face(image, spot.matrix, self.backend.out_size)
+        source = torch.from_numpy(crop).permute(2, 0, 1)[None].float().to(self.backend.device) / 127.5 - 1
+        with torch.no_grad():
+            detail, _ = transfer(self.backend, source, images.to(self.backend.device), [plan.kept_px])
+        return to_detail(detail)[0]
 
 
 def _target_spots(frames, *, backend, cfg, whole: bool, choice, source: str, progress: bool, total: int | None):
@@ -194,7 +214,7 @@ def zoom_picture(input_path, output_path, *, cfg, settings: ZoomSettings, choice
     starts = np.concatenate([[0.0], np.cumsum(picture.durations)[:-1]])  # each source frame's start, s
     loop = float(sum(picture.durations))
     camera = ZoomCamera(backend, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom, pre_blur=cfg.sr.pre_blur,
-                        composite_cfg=_composite_cfg(cfg, whole), seed=_seed(cfg, track))
+                        composite_cfg=_composite_cfg(cfg, whole), seed=_seed(cfg, track), planner=_planner(cfg, backend))
     with open_animation(output_path, width=out_size[0], height=out_size[1], time_base=1 / rate, rate=rate, video_cfg=cfg.video) as out, \
             tqdm(total=len(positions), unit="frame", desc="zoom", disable=not progress, dynamic_ncols=True) as bar:
         for k, p in enumerate(positions):
@@ -244,7 +264,7 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     out_size = settings.size or (w, h)
     max_zoom = _max_zoom(settings, spots, (w, h), out_size)
     camera = ZoomCamera(backend, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom, pre_blur=cfg.sr.pre_blur,
-                        composite_cfg=_composite_cfg(cfg, settings.whole), seed=_seed(cfg, track))
+                        composite_cfg=_composite_cfg(cfg, settings.whole), seed=_seed(cfg, track), planner=_planner(cfg, backend))
     # 2. Second pass: render and write each frame at its own timestamp.
     written = 0
     with VideoReader(input_path, threads=cfg.video.decode_threads) as reader, \
@@ -277,6 +297,12 @@ def _check_duration(duration: float, length: float) -> None:
 def _composite_cfg(cfg, whole: bool):
     # A whole picture is all face: paste its square, not the face ellipse.
     return dataclasses.replace(cfg.composite, scale=1, mask="square") if whole else dataclasses.replace(cfg.composite, scale=1)
+
+
+def _planner(cfg, backend):
+    from pipeline.stages.fidelity import FidelityPlanner
+
+    return FidelityPlanner.for_run(cfg.sr, 1, out_size=backend.out_size, any_input_size=backend.any_input_size, default_fidelity=1.0)
 
 
 def _seed(cfg, track: int) -> int:

@@ -35,6 +35,7 @@ from pipeline.engines.ray_actors import DecodeActor, EncodeActor, SRActor, Track
 from pipeline.errors import UserError
 from pipeline.report import FaceReport
 from pipeline.stages.chunk import TrackedChunk, finish_batch, schedule_chunk
+from pipeline.stages.fidelity import FidelityPlanner
 from pipeline.stages.scheduler import Batch, CropScheduler
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,9 @@ class _Driver:
     def __init__(self, cfg, actors: _Actors, scheduler: CropScheduler, report: FaceReport, bar, hooks):
         self.cfg, self.actors, self.scheduler, self.report, self.bar, self.hooks = cfg, actors, scheduler, report, bar, hooks
         self.pool = list(actors.pool)
+        sr = actors.pool_info[0]
+        self.plan = FidelityPlanner.for_run(cfg.sr, cfg.composite.scale, out_size=sr["out_size"],
+                                            any_input_size=sr["any_input_size"], default_fidelity=1.0)
         self.chunk_size, self.limit = cfg.engine.chunk, cfg.engine.max_frames_in_flight
         self.chunks: deque[_Chunk] = deque()
         self.waiting: dict[Any, tuple[str, Any]] = {}  # object ref -> (what it is, its context)
@@ -253,7 +257,8 @@ class _Driver:
                 if batch is None:
                     break
                 crops = [job.payload.crop for job in batch.jobs]  # object refs: Ray hands the actor their pixels
-                summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], self.cfg.sr.pre_blur, *crops)
+                plans = [self.plan(job.payload.native_px) for job in batch.jobs]
+                summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], plans, self.cfg.sr.pre_blur, *crops)
                 self.dispatched += 1
                 self.waiting[summary_ref] = ("sr", _Dispatch(actor, batch, faces_ref, self.dispatched))
                 self.load[id(actor)] += 1

@@ -110,15 +110,15 @@ class SRActor:
         b = self._backend
         context = ray.get_runtime_context()
         return {
-            "name": b.name, "out_size": b.out_size, "stateful": b.stateful, "device": str(b.device),
+            "name": b.name, "out_size": b.out_size, "stateful": b.stateful, "any_input_size": b.any_input_size, "device": str(b.device),
             "node": context.get_node_id(), "resources": context.get_assigned_resources(),
         }
 
     @ray.method(num_returns=2)
-    def run(self, states: list, seeds: list[int], pre_blur: bool, *crops: np.ndarray):
+    def run(self, states: list, seeds: list[int], plans: list, pre_blur: bool, *crops: np.ndarray):
         """Step 2b on one batch: (the result without its faces, busy seconds), and the faces as their own object."""
         start = time.perf_counter()
-        result = run_batch(self._backend, crops, states, seeds, pre_blur=pre_blur)
+        result = run_batch(self._backend, crops, states, seeds, pre_blur=pre_blur, plans=plans)
         return (dataclasses.replace(result, faces=[]), time.perf_counter() - start), result.faces
 
 

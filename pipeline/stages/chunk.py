@@ -28,6 +28,7 @@ from pipeline.media.reader import Frame
 from pipeline.report import FaceReport
 from pipeline.stages.composite import PasteFace, composite
 from pipeline.stages.faces import FaceAnalyzer, FaceCrop, FrameDetections
+from pipeline.stages.fidelity import FidelityPlanner
 from pipeline.stages.scheduler import Batch, CropJob, CropScheduler, crop_seed
 from pipeline.stages.superres import BatchResult, create_backend, run_batch
 from pipeline.stages.track import TrackRecord
@@ -64,7 +65,8 @@ def finish_batch(scheduler: CropScheduler, report: FaceReport, batch: Batch, res
     """Step 2c: commit a super-resolved batch's track states and report its faces."""
     scheduler.commit(batch, result.states)
     for i, job in enumerate(batch.jobs):
-        report.add_face(job.payload, consistency=result.consistency[i], success=result.success[i], steps=result.steps[i])
+        report.add_face(job.payload, consistency=result.consistency[i], success=result.success[i], steps=result.steps[i],
+                        in_size=result.in_sizes[i], kept_px=result.kept_px[i])
 
 
 def composite_chunk(
@@ -73,7 +75,8 @@ def composite_chunk(
     face_of: Callable[[FaceCrop], np.ndarray],
     cfg,
 ) -> list[np.ndarray]:
-    """Step 3: each frame with its faces pasted back; `face_of(crop)` is the crop's super-resolved face."""
+    """Step 3: each frame with its faces pasted back; `face_of(crop)` is what `run_batch` made for the
+    crop (a face, detail or None: see `pipeline/stages/composite.py`)."""
     return [
         composite(frame.image, [PasteFace(c.matrix, face_of(c), c.track_id, c.box) for c in frame_crops], cfg)
         for frame, frame_crops in zip(frames, crops, strict=True)
@@ -114,6 +117,8 @@ class FaceProcessor:
         self.backend = create_backend(cfg.sr)
         self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size)
         self.scheduler = CropScheduler(stateful=self.backend.stateful, batch_size=cfg.sr.batch_size)
+        self.plan = FidelityPlanner.for_run(cfg.sr, cfg.composite.scale, out_size=self.backend.out_size,
+                                            any_input_size=self.backend.any_input_size, default_fidelity=1.0)
         self.report = FaceReport(enabled=report)
 
     def __call__(self, frames: Sequence[Frame], timer: StageTimer) -> list[np.ndarray]:
@@ -125,7 +130,8 @@ class FaceProcessor:
             schedule_chunk(self.scheduler, tracked, seed=self.cfg.sr.seed)
             while (batch := self.scheduler.next_batch()) is not None:
                 crops = [job.payload.crop for job in batch.jobs]
-                result = run_batch(self.backend, crops, batch.states, [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur)
+                plans = [self.plan(job.payload.native_px) for job in batch.jobs]
+                result = run_batch(self.backend, crops, batch.states, [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur, plans=plans)
                 finish_batch(self.scheduler, self.report, batch, result)
                 faces.update(((job.frame_index, job.track_id), face) for job, face in zip(batch.jobs, result.faces))
         with timer("composite"):

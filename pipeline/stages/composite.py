@@ -10,9 +10,15 @@ Optionally each face's colour is matched to the frame: per channel, the face's m
 standard deviation under the mask are moved to those of the original pixels it replaces (the
 low-res face), which removes the colour casts some models add.
 
+A face arrives in one of three forms (what `pipeline/stages/fidelity.py` decided for it):
+- a face `[S, S, 3] uint8` replaces the pixels under its mask (fidelity 0, the model's face whole);
+- detail `[S, S, 3] int16`, signed, on the 0..255 scale, is added to the frame under its mask:
+  the frame's own pixels (at the output scale) stay, and the face gains the model's fine detail;
+- None: the face keeps its pixels (only its box is drawn, with `draw_boxes`).
+
 Inputs per face (`PasteFace`, or any 4-tuple in this order):
 - matrix: `[2, 3]` float64, source pixels -> crop pixels of a crop of side S;
-- image: `[S, S, 3] uint8` RGB, the high-res face; S is the size the matrix was made for. For a
+- image: the face, its detail or None, as above; S is the size the matrix was made for. For a
   matrix made for another crop size C, rescale it first: `compose(resize_matrix(S / C), matrix)`
   (both in `pipeline/stages/align.py`);
 - track_id: int, and box: `x0, y0, x1, y1` in source pixels or None (for `draw_boxes`).
@@ -34,7 +40,7 @@ _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos
 
 class PasteFace(NamedTuple):
     matrix: np.ndarray  # [2, 3] float64: source pixels -> pixels of this face image
-    image: np.ndarray  # [S, S, 3] uint8 RGB
+    image: np.ndarray | None  # [S, S, 3] uint8 RGB (replaces), int16 (detail, added) or None (kept)
     track_id: int
     box: np.ndarray | None  # [4] x0, y0, x1, y1 in source pixels (for draw_boxes)
 
@@ -78,11 +84,13 @@ def _check_face(i: int, face: Sequence) -> PasteFace:
         raise ValueError(f"faces[{i}] must be (matrix, image, track_id, box), got {len(face)} items")
     matrix, image, track_id, box = face
     matrix = check_matrix(matrix)
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
+    if image is None:
+        pass
+    elif not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
         got = list(image.shape) if isinstance(image, np.ndarray) else type(image).__name__
         raise ValueError(f"faces[{i}].image must be [S, S, 3] uint8, got {got}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"faces[{i}].image must be uint8, got {image.dtype}")
+    elif image.dtype not in (np.uint8, np.int16):
+        raise ValueError(f"faces[{i}].image must be uint8 (a face) or int16 (detail), got {image.dtype}")
     if box is not None:
         box = np.asarray(box, dtype=np.float64)
         if box.shape != (4,):
@@ -125,6 +133,8 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
     out_h, out_w = out.shape[:2]
 
     for face in checked:
+        if face.image is None:
+            continue
         size = face.image.shape[0]
         crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
         # 2. The rectangle the mask lands on, clipped to the frame.
@@ -137,7 +147,8 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
         if x1 <= x0 or y1 <= y0:
             continue
         # 3. A face much larger than its footprint is area-shrunk first, so the warp cannot alias.
-        image, local = face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
+        detail = face.image.dtype == np.int16
+        image, local = face.image.astype(np.float32) if detail else face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
         ratio = matrix_scale(crop_to_out)
         if ratio < 0.5:
             small = max(8, int(np.ceil(size * ratio * 1.5)))
@@ -150,9 +161,12 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
         alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         region = out[y0:y1, x0:x1].astype(np.float32)
         warped = warped.astype(np.float32)
-        if cfg.color_match:
-            warped = _match_colour(warped, region, alpha)
-        blended = region + alpha[..., None] * (warped - region)
+        if detail:
+            blended = region + alpha[..., None] * warped
+        else:
+            if cfg.color_match:
+                warped = _match_colour(warped, region, alpha)
+            blended = region + alpha[..., None] * (warped - region)
         out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
     if cfg.draw_boxes:

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.stages.align import check_frame, similarity_transform, warp_face
+from pipeline.stages.fidelity import native_px
 from pipeline.stages.detect import DetectConfig, Detections, FaceDetector
 from pipeline.stages.track import FaceTracker, TrackConfig, TrackRecord
 
@@ -42,6 +43,7 @@ class FaceCrop:
     crop: np.ndarray  # [crop_size, crop_size, 3] uint8 RGB, FFHQ framing
     score: float  # score of the track's latest detection
     detected: bool  # a detection matched the face on this frame (else it was tracked)
+    native_px: float  # source pixels across the crop: the real detail the face holds (fidelity.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,7 @@ class FaceAnalyzer:
                         crop=warp_face(frame, matrix, self.crop_size),
                         score=face.score,
                         detected=face.detected,
+                        native_px=native_px(matrix, self.crop_size),
                     )
                 )
             self.seconds["align"] += time.perf_counter() - start

@@ -2,8 +2,8 @@
 
 `SRConfig` is the `sr` section of the pipeline config; `create_backend` builds the backend it
 names (`BUILDERS`: one builder per name, each importing its backend only when called);
-`run_batch` turns aligned face crops into super-resolved faces through the backend's own
-downscaler. Both engines call these. The backends themselves live in `models/` and know
+`run_batch` turns aligned face crops into what the compositor pastes, through the backend's
+own downscaler and the detail transfer of `pipeline/stages/fidelity.py`. Both engines call these. The backends themselves live in `models/` and know
 nothing of video or Ray.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import defaultdict
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from models.backends.base import SRBackend, TrackState, resolve_device
 from pipeline.config.sections import SRConfig
+from pipeline.stages.fidelity import FacePlan, replacement, to_detail, transfer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def _classical(cfg: SRConfig, device: torch.device) -> SRBackend:
 
     if cfg.generator is not None:
         log.warning("sr.generator=%s is ignored by the classical backend", cfg.generator)
-    return ClassicalBackend(in_size=cfg.in_size, out_size=cfg.out_size or 128, eps=cfg.eps, device=device)
+    return ClassicalBackend(in_size=cfg.base_in_size, out_size=cfg.out_size or 128, eps=cfg.eps, device=device)
 
 
 def _pulse(cfg: SRConfig, device: torch.device) -> SRBackend:
@@ -46,7 +48,7 @@ def _pulse(cfg: SRConfig, device: torch.device) -> SRBackend:
     return PulseBackend.from_settings(
         generator=cfg.generator,
         device=device,
-        in_size=cfg.in_size,
+        in_size=cfg.base_in_size,
         out_size=cfg.out_size,
         steps=cfg.steps,
         warm_steps=cfg.warm_steps,
@@ -61,7 +63,7 @@ def _ffsr(cfg: SRConfig, device: torch.device) -> SRBackend:
     return FFSRBackend.from_settings(
         generator=cfg.generator,
         device=device,
-        in_size=cfg.in_size,
+        in_size=cfg.base_in_size,
         out_size=cfg.out_size,
         eps=cfg.eps,
         temporal_blend=cfg.temporal_blend,
@@ -82,25 +84,35 @@ BUILDERS: dict[str, Callable[[SRConfig, torch.device], SRBackend]] = {
 class BatchResult:
     """The super-resolved faces of one batch, ready to composite and to report."""
 
-    faces: list[np.ndarray]  # per crop: [out_size, out_size, 3] uint8 RGB
+    faces: list[np.ndarray | None]  # per crop: what to paste (see pipeline/stages/composite.py): a face
+    # [S, S, 3] uint8 that replaces the source's, detail [S, S, 3] int16 added to it, or None: keep it
     states: list[TrackState | None]
-    consistency: list[float]
+    consistency: list[float]  # at the kept resolution (fidelity 0: at the model's input)
     success: list[bool]
     steps: list[int]
+    in_sizes: list[int]  # the side the model saw, per crop
+    kept_px: list[float]  # the kept resolution, per crop
 
 
-def low_res(backend: SRBackend, crops: Sequence[np.ndarray], *, pre_blur: bool) -> torch.Tensor:
-    """Aligned `[S, S, 3] uint8` crops -> the model's input `[B, 3, in, in]` float32 in [-1, 1].
+def low_res(backend: SRBackend, crops: Sequence[np.ndarray], *, pre_blur: bool, size: int | None = None) -> torch.Tensor:
+    """Aligned `[S, S, 3] uint8` crops -> the model's input `[B, 3, size, size]` float32 in [-1, 1]
+    (`size`: the backend's `in_size` unless given).
 
     Always through the backend's own downscaler. `pre_blur` first shrinks and re-enlarges the
     crop (the blog's 128 -> 16 trick): a softer input leaves the model room to invent.
     """
-    images = torch.from_numpy(np.stack(crops)).to(backend.device).permute(0, 3, 1, 2).float() / 127.5 - 1
-    lr = backend.downscale(images)  # [B, 3, in, in]
+    size = backend.in_size if size is None else size
+    images = _tensor(backend, crops)
+    lr = backend.downscale_to(images, size).clamp(-1, 1)  # [B, 3, size, size]
     if pre_blur:
-        size = images.shape[-1]
-        lr = backend.downscale(F.interpolate(lr, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1))
+        side = images.shape[-1]
+        lr = F.interpolate(lr, size=(side, side), mode="bicubic", align_corners=False).clamp(-1, 1)
+        lr = backend.downscale_to(lr, size).clamp(-1, 1)
     return lr.float().contiguous()
+
+
+def _tensor(backend: SRBackend, crops: Sequence[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(crops)).to(backend.device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def run_batch(
@@ -110,24 +122,44 @@ def run_batch(
     seeds: Sequence[int],
     *,
     pre_blur: bool = False,
+    plans: Sequence[FacePlan] | None = None,
 ) -> BatchResult:
-    """Super-resolve aligned crops (each `[out_size, out_size, 3] uint8`) in one backend call."""
+    """Super-resolve aligned crops (each `[out_size, out_size, 3] uint8`) and make what to paste.
+
+    `plans` (one per crop, `pipeline/stages/fidelity.py`) say at which side the model sees each
+    face, up to which resolution the source is kept, and which faces need no model at all; by
+    default every face is fed at `in_size` and replaced whole. A kept face's track state passes
+    through unchanged. Crops seen at the same side go to the model in one call.
+    """
     for crop in crops:
         if crop.shape != (backend.out_size, backend.out_size, 3) or crop.dtype != np.uint8:
             raise ValueError(
                 f"aligned crops must be [{backend.out_size}, {backend.out_size}, 3] uint8, "
                 f"got {list(crop.shape)} {crop.dtype}"
             )
-    with torch.no_grad():
-        lr = low_res(backend, crops, pre_blur=pre_blur)
-    result, new_states = solve(backend, lr, states, seeds)
-    return BatchResult(
-        faces=to_images(result.images),
-        states=new_states,
-        consistency=[float(c) for c in result.consistency],
-        success=[bool(s) for s in result.success],
-        steps=[int(s) for s in result.steps],
-    )
+    plans = list(plans) if plans is not None else [replacement(backend.in_size)] * len(crops)
+    n = len(crops)
+    out = BatchResult([None] * n, list(states), [0.0] * n, [True] * n, [0] * n,
+                      [p.in_size for p in plans], [p.kept_px for p in plans])
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, plan in enumerate(plans):
+        if not plan.keep:
+            groups[plan.in_size].append(i)
+    for size, rows in groups.items():
+        with torch.no_grad():
+            lr = low_res(backend, [crops[i] for i in rows], pre_blur=pre_blur, size=size)
+        result, new_states = solve(backend, lr, [states[i] for i in rows], [seeds[i] for i in rows])
+        kept = [backend.out_size if plans[i].replace else plans[i].kept_px for i in rows]  # a replaced face needs no split
+        with torch.no_grad():
+            detail, drift = transfer(backend, _tensor(backend, [crops[i] for i in rows]), result.images.to(backend.device), kept)
+        faces, details = to_images(result.images), to_detail(detail)
+        for j, i in enumerate(rows):
+            replace = plans[i].replace
+            out.faces[i] = faces[j] if replace else details[j]
+            out.states[i] = new_states[j]
+            out.consistency[i] = float(result.consistency[j] if replace else drift[j])
+            out.success[i], out.steps[i] = bool(result.success[j]), int(result.steps[j])
+    return out
 
 
 def solve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | None], seeds: Sequence[int]):

@@ -1,0 +1,179 @@
+"""Fidelity (`pipeline/stages/fidelity.py`): a face the tool touches keeps its real detail.
+
+On real public-domain faces (scikit-image's astronaut, matplotlib's Grace Hopper), at sizes
+from a portrait to a face in a crowd: with the defaults no face comes out blurrier than it went
+in; `sr.fidelity=0` is the full replacement; a model that invents detail adds it only above
+the kept resolution and agrees with the source below it.
+"""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from matplotlib import cbook
+from PIL import Image
+
+from models.backends.classical import ClassicalBackend
+from pipeline.config import load_config
+from pipeline.config.sections import SRConfig
+from pipeline.media.reader import Frame
+from pipeline.media.sample import astronaut
+from pipeline.stages.chunk import FaceProcessor, StageTimer
+from pipeline.stages.composite import PasteFace, composite
+from pipeline.stages.fidelity import MARGIN, FidelityPlanner, native_px
+from pipeline.stages.superres import run_batch
+
+
+def _hopper() -> np.ndarray:
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+def _shrunk(image: np.ndarray, factor: float) -> np.ndarray:
+    return cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+
+
+# A portrait, a face of about 100 px and one of about 45 px (a crowd's), on two real photos.
+PICTURES = {
+    "astronaut": lambda: astronaut(),
+    "hopper": _hopper,
+    "astronaut/2": lambda: _shrunk(astronaut(), 0.5),
+    "hopper/3": lambda: _shrunk(_hopper(), 1 / 3),
+    "astronaut/4": lambda: _shrunk(astronaut(), 0.25),
+}
+
+
+def sharpness(image: np.ndarray, box) -> float:
+    """Variance of the Laplacian inside `box` (x0, y0, x1, y1): the usual focus measure."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    grey = cv2.cvtColor(image[max(0, y0):y1, max(0, x0):x1], cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def process(image: np.ndarray, *overrides: str, backend=None):
+    """One picture through the face stages as `facezoom video` runs them: (output, its face's report entry)."""
+    processor = FaceProcessor(load_config(overrides=list(overrides)))
+    if backend is not None:
+        processor.backend = backend
+    out = processor([Frame(image, 0, 1, 0)], StageTimer())[0]
+    faces = processor.finish()["faces"]
+    assert len(faces) == 1, f"expected one face, found {len(faces)}"
+    return out, faces[0], processor
+
+
+@pytest.mark.parametrize("name", PICTURES)
+def test_with_the_defaults_no_face_comes_out_blurrier(name):
+    image = PICTURES[name]()
+    out, face, _ = process(image)
+    assert sharpness(out, face["box"]) >= 0.95 * sharpness(image, face["box"])
+    assert face["in_size"] == 16 and face["native_px"] > 0
+
+
+@pytest.mark.parametrize("name", PICTURES)
+def test_at_scale_2_faces_are_as_sharp_as_a_plain_bicubic_enlargement(name):
+    image = PICTURES[name]()
+    out, face, _ = process(image, "composite.scale=2")
+    box = np.array(face["box"]) * 2
+    bicubic = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    assert sharpness(out, box) >= 0.95 * sharpness(bicubic, box)
+
+
+def test_fidelity_0_is_the_full_replacement():
+    image = PICTURES["astronaut/2"]()
+    out, face, processor = process(image, "sr.fidelity=0")
+    assert face["kept_px"] == face["in_size"] == 16
+    # What the engine pasted is what the model made from the 16x16 input, whole.
+    crop = processor.analyzer.__class__(load_config().detect, load_config().track, crop_size=128).process([image], 0)[0][0]
+    whole = run_batch(processor.backend, [crop.crop], [None], [0]).faces[0]
+    assert whole.dtype == np.uint8
+    np.testing.assert_array_equal(out, composite(image, [PasteFace(crop.matrix, whole, crop.track_id, crop.box)], load_config().composite))
+    assert sharpness(out, face["box"]) < 0.5 * sharpness(image, face["box"])  # the 16x16 face, enlarged: the "enhance" look
+
+
+class InventingBackend(ClassicalBackend):
+    """A stand-in generative model: the bicubic face plus fine texture it makes up (fixed per seed)."""
+
+    def super_resolve(self, lr, states, *, seeds):
+        result = super().super_resolve(lr, states, seeds=seeds)
+        size = self.out_size
+        for i, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            result.images[i] = (result.images[i] + 0.15 * torch.randn(3, size, size, generator=g)).clamp(-1, 1)
+        return result
+
+
+def _high_band(image: np.ndarray, box) -> float:
+    """Energy above half the image's resolution inside `box`: what a 2x enlargement cannot make."""
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    patch = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float64)
+    low = cv2.resize(cv2.resize(patch, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), patch.shape[::-1], interpolation=cv2.INTER_CUBIC)
+    return float(((patch - low) ** 2).mean())
+
+
+def test_an_inventing_model_adds_detail_only_above_the_kept_resolution():
+    image = PICTURES["astronaut/2"]()  # a face of ~85 source px across its crop: below the model's 128
+    out, face, _ = process(image, "composite.scale=2", backend=InventingBackend(out_size=128))
+    assert face["kept_px"] == pytest.approx(MARGIN * face["native_px"], abs=0.2) and face["kept_px"] < 128
+    box = np.array(face["box"]) * 2
+    bicubic = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    assert _high_band(out, box) > 1.5 * _high_band(bicubic, box)  # detail the enlargement lacks: invented
+    # Below the kept resolution the face is the source's: its consistency there, and the output
+    # shrunk back to the input's size.
+    assert face["consistency"] < 2e-4
+    x0, y0, x1, y1 = (int(v) for v in face["box"])
+    back = cv2.resize(out, image.shape[1::-1], interpolation=cv2.INTER_AREA).astype(float)
+    shrunk_bicubic = cv2.resize(bicubic, image.shape[1::-1], interpolation=cv2.INTER_AREA).astype(float)
+    err = np.abs(back - shrunk_bicubic)[y0:y1, x0:x1].mean()
+    # The same model at fidelity 0 replaces the face with its own, which agrees only at 16x16.
+    replaced, _, _ = process(image, "composite.scale=2", "sr.fidelity=0", backend=InventingBackend(out_size=128))
+    replaced_err = np.abs(cv2.resize(replaced, image.shape[1::-1], interpolation=cv2.INTER_AREA).astype(float) - shrunk_bicubic)[y0:y1, x0:x1].mean()
+    assert err < 2.0 < replaced_err
+
+
+def test_at_scale_1_a_sharp_face_keeps_its_pixels_and_costs_no_model_call():
+    calls = []
+
+    class Counting(ClassicalBackend):
+        def super_resolve(self, lr, states, *, seeds):
+            calls.append(lr.shape[0])
+            return super().super_resolve(lr, states, seeds=seeds)
+
+    image = PICTURES["hopper/3"]()
+    out, face, _ = process(image, backend=Counting(out_size=128))
+    np.testing.assert_array_equal(out, image)
+    assert calls == [] and face["steps"] == 0 and face["consistency"] == 0
+
+
+def test_kept_resolution_interpolates_octaves_between_the_model_input_and_the_face():
+    plans = [FidelityPlanner.for_run(SRConfig(fidelity=w), 2, out_size=256, any_input_size=True, default_fidelity=1.0)(100.0)
+             for w in (0.0, 0.25, 0.5, 1.0)]
+    top = MARGIN * 100  # fidelity 1 keeps a margin above the native 100 px
+    assert [round(p.kept_px, 2) for p in plans] == [16.0, round(16 * (top / 16) ** 0.25, 2), round(16 * (top / 16) ** 0.5, 2), top]
+    assert plans[0].replace and not any(p.replace for p in plans[1:])
+    assert not any(p.keep for p in plans)  # at scale 2 a 256-px model can add detail above 100
+    at_scale_1 = FidelityPlanner.for_run(SRConfig(), 1, out_size=256, any_input_size=True, default_fidelity=1.0)(100.0)
+    assert at_scale_1.keep  # the output shows the face at 100 px: all of it the source's
+
+
+def test_auto_input_size_feeds_each_face_at_its_own_resolution_in_powers_of_two():
+    planner = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=256, any_input_size=True, default_fidelity=1.0)
+    assert [planner(n).in_size for n in (10, 16, 31, 32, 100, 200, 1000)] == [16, 16, 16, 32, 64, 128, 128]
+    fixed = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=128, any_input_size=False, default_fidelity=1.0)
+    assert fixed(100).in_size == 16  # a backend of one input size (PFSR) keeps it
+    # run_batch feeds each group of sizes in one call, at that size.
+    seen = []
+
+    class Spy(ClassicalBackend):
+        def super_resolve(self, lr, states, *, seeds):
+            seen.append(tuple(lr.shape))
+            return super().super_resolve(lr, states, seeds=seeds)
+
+    backend = Spy(out_size=256)
+    crops = [np.full((256, 256, 3), 100 + i, np.uint8) for i in range(3)]
+    result = run_batch(backend, crops, [None] * 3, [0, 1, 2], plans=[planner(n) for n in (100, 40, 110)])
+    assert sorted(seen) == [(1, 3, 32, 32), (2, 3, 64, 64)] and result.in_sizes == [64, 32, 64]
+
+
+def test_native_px_is_the_source_span_of_the_crop():
+    matrix = np.array([[0.5, 0.0, 3.0], [0.0, 0.5, 1.0]])  # crop pixels are two source pixels wide
+    assert native_px(matrix, 128) == 256.0
