@@ -177,3 +177,74 @@ def test_auto_input_size_feeds_each_face_at_its_own_resolution_in_powers_of_two(
 def test_native_px_is_the_source_span_of_the_crop():
     matrix = np.array([[0.5, 0.0, 3.0], [0.0, 0.5, 1.0]])  # crop pixels are two source pixels wide
     assert native_px(matrix, 128) == 256.0
+
+
+def _zoom(image, backend, fidelity=None, n=24, max_zoom=4.0):
+    """A zoom into the picture's face with `backend`: the frames, and the plain zoom's (the view only)."""
+    from pipeline.creative import camera
+    from pipeline.creative.targets import find_faces
+    from pipeline.creative.zoom import ZoomCamera
+
+    cfg = load_config(overrides=[] if fidelity is None else [f"sr.fidelity={fidelity}"])
+    spot = find_faces([image], cfg=cfg, crop_size=backend.out_size, chunk=8)[0][0]
+    size = image.shape[1::-1]
+    planner = FidelityPlanner.for_run(cfg.sr, 1, out_size=backend.out_size, any_input_size=backend.any_input_size, default_fidelity=1.0)
+    cam = ZoomCamera(backend, frame_size=size, out_size=size, max_zoom=max_zoom, composite_cfg=cfg.composite,
+                     pre_blur=False, seed=0, planner=planner)
+    centre = ((spot.box[0] + spot.box[2]) / 2, (spot.box[1] + spot.box[3]) / 2)
+    frames, plain, mags = [], [], []
+    for tight in np.linspace(0, 1, n):
+        frames.append(cam.render(image, spot, tight))
+        view = camera.camera_view(frame_size=size, out_size=size, target=centre, tight=tight, zoom=camera.zoom_factor(tight, max_zoom=max_zoom))
+        plain.append(camera.render_view(image, view, size))
+        mags.append(camera.magnification(view, size))
+    return frames, plain, mags, native_px(spot.matrix, backend.out_size), cam
+
+
+def test_a_zoom_into_a_sharp_face_ends_as_sharp_as_a_plain_zoom():
+    image = PICTURES["astronaut"]()  # the real 512-px photo: its face holds more than the 128-px model makes
+    frames, plain, _, _, cam = _zoom(image, ClassicalBackend(out_size=128))
+    for frame, view in zip(frames, plain):
+        np.testing.assert_array_equal(frame, view)
+    assert cam.sr_calls == 0
+    # At fidelity 0 it ends on the model's face from 16x16, the "enhance" look.
+    replaced, plain, _, _, _ = _zoom(image, ClassicalBackend(out_size=128), fidelity=0)
+    whole = np.array([0, 0, 512, 512])
+    assert sharpness(replaced[-1], whole) < 0.8 * sharpness(plain[-1], whole)
+
+
+def test_a_zoom_past_a_small_face_resolution_adds_only_the_missing_detail_and_fades_it_in():
+    image = PICTURES["astronaut/4"]()  # a face ~43 px across its crop, zoomed 4x
+    frames, plain, mags, native, _ = _zoom(image, InventingBackend(out_size=128))
+    change = [float(np.abs(f.astype(float) - p.astype(float)).mean()) for f, p in zip(frames, plain)]
+    for c, mag in zip(change, mags):
+        if mag * native <= MARGIN * native:  # not yet past what the source holds: the real picture only
+            assert c == 0
+    assert change[-1] > 0.5  # the model's detail is on screen at the end...
+    assert np.abs(np.diff(change)).max() < 0.5 * change[-1]  # ...faded in, never switched on in one frame
+    # The detail is the model's, above the source's resolution: shrunk back to the source's own
+    # scale, the last frame is the plain zoom's.
+    k = 4
+    small = lambda x: cv2.resize(x, (x.shape[1] // k, x.shape[0] // k), interpolation=cv2.INTER_AREA).astype(float)
+    replaced, _, _, _, _ = _zoom(image, InventingBackend(out_size=128), fidelity=0)
+    assert np.abs(small(frames[-1]) - small(plain[-1])).mean() < 2.0 < np.abs(small(replaced[-1]) - small(plain[-1])).mean()
+
+
+@pytest.mark.slow
+def test_facezoom_video_keeps_faces_by_default_and_replaces_them_with_w_0(sample_clip, tmp_path):
+    import json
+
+    from pipeline.commands.cli import main
+    from synth import video_frames
+
+    _, before = video_frames(sample_clip)
+    sharp = {}
+    for w in ("1", "0"):
+        out, report = tmp_path / f"w{w}.mp4", tmp_path / f"w{w}.json"
+        args = ["-q", "video", str(sample_clip), "-o", str(out), "--report", str(report), "--set", "video.crf=12"]
+        assert main(args + ([] if w == "1" else ["-w", "0"])) == 0
+        faces = json.loads(report.read_text())["faces"]
+        assert faces and all(f["native_px"] > 0 and f["in_size"] == 16 for f in faces)
+        _, after = video_frames(out)
+        sharp[w] = np.mean([sharpness(after[f["frame"]], f["box"]) / sharpness(before[f["frame"]], f["box"]) for f in faces])
+    assert sharp["1"] >= 0.95 > 0.5 > sharp["0"]

@@ -24,12 +24,30 @@ log = logging.getLogger("facezoom")
 COMMANDS = ("video", "sample", "zoom", "enhance", "live", "train", "weights", "presets", "doctor")
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
+def add_config_args(parser: argparse.ArgumentParser, *, fidelity: float | None = None) -> None:
+    """--config and --set; with `fidelity` (the command's default), -w/--fidelity too."""
     parser.add_argument("--config", metavar="FILE", help="a YAML file, or a shipped preset by name (`facezoom presets`); its keys override the defaults")
     parser.add_argument(
         "--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append", default=[],
         help="override one setting, e.g. --set sr.backend=pulse (repeatable; wins over --config)",
     )
+    if fidelity is not None:
+        parser.add_argument(
+            "-w", "--fidelity", dest="overrides", metavar="W", type=_fidelity, action="append",
+            help=f"0..1: how much of each face's real detail is kept (sr.fidelity; default {fidelity:g}): "
+                 "1 keeps all of it, the model adds only finer detail; 0 shows the model's face whole",
+        )
+
+
+def _fidelity(text: str) -> str:
+    """-w W -> the override `sr.fidelity=W` (appended with the --set overrides, in the order typed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number from 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expects a number from 0 to 1, got {text}")
+    return f"sr.fidelity={value}"
 
 
 def _global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:

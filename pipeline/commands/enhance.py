@@ -40,7 +40,7 @@ def register(commands, add_config_args) -> None:
     target.add_argument("--whole", action="store_true", help="no face detection: the whole picture is the face input (a 16x16 picture always is)")
     p.add_argument("--background", default="white", metavar="COLOUR", help="colour behind transparent pixels: white (default), black, gray, #rrggbb or r,g,b")
     p.add_argument("--seed", type=int, help="shortcut for --set sr.seed=N")
-    add_config_args(p)
+    add_config_args(p, fidelity=0.0)
     p.set_defaults(handler=cmd_enhance)
 
 

@@ -22,7 +22,7 @@ def register(commands, add_config_args) -> None:
     video.add_argument("--backend", choices=("classical", "pulse", "ffsr"), help="the super-resolution backend (sr.backend)")
     video.add_argument("--side-by-side", action="store_true", help="write input | output side by side (composite.side_by_side)")
     video.add_argument("--draw-boxes", action="store_true", help="debug: draw face boxes and track ids (composite.draw_boxes)")
-    add_config_args(video)
+    add_config_args(video, fidelity=1.0)
 
 
 def cmd_video(args: argparse.Namespace) -> int:
