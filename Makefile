@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 OUT := out
 
-.PHONY: demo test bench clean
+.PHONY: demo docs test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("facezoom needs Python 3.10 or newer") if sys.version_info < (3, 10) else None'
@@ -20,7 +20,11 @@ demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(BIN)/facezoom sample -o $(OUT)/sample.mp4
 	$(BIN)/facezoom video $(OUT)/sample.mp4 -o $(OUT)/sample_facezoom.mp4 --report $(OUT)/sample_report.json
-	@echo "wrote $(OUT)/sample_facezoom.mp4 and $(OUT)/sample_report.json"
+	$(BIN)/facezoom -q video $(OUT)/sample.mp4 -o $(OUT)/sample_side_by_side.mp4 --side-by-side --draw-boxes
+	@echo "wrote $(OUT)/sample_facezoom.mp4, $(OUT)/sample_report.json and $(OUT)/sample_side_by_side.mp4 (input | output, tracked boxes)"
+
+docs: $(STAMP)
+	$(BIN)/python docs/make_pictures.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
