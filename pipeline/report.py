@@ -53,7 +53,7 @@ class FaceReport:
                 }
             )
 
-    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int, in_size: int, kept_px: float) -> None:
+    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int, in_size: int, kept_px: float, model_ran: bool) -> None:
         if not self.enabled:
             return
         self._faces.append(
@@ -65,6 +65,7 @@ class FaceReport:
                 "native_px": round(crop.native_px, 1),
                 "in_size": in_size,
                 "kept_px": round(kept_px, 1),
+                "model_ran": model_ran,
                 "consistency": round(consistency, 6),
                 "success": success,
                 "steps": steps,

@@ -113,7 +113,7 @@ def _high_band(image: np.ndarray, box) -> float:
 def test_an_inventing_model_adds_detail_only_above_the_kept_resolution():
     image = PICTURES["astronaut/2"]()  # a face of ~85 source px across its crop: below the model's 128
     out, face, _ = process(image, "composite.scale=2", backend=InventingBackend(out_size=128))
-    assert face["kept_px"] == pytest.approx(MARGIN * face["native_px"], abs=0.2) and face["kept_px"] < 128
+    assert face["kept_px"] == pytest.approx(MARGIN * face["native_px"], abs=0.2) and face["kept_px"] < 128 and face["model_ran"]
     box = np.array(face["box"]) * 2
     bicubic = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     assert _high_band(out, box) > 1.5 * _high_band(bicubic, box)  # detail the enlargement lacks: invented
@@ -141,7 +141,7 @@ def test_at_scale_1_a_sharp_face_keeps_its_pixels_and_costs_no_model_call():
     image = PICTURES["hopper/3"]()
     out, face, _ = process(image, backend=Counting(out_size=128))
     np.testing.assert_array_equal(out, image)
-    assert calls == [] and face["steps"] == 0 and face["consistency"] == 0
+    assert calls == [] and not face["model_ran"] and face["steps"] == 0 and face["consistency"] == 0
 
 
 def test_kept_resolution_interpolates_octaves_between_the_model_input_and_the_face():

@@ -66,7 +66,7 @@ def finish_batch(scheduler: CropScheduler, report: FaceReport, batch: Batch, res
     scheduler.commit(batch, result.states)
     for i, job in enumerate(batch.jobs):
         report.add_face(job.payload, consistency=result.consistency[i], success=result.success[i], steps=result.steps[i],
-                        in_size=result.in_sizes[i], kept_px=result.kept_px[i])
+                        in_size=result.in_sizes[i], kept_px=result.kept_px[i], model_ran=result.model_ran[i])
 
 
 def composite_chunk(

@@ -92,6 +92,7 @@ class BatchResult:
     steps: list[int]
     in_sizes: list[int]  # the side the model saw, per crop
     kept_px: list[float]  # the kept resolution, per crop
+    model_ran: list[bool]  # per crop: the model ran for it (else the face kept its pixels)
 
 
 def low_res(backend: SRBackend, crops: Sequence[np.ndarray], *, pre_blur: bool, size: int | None = None) -> torch.Tensor:
@@ -140,7 +141,7 @@ def run_batch(
     plans = list(plans) if plans is not None else [replacement(backend.in_size)] * len(crops)
     n = len(crops)
     out = BatchResult([None] * n, list(states), [0.0] * n, [True] * n, [0] * n,
-                      [p.in_size for p in plans], [p.kept_px for p in plans])
+                      [p.in_size for p in plans], [p.kept_px for p in plans], [not p.keep for p in plans])
     groups: dict[int, list[int]] = defaultdict(list)
     for i, plan in enumerate(plans):
         if not plan.keep:
