@@ -63,6 +63,7 @@ class FaceReport:
                 "box": _r(crop.box),
                 "detected": crop.detected,
                 "native_px": round(crop.native_px, 1),
+                "effective_px": round(crop.effective_px, 1),
                 "in_size": in_size,
                 "kept_px": round(kept_px, 1),
                 "model_ran": model_ran,

@@ -91,7 +91,9 @@ class ZoomCamera:
         from pipeline.creative.camera import magnification, wide_view
 
         self.backend, self.frame_size, self.out_size, self.max_zoom = backend, frame_size, out_size, max_zoom
-        self.planner = planner
+        from pipeline.stages.fidelity import EffectiveTracker
+
+        self.planner, self.effective = planner, EffectiveTracker()
         self.composite_cfg, self.pre_blur, self.seed = composite_cfg, pre_blur, seed
         self.wide_magnification = magnification(wide_view(frame_size, out_size), out_size)
         self.state = None
@@ -112,20 +114,22 @@ class ZoomCamera:
         mag = zoom.magnification(view, self.out_size)
         weight = zoom.detail_weight(mag, wide_magnification=self.wide_magnification)
         if weight > 0 and spot.matrix is not None:  # a free point (--at with no face there) has no face to add
-            from pipeline.stages.fidelity import native_px
+            from pipeline.stages.align import warp_face
+            from pipeline.stages.fidelity import effective_px, native_px
 
-            plan = self.planner(native_px(spot.matrix, self.backend.out_size), scale=mag)
+            crop = warp_face(image, spot.matrix, self.backend.out_size)
+            native = native_px(spot.matrix, self.backend.out_size)
+            plan = self.planner(native, self.effective(spot.track_id, effective_px(crop, native), native), scale=mag)
             if not plan.keep:  # else the view still shows all the model could add
-                face = self._face(image, spot, plan)
+                face = self._face(image, crop, spot, plan)
                 out = zoom.blend_detail(out, face, zoom.face_to_output(spot.matrix, view, self.out_size), weight=weight, cfg=self.composite_cfg)
         return out
 
-    def _face(self, image: np.ndarray, spot, plan) -> np.ndarray:
+    def _face(self, image: np.ndarray, crop: np.ndarray, spot, plan) -> np.ndarray:
         """The model's face (fidelity 0) or the detail to add (`pipeline/stages/fidelity.py`)."""
         import torch
 
         from pipeline.creative.targets import face_input
-        from pipeline.stages.align import warp_face
         from pipeline.stages.fidelity import to_detail, transfer
         from pipeline.stages.superres import solve, to_images
 
@@ -139,7 +143,6 @@ class ZoomCamera:
             self._last = (lr, images)
         if plan.replace:
             return to_images(images)[0]
-        crop = warp_face(image, spot.matrix, self.backend.out_size)
         source = torch.from_numpy(crop).permute(2, 0, 1)[None].float().to(self.backend.device) / 127.5 - 1
         with torch.no_grad():
             detail, _ = transfer(self.backend, source, images.to(self.backend.device), [plan.kept_px])

@@ -257,7 +257,7 @@ class _Driver:
                 if batch is None:
                     break
                 crops = [job.payload.crop for job in batch.jobs]  # object refs: Ray hands the actor their pixels
-                plans = [self.plan(job.payload.native_px) for job in batch.jobs]
+                plans = [self.plan(job.payload.native_px, job.payload.effective_px) for job in batch.jobs]
                 summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], plans, self.cfg.sr.pre_blur, *crops)
                 self.dispatched += 1
                 self.waiting[summary_ref] = ("sr", _Dispatch(actor, batch, faces_ref, self.dispatched))

@@ -130,7 +130,7 @@ class FaceProcessor:
             schedule_chunk(self.scheduler, tracked, seed=self.cfg.sr.seed)
             while (batch := self.scheduler.next_batch()) is not None:
                 crops = [job.payload.crop for job in batch.jobs]
-                plans = [self.plan(job.payload.native_px) for job in batch.jobs]
+                plans = [self.plan(job.payload.native_px, job.payload.effective_px) for job in batch.jobs]
                 result = run_batch(self.backend, crops, batch.states, [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur, plans=plans)
                 finish_batch(self.scheduler, self.report, batch, result)
                 faces.update(((job.frame_index, job.track_id), face) for job, face in zip(batch.jobs, result.faces))

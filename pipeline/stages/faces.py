@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from pipeline.stages.align import check_frame, similarity_transform, warp_face
-from pipeline.stages.fidelity import native_px
+from pipeline.stages.fidelity import EffectiveTracker, effective_px, native_px
 from pipeline.stages.detect import DetectConfig, Detections, FaceDetector
 from pipeline.stages.track import FaceTracker, TrackConfig, TrackRecord
 
@@ -43,7 +43,8 @@ class FaceCrop:
     crop: np.ndarray  # [crop_size, crop_size, 3] uint8 RGB, FFHQ framing
     score: float  # score of the track's latest detection
     detected: bool  # a detection matched the face on this frame (else it was tracked)
-    native_px: float  # source pixels across the crop: the real detail the face holds (fidelity.py)
+    native_px: float  # source pixels across the crop (fidelity.py)
+    effective_px: float  # the detail the face really holds, smoothed along its track (<= native_px)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,7 @@ class FaceAnalyzer:
         self.crop_size = crop_size
         self.detector = detector if detector is not None else FaceDetector(detect_cfg)
         self.tracker = FaceTracker(track_cfg)
+        self.effective = EffectiveTracker()
         self.last_detections: list[FrameDetections] = []
         self.seconds = {"detect": 0.0, "track": 0.0, "align": 0.0}  # wall time per step, for benchmarks
         self._first_index: int | None = None
@@ -117,6 +119,8 @@ class FaceAnalyzer:
             crops = []
             for face in tracked:
                 matrix = similarity_transform(face.landmarks, self.crop_size)
+                crop = warp_face(frame, matrix, self.crop_size)
+                native = native_px(matrix, self.crop_size)
                 crops.append(
                     FaceCrop(
                         frame_index=index,
@@ -124,10 +128,11 @@ class FaceAnalyzer:
                         box=face.box,
                         landmarks=face.landmarks,
                         matrix=matrix,
-                        crop=warp_face(frame, matrix, self.crop_size),
+                        crop=crop,
                         score=face.score,
                         detected=face.detected,
-                        native_px=native_px(matrix, self.crop_size),
+                        native_px=native,
+                        effective_px=self.effective(face.track_id, effective_px(crop, native), native),
                     )
                 )
             self.seconds["align"] += time.perf_counter() - start
@@ -142,8 +147,13 @@ class FaceAnalyzer:
 
     def pop_finished_tracks(self) -> list[TrackRecord]:
         """Tracks that ended since the last call; call it after each chunk to keep memory flat."""
-        return self.tracker.pop_finished()
+        return self._forget(self.tracker.pop_finished())
 
     def close(self) -> list[TrackRecord]:
         """End of stream: end every live track and return all ended tracks not yet popped."""
-        return self.tracker.close()
+        return self._forget(self.tracker.close())
+
+    def _forget(self, records: list[TrackRecord]) -> list[TrackRecord]:
+        for record in records:
+            self.effective.forget(record.track_id)
+        return records
