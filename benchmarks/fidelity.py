@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from common import ROOT, parser, table, write_json  # noqa: F401  (ROOT puts the project on sys.path)
+from common import parser, table, write_json  # importing common puts the project on sys.path
 from models.backends.classical import ClassicalBackend
 from pipeline.config import load_config
 from pipeline.media.reader import Frame
