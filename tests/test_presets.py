@@ -20,7 +20,10 @@ def test_a_preset_is_found_by_name_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert load_config("fast").detect.every == 8 and load_config("fast").video.preset == "veryfast"
     assert load_config("pulse").sr.backend == "pulse"
-    assert set(presets()) >= {"default", "fast", "pulse"} and all(presets().values())
+    assert set(presets()) >= {"default", "fast", "pulse", "restore", "enhance"} and all(presets().values())
+    restore, enhance = load_config("restore"), load_config("enhance")
+    assert restore.sr.in_size == "auto" and restore.sr.fidelity == 1 and restore.composite.scale == 2
+    assert enhance.sr.fidelity == 0 and enhance.sr.in_size == 16
 
 
 @pytest.mark.parametrize("text, message", [("nope", "no preset named 'nope'"), ("/dev/null", "not a regular file"),
