@@ -38,6 +38,11 @@ class FaceReport:
         self._detections: list[dict[str, Any]] = []
         self._faces: list[dict[str, Any]] = []
         self._tracks: list[TrackRecord] = []
+        self._cuts: list[int] = []
+
+    def add_cuts(self, cuts: Iterable[int]) -> None:
+        """Shot cuts: the first frame of each new shot (kept even with the face entries off: a list of numbers)."""
+        self._cuts.extend(int(c) for c in cuts)
 
     def add_detections(self, frames: Iterable[FrameDetections]) -> None:
         if not self.enabled:
@@ -62,6 +67,7 @@ class FaceReport:
                 "track_id": crop.track_id,
                 "box": _r(crop.box),
                 "detected": crop.detected,
+                "weight": round(crop.weight, 3),
                 "native_px": round(crop.native_px, 1),
                 "effective_px": round(crop.effective_px, 1),
                 "in_size": in_size,
@@ -83,5 +89,6 @@ class FaceReport:
             "detections": sorted(self._detections, key=lambda d: d["frame"]),
             "faces": faces,
             "tracks": [{"id": t.track_id, "first_frame": t.first_frame, "last_frame": t.last_frame} for t in tracks],
+            "cuts": sorted(self._cuts),
             "faces_reaching_eps": sum(f["success"] for f in faces),
         }

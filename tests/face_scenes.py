@@ -96,3 +96,48 @@ def moving_face(n: int, height: int = 240, width: int = 320, seed: int = 0) -> t
         frames.append(render(bg, [face]))
         truth.append(face)
     return frames, truth
+
+
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """One person on one frame of a `shots` clip: who, where, and whether the camera sees the face."""
+
+    person: int
+    face: Face
+    visible: bool  # False while an occluder covers the face or it is out of the frame
+
+
+def shots(n: int = 40, height: int = 240, width: int = 320, noise: float = 3.0, seed: int = 0):
+    """Two shots with a hard cut, the things that make faces pop: frames, truth, cut frames.
+
+    Shot 1 (frames 0..n+2): person 1 sits still (only sensor noise moves), person 2 drifts right.
+    Cut at n+3 (off the detection cadences 1, 2, 4, 5, 8, 10, for n = 40) to a new background:
+    person 3 is covered by a grey card for 20 frames, person 4 leaves the frame on the left and
+    comes back to where it was. `noise` is the per-frame sensor noise (levels), so a detector's boxes jitter on a
+    still face as they do on real video.
+    """
+    rng = np.random.default_rng(seed)
+    cut = n + 3
+    total = cut + 2 * n
+    bgs = [background(height, width, seed + 21), background(height, width, seed + 22)]
+    frames, truth = [], []
+    for i in range(total):
+        if i < cut:
+            people = [Shown(1, Face(cx=80, cy=125, width=58), True),
+                      Shown(2, Face(cx=190 + 1.5 * i, cy=110, width=52), True)]
+            covers = []
+            bg = bgs[0]
+        else:
+            t = i - cut
+            card = 10 <= t < 30  # person 3 hidden for 20 frames
+            x4 = 90 - 6 * t if t < 25 else min(90.0, -60 + 6 * (t - 25))  # out on the left, then back
+
+            people = [Shown(3, Face(cx=225, cy=120, width=60), not card),
+                      Shown(4, Face(cx=x4, cy=130, width=54), x4 - 27 > 0 and x4 + 27 < width)]
+            covers = [(180, 40, 275, 215)] if card else []
+            bg = bgs[1]
+        frame = render(bg, [p.face for p in people], covers).astype(np.float32)
+        frame += rng.normal(0, noise, frame.shape)
+        frames.append(np.clip(np.round(frame), 0, 255).astype(np.uint8))
+        truth.append(people)
+    return frames, truth, [cut]

@@ -167,7 +167,7 @@ def test_bad_inputs_raise_with_got_and_expected():
         composite(frame, [face._replace(matrix=np.eye(3))], cfg)
     with pytest.raises(ValueError, match=r"frame must be \[H, W, 3\] uint8 RGB, got shape \[180, 240, 4\]"):
         composite(np.zeros((H, W, 4), np.uint8), [face], cfg)
-    with pytest.raises(ValueError, match=r"faces\[0\] must be \(matrix, image, track_id, box\), got 2 items"):
+    with pytest.raises(ValueError, match=r"faces\[0\] must be \(matrix, image, track_id, box\[, weight\]\), got 2 items"):
         composite(frame, [(face.matrix, face.image)], cfg)
 
 

@@ -84,11 +84,14 @@ def test_track_survives_occlusion_and_ends_cleanly_after_a_long_absence(detector
     for start in range(0, 80, 10):
         result += analyzer.process(frames[start : start + 10], start)
         finished += analyzer.pop_finished_tracks()
+    fade = 4  # TrackConfig().fade
     assert {f.track_id for faces in result for f in faces} == {1}  # the same face after the cover
     assert all(len(result[i]) == 1 for i in range(18)) and all(len(result[i]) == 1 for i in range(27, 45))
-    assert all(result[i] == [] for i in range(19, 26))  # covered: nothing to paste over the cover
-    assert all(result[i] == [] for i in range(45, 80))
-    assert finished == [TrackRecord(1, 0, 44)]  # ended within the stream, reported once
+    # Covered: it fades out within `fade` frames, so nothing is pasted over the cover after that.
+    assert all(f.weight < 1 for i in range(18, 26) for f in result[i])
+    assert all(result[i] == [] for i in range(18 + fade, 26))
+    assert all(result[i] == [] for i in range(44 + fade, 80))
+    assert finished == [TrackRecord(1, 0, 43 + fade)]  # ended within the stream (after its fade out), reported once
     assert analyzer.close() == []
 
 

@@ -84,14 +84,20 @@ def test_track_survives_an_occlusion_and_ends_after_a_long_absence():
         else:
             frame = render(bg, [face]) if present else bg
         dets = None if i % k else (_detections([face]) if present and not covered else Detections.empty())
-        log.append(_ids(tracker.update(frame, dets, i)))
+        log.append([(f.track_id, f.weight) for f in tracker.update(frame, dets, i)])
         if i in (40, 75):  # alive through the occlusion, and for max_age frames after the last detection (57)
             assert tracker.pop_finished() == []
-    assert all(ids == [1] for ids in log[:21]) and all(ids == [1] for ids in log[30:60])
-    assert all(ids == [] for ids in log[21:30])  # not reported (nothing to paste) while covered
-    assert all(ids == [] for ids in log[60:])
+    fade = TrackConfig().fade
+    assert all(entry == [(1, 1.0)] for entry in log[:21])
+    # Covered at 21: it fades out where it was last seen (1 - 1/fade, ...), then nothing is pasted.
+    assert [entry[0][1] for entry in log[21 : 20 + fade]] == pytest.approx([1 - k / fade for k in range(1, fade)])
+    assert all(entry == [] for entry in log[20 + fade : 30])
+    # Found again at 30: the same id, fading back in.
+    assert [entry[0] for entry in log[30 : 30 + fade]] == [(1, pytest.approx(k / fade)) for k in range(1, fade + 1)]
+    assert all(entry == [(1, 1.0)] for entry in log[30 + fade : 60])
+    assert all(entry == [] for entry in log[59 + fade :])  # gone at 60: faded out, then ended
     finished = tracker.pop_finished()
-    assert finished == [TrackRecord(track_id=1, first_frame=0, last_frame=59)]
+    assert finished == [TrackRecord(track_id=1, first_frame=0, last_frame=58 + fade)]
     assert tracker.pop_finished() == []  # handed over once
     # A face that comes back after the track ended is a new track.
     face = Face(cx=150, cy=120, width=70)

@@ -113,6 +113,12 @@ class TrackConfig:
     smooth_min_cutoff: float = 0.02  # cutoff at rest, cycles/frame: lower = steadier still faces
     smooth_beta: float = 10.0  # cutoff growth per face-width/frame of speed: higher = less lag
     smooth_d_cutoff: float = 0.2  # cutoff of the speed estimate, cycles/frame
+    detection_gain: float = 0.3  # a followed face moves this part of the way to each new detection (1 = snaps to it; tests/test_temporal.py)
+    fade: int = 4  # frames over which a face's paste fades in (a new face mid-shot) or out (lost, covered, implausible)
+    reid_distance: float = 3.0  # a hidden track that looks like a detection (reid_similarity) takes it this many widths away
+    reid_similarity: float = 0.8  # correlation of the aligned faces' appearance above which they are taken as one face
+    cut_threshold: float = 27.0  # PySceneDetect ContentDetector score of a shot cut (its default; benchmarks/temporal.py); 0 = off
+    cut_min_shot: int = 4  # frames: a second cut sooner than this after the last is a flash, not a cut
 
     def __post_init__(self):
         if not 0.0 < self.iou_match < 1.0:
@@ -133,6 +139,18 @@ class TrackConfig:
             raise ValueError(f"smooth_beta must be in [0, 1000], got {self.smooth_beta}")
         if not 0.0 < self.smooth_d_cutoff <= 0.5:
             raise ValueError(f"smooth_d_cutoff must be in (0, 0.5] cycles/frame, got {self.smooth_d_cutoff}")
+        if not 0.0 < self.detection_gain <= 1.0:
+            raise ValueError(f"detection_gain must be in (0, 1], got {self.detection_gain}")
+        if not 1 <= self.fade <= 100:
+            raise ValueError(f"fade must be in 1..100 frames (1 = no fade), got {self.fade}")
+        if not 0.0 <= self.reid_distance <= 20.0:
+            raise ValueError(f"reid_distance must be in [0, 20] face widths, got {self.reid_distance}")
+        if not -1.0 <= self.reid_similarity <= 1.0:
+            raise ValueError(f"reid_similarity must be in [-1, 1], got {self.reid_similarity}")
+        if not 0.0 <= self.cut_threshold <= 255.0:
+            raise ValueError(f"cut_threshold must be in [0, 255] (0 = no cut detection), got {self.cut_threshold}")
+        if not 1 <= self.cut_min_shot <= 10_000:
+            raise ValueError(f"cut_min_shot must be in 1..10000 frames, got {self.cut_min_shot}")
 
 
 # ---- the settings of pipeline/stages/superres.py

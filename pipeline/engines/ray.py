@@ -257,7 +257,7 @@ class _Driver:
                 if batch is None:
                     break
                 crops = [job.payload.crop for job in batch.jobs]  # object refs: Ray hands the actor their pixels
-                plans = [self.plan(job.payload.native_px, job.payload.effective_px) for job in batch.jobs]
+                plans = [self.plan.for_crop(job.payload) for job in batch.jobs]
                 summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], plans, self.cfg.sr.pre_blur, *crops)
                 self.dispatched += 1
                 self.waiting[summary_ref] = ("sr", _Dispatch(actor, batch, faces_ref, self.dispatched))
@@ -279,6 +279,7 @@ class _Driver:
         chunk.tracked = get(ref)
         chunk.pending = schedule_chunk(self.scheduler, chunk.tracked, seed=self.cfg.sr.seed)
         self.report.add_detections(chunk.tracked.detections)
+        self.report.add_cuts(chunk.tracked.cuts)
         self.report.add_tracks(chunk.tracked.finished)
 
     def _on_sr(self, ref, ctx: _Dispatch) -> None:

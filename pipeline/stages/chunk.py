@@ -41,12 +41,13 @@ class TrackedChunk:
     crops: list[list[FaceCrop]]  # per frame, in order; an engine may swap `crop` pixels for a reference
     detections: list[FrameDetections]  # the raw detections of the chunk's detection frames
     finished: list[TrackRecord]  # tracks that ended in this chunk
+    cuts: list[int] = dataclasses.field(default_factory=list)  # the chunk's shot cuts: first frames of new shots
 
 
 def track_chunk(analyzer: FaceAnalyzer, frames: Sequence[Frame]) -> TrackedChunk:
     """Step 1. `frames` must continue where the analyzer's last chunk ended."""
     crops = analyzer.process([f.image for f in frames], frames[0].index)
-    return TrackedChunk(crops, analyzer.last_detections, analyzer.pop_finished_tracks())
+    return TrackedChunk(crops, analyzer.last_detections, analyzer.pop_finished_tracks(), analyzer.last_cuts)
 
 
 def schedule_chunk(scheduler: CropScheduler, tracked: TrackedChunk, *, seed: int) -> int:
@@ -76,11 +77,13 @@ def composite_chunk(
     cfg,
 ) -> list[np.ndarray]:
     """Step 3: each frame with its faces pasted back; `face_of(crop)` is what `run_batch` made for the
-    crop (a face, detail or None: see `pipeline/stages/composite.py`)."""
-    return [
-        composite(frame.image, [PasteFace(c.matrix, face_of(c), c.track_id, c.box) for c in frame_crops], cfg)
-        for frame, frame_crops in zip(frames, crops, strict=True)
-    ]
+    crop (a face, detail or None: see `pipeline/stages/composite.py`). Faces are pasted smallest
+    first, so where two overlap the nearer (larger) one is on top."""
+    def pastes(frame_crops):
+        ordered = sorted(frame_crops, key=lambda c: (c.box[2] - c.box[0]) * (c.box[3] - c.box[1]))
+        return [PasteFace(c.matrix, face_of(c), c.track_id, c.box, c.weight) for c in ordered]
+
+    return [composite(frame.image, pastes(frame_crops), cfg) for frame, frame_crops in zip(frames, crops, strict=True)]
 
 
 class StageTimer:
@@ -125,12 +128,13 @@ class FaceProcessor:
         with timer("detect_track"):
             tracked = track_chunk(self.analyzer, frames)
             self.report.add_detections(tracked.detections)
+            self.report.add_cuts(tracked.cuts)
         faces: dict[tuple[int, int], np.ndarray] = {}
         with timer("sr"):
             schedule_chunk(self.scheduler, tracked, seed=self.cfg.sr.seed)
             while (batch := self.scheduler.next_batch()) is not None:
                 crops = [job.payload.crop for job in batch.jobs]
-                plans = [self.plan(job.payload.native_px, job.payload.effective_px) for job in batch.jobs]
+                plans = [self.plan.for_crop(job.payload) for job in batch.jobs]
                 result = run_batch(self.backend, crops, batch.states, [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur, plans=plans)
                 finish_batch(self.scheduler, self.report, batch, result)
                 faces.update(((job.frame_index, job.track_id), face) for job, face in zip(batch.jobs, result.faces))

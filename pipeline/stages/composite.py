@@ -16,12 +16,15 @@ A face arrives in one of three forms (what `pipeline/stages/fidelity.py` decided
   the frame's own pixels (at the output scale) stay, and the face gains the model's fine detail;
 - None: the face keeps its pixels (only its box is drawn, with `draw_boxes`).
 
-Inputs per face (`PasteFace`, or any 4-tuple in this order):
+Faces are pasted in order; `composite_chunk` puts the larger (nearer) ones last, on top.
+
+Inputs per face (`PasteFace`, or any 4- or 5-tuple in this order):
 - matrix: `[2, 3]` float64, source pixels -> crop pixels of a crop of side S;
 - image: the face, its detail or None, as above; S is the size the matrix was made for. For a
   matrix made for another crop size C, rescale it first: `compose(resize_matrix(S / C), matrix)`
   (both in `pipeline/stages/align.py`);
-- track_id: int, and box: `x0, y0, x1, y1` in source pixels or None (for `draw_boxes`).
+- track_id: int, and box: `x0, y0, x1, y1` in source pixels or None (for `draw_boxes`);
+- weight: in [0, 1], default 1: the mask is scaled by it (a face fading in or out).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class PasteFace(NamedTuple):
     image: np.ndarray | None  # [S, S, 3] uint8 RGB (replaces), int16 (detail, added) or None (kept)
     track_id: int
     box: np.ndarray | None  # [4] x0, y0, x1, y1 in source pixels (for draw_boxes)
+    weight: float = 1.0  # scales the mask: the tracker's fade in / out
 
 
 # The ellipse covers the FFHQ template's face (brows to chin, cheek to cheek) with room for the
@@ -80,9 +84,12 @@ def _mask_extent(shape: str) -> tuple[float, float, float, float]:
 
 
 def _check_face(i: int, face: Sequence) -> PasteFace:
-    if len(face) != 4:
-        raise ValueError(f"faces[{i}] must be (matrix, image, track_id, box), got {len(face)} items")
-    matrix, image, track_id, box = face
+    if len(face) not in (4, 5):
+        raise ValueError(f"faces[{i}] must be (matrix, image, track_id, box[, weight]), got {len(face)} items")
+    matrix, image, track_id, box = face[:4]
+    weight = float(face[4]) if len(face) == 5 else 1.0
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"faces[{i}].weight must be in [0, 1], got {weight}")
     matrix = check_matrix(matrix)
     if image is None:
         pass
@@ -95,7 +102,7 @@ def _check_face(i: int, face: Sequence) -> PasteFace:
         box = np.asarray(box, dtype=np.float64)
         if box.shape != (4,):
             raise ValueError(f"faces[{i}].box must be [4] (x0, y0, x1, y1) or None, got shape {list(box.shape)}")
-    return PasteFace(matrix, image, int(track_id), box)
+    return PasteFace(matrix, image, int(track_id), box, weight)
 
 
 def _match_colour(face: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -133,7 +140,7 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
     out_h, out_w = out.shape[:2]
 
     for face in checked:
-        if face.image is None:
+        if face.image is None or face.weight <= 0.0:
             continue
         size = face.image.shape[0]
         crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
@@ -159,6 +166,8 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
         dsize = (x1 - x0, y1 - y0)
         warped = cv2.warpAffine(image, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        if face.weight < 1.0:
+            alpha = alpha * np.float32(face.weight)
         region = out[y0:y1, x0:x1].astype(np.float32)
         warped = warped.astype(np.float32)
         if detail:

@@ -1,17 +1,22 @@
 """The face stages together, for a stream: detect every k-th frame, track every frame, align.
 
 `FaceAnalyzer.process` takes the next chunk of a video's frames and returns, per frame, the
-aligned crop of every visible face with everything needed to put a super-resolved face back
+aligned crop of every face shown (or fading out, `FaceCrop.weight`) with everything needed to put a super-resolved face back
 (`FaceCrop.matrix`). The engine calling it then makes the model's low-res input from each crop
 with the SR backend's own downscaler, super-resolves, and calls `pipeline.stages.composite.composite`.
 
 Streaming: chunks must follow one another (`start_index` continues where the last chunk
 ended); the analyzer keeps only the tracker's state (one greyscale frame and a few numbers per
 track), so memory stays constant however long the stream. Detection runs on the chunk's
-detection frames as one batch, then the tracker steps through every frame in order.
+detection frames (every `detect.every`-th) as one batch, then the tracker steps through every
+frame in order. Two more kinds of frame are detected on, one at a time, as the stream reaches
+them: the first frame of a shot (`pipeline/stages/cuts.py`: every track ends there), and the
+frame after one where a face was lost, so a missed face comes back at once instead of a
+cadence later.
 
-For the run report, `last_detections` holds the raw detections of the latest chunk, and
-`pop_finished_tracks()` / `close()` hand over the tracks that have ended.
+For the run report, `last_detections` holds the raw detections of the latest chunk,
+`last_cuts` its shot cuts (frame indices), and `pop_finished_tracks()` / `close()` hand over the
+tracks that have ended.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 from pipeline.stages.align import check_frame, similarity_transform, warp_face
 from pipeline.stages.fidelity import EffectiveTracker, effective_px, native_px
+from pipeline.stages.cuts import CutDetector
 from pipeline.stages.detect import DetectConfig, Detections, FaceDetector
 from pipeline.stages.track import FaceTracker, TrackConfig, TrackRecord
 
@@ -45,6 +51,7 @@ class FaceCrop:
     detected: bool  # a detection matched the face on this frame (else it was tracked)
     native_px: float  # source pixels across the crop (fidelity.py)
     effective_px: float  # the detail the face really holds, smoothed along its track (<= native_px)
+    weight: float = 1.0  # how much of its super-resolved face the compositor pastes (the tracker's fades)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,8 @@ class FaceAnalyzer:
         self.crop_size = crop_size
         self.detector = detector if detector is not None else FaceDetector(detect_cfg)
         self.tracker = FaceTracker(track_cfg)
+        self.cuts = CutDetector(track_cfg)
+        self.last_cuts: list[int] = []
         self.effective = EffectiveTracker()
         self.last_detections: list[FrameDetections] = []
         self.seconds = {"detect": 0.0, "track": 0.0, "align": 0.0}  # wall time per step, for benchmarks
@@ -105,13 +114,24 @@ class FaceAnalyzer:
         positions = [i for i in range(len(frames)) if (start_index + i - self._first_index) % every == 0]
         found = self.detector.detect([frames[i] for i in positions]) if positions else []
         by_position = dict(zip(positions, found))
-        self.last_detections = [FrameDetections(start_index + i, d) for i, d in zip(positions, found)]
         self.seconds["detect"] += time.perf_counter() - start
+        self.last_cuts = []
 
-        # 2. Track through every frame; 3. align each visible face.
+        # 2. Track through every frame (a cut's first frame, and the frame after a face was lost,
+        #    are detected on too); 3. align each face.
         out: list[list[FaceCrop]] = []
         for i, frame in enumerate(frames):
             index = start_index + i
+            start = time.perf_counter()
+            cut = self.cuts(frame, index)
+            if cut:
+                self.last_cuts.append(index)
+                self.tracker.cut(index)
+            self.seconds["track"] += time.perf_counter() - start
+            if i not in by_position and (cut or self.tracker.wants_detection):
+                start = time.perf_counter()
+                by_position[i] = self.detector.detect([frame])[0]
+                self.seconds["detect"] += time.perf_counter() - start
             start = time.perf_counter()
             tracked = self.tracker.update(frame, by_position.get(i), index)
             self.seconds["track"] += time.perf_counter() - start
@@ -133,10 +153,12 @@ class FaceAnalyzer:
                         detected=face.detected,
                         native_px=native,
                         effective_px=self.effective(face.track_id, effective_px(crop, native), native),
+                        weight=face.weight,
                     )
                 )
             self.seconds["align"] += time.perf_counter() - start
             out.append(crops)
+        self.last_detections = [FrameDetections(start_index + i, by_position[i]) for i in sorted(by_position)]
         self._next_index = start_index + len(frames)
         log.debug("frames %d..%d: %d faces", start_index, self._next_index - 1, sum(map(len, out)))
         return out

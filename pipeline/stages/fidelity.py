@@ -156,6 +156,11 @@ class FidelityPlanner:
         replace = self.fidelity == 0
         return FacePlan(native, effective, size, kept, keep=not replace and kept * MARGIN >= shown, replace=replace)
 
+    def for_crop(self, crop) -> FacePlan:
+        """The plan of a `FaceCrop`; a face the tracker fades to nothing (weight 0) is not run."""
+        plan = self(crop.native_px, crop.effective_px)
+        return dataclasses.replace(plan, keep=True) if crop.weight <= 0 else plan
+
 
 def replacement(in_size: int) -> FacePlan:
     """The plan of a face fed at `in_size` and replaced whole (fidelity 0), its native size unknown."""

@@ -13,8 +13,14 @@ through the frames in between and keeps one id per face for as long as it is on 
   Online and Realtime Tracking", ICIP 2016): Hungarian assignment on IoU between each track's
   predicted box and the detections (`scipy.optimize.linear_sum_assignment`), then a second
   round for the tracks left over (back from an occlusion or a miss), by centre distance in
-  face widths between faces of similar size.
-  A matched track takes the detection's landmarks; a new detection starts a new track.
+  face widths between faces of similar size: within `reacquire_distance`, or within
+  `reid_distance` where the two look alike (the correlation of their aligned 16x16 grey faces,
+  `appearance`, at least `reid_similarity`), so a face covered for a while gets its id back.
+  A new detection starts a new track.
+- Detections are fused with the flow (a constant-gain Kalman update): a face the flow followed
+  to this frame moves `detection_gain` of the way to its detection, so the detector's own
+  jitter does not make a still face snap on detection frames, while the flow keeps up with a
+  moving one; a face the flow did not follow (new, hidden, predicted) takes the detection.
 - A track that cannot be followed (missed by the detector, or its flow fails) is hidden: not
   reported, and predicted from its last detection at the velocity measured between
   detections (the flow since then is not trusted: it may have followed whatever covered the
@@ -24,6 +30,15 @@ through the frames in between and keeps one id per face for as long as it is on 
   strong smoothing when a face is still, little lag when it moves. One speed is measured per
   face, in face widths per frame, so all points share one cutoff (the face keeps its shape) and
   the settings mean the same for a 20 px face and a 500 px one.
+- Each reported face carries a `weight` in [0, 1] for the compositor, which moves by 1/`fade`
+  per frame towards 1 while the face is shown and towards 0 when it is not: a face found
+  mid-shot fades in; a face lost (missed, covered, turned away) fades out at its predicted place
+  instead of vanishing; so does a face covered by a larger one in front of it (the one behind
+  is not pasted over it) and an implausible one (mostly outside the frame, not shaped like a
+  face, a profile the aligner cannot handle: `plausible`). Faces on a shot's first frame start
+  at full weight: the cut itself changes the whole picture.
+- `cut(frame_index)` ends every track at a shot cut (`pipeline/stages/cuts.py`); flow does not
+  cross it.
 
 Ids belong to the tracker instance and start at 1.
 """
@@ -37,7 +52,7 @@ import numpy as np
 import cv2
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.stages.align import check_frame, transform_points
+from pipeline.stages.align import check_frame, similarity_transform, transform_points, warp_face
 from pipeline.stages.detect import Detections
 from pipeline.config.sections import TrackConfig
 
@@ -52,6 +67,8 @@ class TrackedFace:
     score: float  # the score of the track's latest matching detection
     detected: bool  # a detection matched this track on this very frame
     first_frame: int  # the first frame the track was reported on
+    weight: float = 1.0  # how much of its super-resolved face to paste, in [0, 1] (fades)
+    visible: bool = True  # False while it fades out after its face was lost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +84,9 @@ class OneEuroFilter:
     """A One Euro filter over a set of 2-D points, with one adaptive cutoff for all of them.
 
     The speed that raises the cutoff is that of the points' centre, divided by `speed_scale`
-    (pass the face width, so beta is in face widths per frame). Time is in frames.
+    (pass the face width, so beta is in face widths per frame), or the `motion` passed in: the
+    tracker passes the motion the flow measured, so a detection's correction of the position is
+    smoothed like noise instead of being taken for movement. Time is in frames.
     """
 
     def __init__(self, min_cutoff: float, beta: float, d_cutoff: float):
@@ -80,12 +99,13 @@ class OneEuroFilter:
         tau = 1.0 / (2.0 * math.pi * cutoff)
         return 1.0 / (1.0 + tau / dt)
 
-    def __call__(self, x: np.ndarray, dt: float, speed_scale: float) -> np.ndarray:
+    def __call__(self, x: np.ndarray, dt: float, speed_scale: float, motion: float | None = None) -> np.ndarray:
         if self.value is None:
             self.value, self.speed = x.copy(), 0.0
             return self.value.copy()
         # Speed of the centre of all points: noise of single points averages out, motion does not.
-        raw_speed = float(np.linalg.norm((x - self.value).reshape(-1, 2).mean(0))) / dt / max(speed_scale, 1e-6)
+        moved = float(np.linalg.norm((x - self.value).reshape(-1, 2).mean(0))) if motion is None else motion
+        raw_speed = moved / dt / max(speed_scale, 1e-6)
         self.speed += self._alpha(self.d_cutoff, dt) * (raw_speed - self.speed)
         cutoff = self.min_cutoff + self.beta * self.speed
         self.value = self.value + self._alpha(cutoff, dt) * (x - self.value)
@@ -106,10 +126,15 @@ class _Track:
         self.last_detected = frame
         self.detected_box, self.detected_landmarks = self.box.copy(), self.landmarks.copy()
         self.velocity = np.zeros(2)
+        self.raw_centre = (self.box[:2] + self.box[2:]) / 2  # the latest detection's own centre
         self.visible = True  # reported on the current frame (when confirmed)
         self.first_reported: int | None = None
         self.last_reported: int | None = None
         self.filter = OneEuroFilter(cfg.smooth_min_cutoff, cfg.smooth_beta, cfg.smooth_d_cutoff)
+        self.followed = False  # the flow moved it to the current frame
+        self.motion = 0.0  # px its centre moved to the current frame by flow or prediction (not by detection)
+        self.weight: float | None = None  # presence for the compositor; set when first reported
+        self.appearance: np.ndarray | None = None  # [256] unit vector: its aligned face at the latest detection
 
     def hide(self, frame: int) -> None:
         """Lose sight of the face: stop reporting it, and predict it from its last detection (the
@@ -119,11 +144,21 @@ class _Track:
         self.filter.value = None
         self.predict(frame)
 
-    def detect(self, box: np.ndarray, landmarks: np.ndarray, score: float, frame: int) -> None:
-        """Take a matching detection as the face's position."""
+    def detect(self, box: np.ndarray, landmarks: np.ndarray, score: float, frame: int, gain: float) -> None:
+        """Fuse a matching detection into the face's position: `gain` of the way from where the flow
+        put it (a constant-gain Kalman update), all the way where the flow did not follow it."""
         elapsed = frame - self.last_detected
-        moved = ((box[:2] + box[2:]) - (self.detected_box[:2] + self.detected_box[2:])) / 2 / elapsed
+        centre = (box[:2] + box[2:]) / 2
+        moved = (centre - self.raw_centre) / elapsed  # between raw detections: the fused ones lag
         self.velocity = moved if self.hits == 1 else 0.5 * (self.velocity + moved)
+        self.raw_centre = centre
+        # The gain: `gain` for an offset the size of a detector's jitter, rising to 1 for one well
+        # beyond it (a face the flow lost, or that moved): that is motion, not noise.
+        offset = float(np.linalg.norm(centre - (self.box[:2] + self.box[2:]) / 2)) / self.width
+        g = gain + (1.0 - gain) * min(1.0, max(0.0, (offset - JITTER) / JITTER))
+        if not (self.followed and self.visible):
+            g = 1.0
+        box, landmarks = self.box + g * (box - self.box), self.landmarks + g * (landmarks - self.landmarks)
         self.box, self.landmarks, self.score = box.astype(np.float64), landmarks.astype(np.float64), float(score)
         self.detected_box, self.detected_landmarks = self.box.copy(), self.landmarks.copy()
         self.last_detected, self.hits, self.visible = frame, self.hits + 1, True
@@ -136,6 +171,7 @@ class _Track:
         """Apply a similarity (previous frame -> this frame) to the landmarks and the box."""
         centre = (self.box[:2] + self.box[2:]) / 2
         new_centre = transform_points(matrix, centre)
+        self.motion = float(np.linalg.norm(new_centre - centre))
         scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
         half = (self.box[2:] - self.box[:2]) / 2 * scale
         self.landmarks = transform_points(matrix, self.landmarks)
@@ -144,6 +180,7 @@ class _Track:
     def predict(self, frame: int) -> None:
         """Place the face where its last detection and velocity put it on `frame`."""
         shift = self.velocity * (frame - self.last_detected)
+        self.motion = float(np.linalg.norm(self.velocity))
         self.box = self.detected_box + np.tile(shift, 2)
         self.landmarks = self.detected_landmarks + shift
 
@@ -157,6 +194,44 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+JITTER = 0.2  # face widths: offsets of a detection from the flow up to this are the detector's noise
+COVERED = 0.4  # a face with this share of its box under a larger face's box is behind it: not pasted
+INSIDE = 0.6  # least share of a plausible face's box inside the frame
+ASPECT = (0.8, 2.0)  # plausible height / width of a face box (MTCNN's are ~1.2)
+
+
+def plausible(box: np.ndarray, landmarks: np.ndarray, width: int, height: int) -> bool:
+    """Whether a face can be pasted: most of its box inside the frame, shaped like a face box, and
+    not a profile the 5-point alignment cannot handle (eyes at least a fifth of the box width
+    apart, the nose between them, give or take half their distance)."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    if w <= 0 or h <= 0 or not ASPECT[0] <= h / w <= ASPECT[1]:
+        return False
+    iw = min(box[2], width) - max(box[0], 0.0)
+    ih = min(box[3], height) - max(box[1], 0.0)
+    if iw <= 0 or ih <= 0 or iw * ih < INSIDE * w * h:
+        return False
+    left, right, nose = landmarks[0], landmarks[1], landmarks[2]
+    eyes = right - left
+    span = float(eyes @ eyes)
+    if span < (0.2 * w) ** 2:
+        return False
+    t = float((nose - left) @ eyes) / span  # the nose along the eye line: 0 at the left eye, 1 at the right
+    return -0.5 <= t <= 1.5
+
+
+APPEARANCE_SIZE = 16  # px: the aligned face an appearance is measured on
+
+
+def appearance(frame: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """A face's look, to tell it again after an occlusion: its aligned grey face at 16x16 (the
+    aligner's crop), zero-mean and unit-norm, `[256]` (the correlation of two is their dot product)."""
+    crop = warp_face(frame, similarity_transform(landmarks, APPEARANCE_SIZE), APPEARANCE_SIZE)
+    v = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float64).ravel()
+    v -= v.mean()
+    return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
 class FaceTracker:
@@ -177,31 +252,47 @@ class FaceTracker:
         self._next_id = 1
         self._prev_gray: np.ndarray | None = None
         self._prev_index: int | None = None
+        self._shot_start: int | None = None  # the first frame of the current shot
+        self.wants_detection = False  # a face was lost on the latest frame: detect on the next one
+
+    def cut(self, frame_index: int) -> None:
+        """A shot cut before frame `frame_index`: every track ends, and flow does not cross it."""
+        for track in self._tracks:
+            self._end(track)
+        self._tracks, self._prev_gray, self._shot_start = [], None, frame_index
 
     def update(self, frame: np.ndarray, detections: Detections | None, frame_index: int) -> list[TrackedFace]:
-        """Advance to `frame` (index `frame_index`); return the faces visible on it, by track id."""
+        """Advance to `frame` (index `frame_index`); return the faces on it (shown or fading out), by track id."""
         check_frame(frame)
         if detections is not None and not isinstance(detections, Detections):
             raise ValueError(f"detections must be Detections or None, got {type(detections).__name__}")
         if self._prev_index is not None and frame_index <= self._prev_index:
             raise ValueError(f"frame_index must increase: got {frame_index} after {self._prev_index}")
+        if self._shot_start is None:
+            self._shot_start = frame_index
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         same_size = self._prev_gray is not None and self._prev_gray.shape == gray.shape
 
         # 1. Predict: optical flow for visible tracks; from the last detection for the rest.
         flowed = self._flow(self._prev_gray, gray) if (self.cfg.flow and same_size) else {}
+        lost = False
         for track in self._tracks:
-            if flowed.get(track.id) is not None:
+            track.followed = flowed.get(track.id) is not None
+            if track.followed:
                 track.move(flowed[track.id])
             elif track.id in flowed:  # flow was tried and failed: lost sight (occluded, turned away)
                 track.hide(frame_index)
+                lost = True
             else:
                 track.predict(frame_index)
 
         # 2. Associate on detection frames.
+        seen = {t.id for t in self._tracks if t.visible}
         matched: set[int] = set()
         if detections is not None:
-            matched = self._associate(detections, frame_index)
+            matched = self._associate(detections, frame_index, frame)
+        # A face lost on this frame (its flow failed, or the detector missed it): detect on the next.
+        self.wants_detection = lost or any(t.id in seen and not t.visible for t in self._tracks)
 
         # 3. End tracks that left the frame, and, on detection frames (the only frames that can
         #    tell a face is gone), tracks unmatched for over max_age frames or still unconfirmed.
@@ -218,12 +309,19 @@ class FaceTracker:
                 alive.append(track)
         self._tracks = alive
 
-        # 4. Report the visible, confirmed tracks, smoothed.
+        # 4. Report the confirmed tracks that are shown or still fading out, smoothed.
+        behind = self._covered()
         faces = []
         for track in sorted(self._tracks, key=lambda t: t.id):
-            if not track.visible or track.hits < self.cfg.min_hits:
+            if track.hits < self.cfg.min_hits:
                 continue
-            faces.append(self._report(track, frame_index, detected=track.id in matched))
+            shown = track.visible and track.id not in behind and plausible(track.box, track.landmarks, width, height)
+            if track.weight is None:  # first report: at full weight on a shot's first frame, else fade in
+                track.weight = 1.0 if frame_index == self._shot_start else 0.0
+            step = 1.0 / self.cfg.fade
+            track.weight = min(1.0, track.weight + step) if shown else max(0.0, track.weight - step)
+            if track.visible or track.weight > 0:
+                faces.append(self._report(track, frame_index, detected=track.id in matched))
         self._prev_gray, self._prev_index = gray, frame_index
         return faces
 
@@ -256,9 +354,9 @@ class FaceTracker:
 
     def _report(self, track: _Track, frame_index: int, detected: bool) -> TrackedFace:
         state = np.concatenate([track.landmarks.ravel(), track.box])  # [14]
-        if self.cfg.smooth:  # (the filter restarts itself after `hide`)
+        if self.cfg.smooth and track.visible:  # (the filter restarts itself after `hide`)
             dt = 1.0 if track.last_reported is None else float(frame_index - track.last_reported)
-            state = track.filter(state, dt, track.width)
+            state = track.filter(state, dt, track.width, track.motion if track.followed else None)
         if track.first_reported is None:
             track.first_reported = frame_index
         track.last_reported = frame_index
@@ -269,9 +367,11 @@ class FaceTracker:
             score=track.score,
             detected=detected,
             first_frame=track.first_reported,
+            weight=float(track.weight),
+            visible=track.visible,
         )
 
-    def _associate(self, detections: Detections, frame_index: int) -> set[int]:
+    def _associate(self, detections: Detections, frame_index: int, frame: np.ndarray) -> set[int]:
         tracks = self._tracks
         det_boxes = detections.boxes.astype(np.float64)
         pairs: list[tuple[int, int]] = []
@@ -285,7 +385,8 @@ class FaceTracker:
             free_dets = [j for j in range(len(det_boxes)) if j not in {c for _, c in pairs}]
             # Round 2: tracks left over (back from an occlusion or a miss, or drifted), by centre
             # distance in face widths, for faces of a similar size.
-            if free_tracks and free_dets and self.cfg.reacquire_distance > 0:
+            if free_tracks and free_dets and max(self.cfg.reacquire_distance, self.cfg.reid_distance) > 0:
+                looks = {j: appearance(frame, detections.landmarks[j]) for j in free_dets}
                 cost = np.full((len(free_tracks), len(free_dets)), np.inf)
                 for a, i in enumerate(free_tracks):
                     t = tracks[i]
@@ -295,7 +396,9 @@ class FaceTracker:
                         det_width = math.sqrt(max(d[2] - d[0], 1.0) * max(d[3] - d[1], 1.0))
                         ratio = det_width / t.width
                         dist = float(np.linalg.norm((d[:2] + d[2:]) / 2 - centre)) / t.width
-                        if dist <= self.cfg.reacquire_distance and 2 / 3 <= ratio <= 1.5:
+                        alike = t.appearance is not None and float(t.appearance @ looks[j]) >= self.cfg.reid_similarity
+                        near = dist <= self.cfg.reacquire_distance or (alike and dist <= self.cfg.reid_distance)
+                        if near and 2 / 3 <= ratio <= 1.5:
                             cost[a, b] = dist
                 if np.isfinite(cost).any():
                     rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
@@ -305,7 +408,8 @@ class FaceTracker:
         # Update matched tracks with their detections.
         matched = set()
         for i, j in pairs:
-            tracks[i].detect(det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index)
+            tracks[i].detect(det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index, self.cfg.detection_gain)
+            tracks[i].appearance = appearance(frame, detections.landmarks[j])
             matched.add(tracks[i].id)
         # Unmatched tracks are hidden until a detection finds them again.
         for t in tracks:
@@ -314,10 +418,26 @@ class FaceTracker:
         # Unmatched detections start tracks.
         for j in free_dets:
             track = _Track(self._next_id, det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index, self.cfg)
+            track.appearance = appearance(frame, detections.landmarks[j])
             self._next_id += 1
             self._tracks.append(track)
             matched.add(track.id)
         return matched
+
+    def _covered(self) -> set[int]:
+        """Ids of visible faces mostly covered by a larger visible face (the one in front)."""
+        visible = [t for t in self._tracks if t.visible]
+        behind = set()
+        for t in visible:
+            area = max(1e-9, (t.box[2] - t.box[0]) * (t.box[3] - t.box[1]))
+            for other in visible:
+                if other is t or other.width <= t.width:
+                    continue
+                iw = min(t.box[2], other.box[2]) - max(t.box[0], other.box[0])
+                ih = min(t.box[3], other.box[3]) - max(t.box[1], other.box[1])
+                if iw > 0 and ih > 0 and iw * ih >= COVERED * area:
+                    behind.add(t.id)
+        return behind
 
     def _flow(self, prev: np.ndarray | None, cur: np.ndarray) -> dict[int, np.ndarray | None]:
         """Per visible track, the similarity prev -> cur from its corners (None where flow failed)."""
