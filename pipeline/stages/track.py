@@ -22,9 +22,10 @@ through the frames in between and keeps one id per face for as long as it is on 
   jitter does not make a still face snap on detection frames, while the flow keeps up with a
   moving one; a face the flow did not follow (new, hidden, predicted) takes the detection.
 - A track that cannot be followed (missed by the detector, or its flow fails) is hidden: not
-  reported, and predicted from its last detection at the velocity measured between
-  detections (the flow since then is not trusted: it may have followed whatever covered the
-  face). It ends once `max_age` frames pass without a matching detection, or once it leaves
+  reported, and predicted from its last detection at its velocity: the flow's motion
+  averaged over the last frames it was followed (precise, unlike differences of jittering
+  detections), or, without flow, the detections' (the flow after a loss is not trusted: it may
+  have followed whatever covered the face). It ends once `max_age` frames pass without a matching detection, or once it leaves
   the frame.
 - Reported landmarks and boxes are smoothed with a One Euro filter (Casiez et al., CHI 2012):
   strong smoothing when a face is still, little lag when it moves. One speed is measured per
@@ -121,8 +122,8 @@ class _Track:
         self.landmarks = landmarks.astype(np.float64)  # [5, 2] raw estimate
         self.score = float(score)
         self.hits = 1
-        # The latest matching detection, and the velocity measured between detections (px/frame
-        # of the box centre): where a hidden track is predicted to be.
+        # The latest matching detection, and the velocity (px/frame of the box centre): where a
+        # hidden track is predicted to be.
         self.last_detected = frame
         self.detected_box, self.detected_landmarks = self.box.copy(), self.landmarks.copy()
         self.velocity = np.zeros(2)
@@ -149,8 +150,9 @@ class _Track:
         put it (a constant-gain Kalman update), all the way where the flow did not follow it."""
         elapsed = frame - self.last_detected
         centre = (box[:2] + box[2:]) / 2
-        moved = (centre - self.raw_centre) / elapsed  # between raw detections: the fused ones lag
-        self.velocity = moved if self.hits == 1 else 0.5 * (self.velocity + moved)
+        if not self.followed:  # no flow measured it: the detections' own motion, averaged
+            moved = (centre - self.raw_centre) / elapsed  # between raw detections: the fused ones lag
+            self.velocity = moved if self.hits == 1 else (1 - VELOCITY_WEIGHT) * self.velocity + VELOCITY_WEIGHT * moved
         self.raw_centre = centre
         # The gain: `gain` for an offset the size of a detector's jitter, rising to 1 for one well
         # beyond it (a face the flow lost, or that moved): that is motion, not noise.
@@ -172,6 +174,7 @@ class _Track:
         centre = (self.box[:2] + self.box[2:]) / 2
         new_centre = transform_points(matrix, centre)
         self.motion = float(np.linalg.norm(new_centre - centre))
+        self.velocity = (1 - VELOCITY_WEIGHT) * self.velocity + VELOCITY_WEIGHT * (new_centre - centre)
         scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
         half = (self.box[2:] - self.box[:2]) / 2 * scale
         self.landmarks = transform_points(matrix, self.landmarks)
@@ -196,6 +199,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
+VELOCITY_WEIGHT = 0.2  # each new motion measurement's share of the velocity (an average over ~5)
 JITTER = 0.2  # face widths: offsets of a detection from the flow up to this are the detector's noise
 COVERED = 0.4  # a face with this share of its box under a larger face's box is behind it: not pasted
 INSIDE = 0.6  # least share of a plausible face's box inside the frame
