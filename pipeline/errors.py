@@ -16,3 +16,45 @@ class ConfigError(UserError):
 
 class InputError(UserError):
     """An input file or stream cannot be used."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, `docker stop`, systemd): handled as Ctrl-C is, so every output is
+    cleaned up; the CLI exits 143."""
+
+
+TERMINATED = {"received": False}  # set by the handler: libraries (Ray) may re-raise a plain KeyboardInterrupt
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises `Terminated` in the main thread (call it again after a library,
+    such as Ray, installs its own handler)."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        TERMINATED["received"] = True
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+LIBRARY_LOGGERS = ("py.warnings", "ray", "torch", "urllib3", "filelock")
+_QUIET = {"on": False}
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """Under -q only errors of libraries reach stderr (their warnings are not about the user's data)."""
+    import logging
+
+    _QUIET["on"] = quiet
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.NOTSET)
+
+
+def library_log_level() -> int:
+    """The level to hand a library that configures its own logging (Ray does, on import and init)."""
+    import logging
+
+    return logging.ERROR if _QUIET["on"] else logging.WARNING

@@ -3,8 +3,8 @@
 Thin by design: it parses arguments and hands them to the command's module
 (`pipeline/commands/<command>.py`), which calls one library function and prints. Parsing
 imports no heavy library, so `--help` and bad arguments answer at once. Exit status: 0 success,
-2 bad input or usage (one line on stderr, no traceback), 1 internal error, 130 interrupted (no
-output file is left behind).
+2 bad input or usage (one line on stderr, no traceback), 1 internal error, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM, handled as Ctrl-C is); no output file is left behind.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from models.errors import ModelError
-from pipeline.errors import UserError
+from pipeline.errors import TERMINATED, Terminated, UserError, quiet_libraries, terminate_as_interrupt
 from pipeline.media.memory import keep_frame_memory_flat
 
 log = logging.getLogger("facezoom")
@@ -88,12 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         format="facezoom: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.captureWarnings(True)  # library warnings (torch, Ray) go through logging...
+    quiet_libraries(args.quiet)  # ...and under -q only their errors reach stderr, with facezoom's own warnings
+    previous = signal.getsignal(signal.SIGTERM)
+    TERMINATED["received"] = False
+    terminate_as_interrupt()
     try:
         return args.handler(args)
     except (UserError, ModelError) as err:
         print(f"facezoom: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if isinstance(err, Terminated) or TERMINATED["received"]:
+            print("facezoom: terminated; no output was written", file=sys.stderr)
+            return 143
         print("facezoom: interrupted; no output was written", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so in one line unless asked for the traceback
@@ -101,3 +111,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"facezoom: internal error: {type(err).__name__}: {err} (rerun with --debug for details)", file=sys.stderr)
         return 1
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)

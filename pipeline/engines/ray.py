@@ -32,7 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 from pipeline.engines.ray_actors import DecodeActor, EncodeActor, SRActor, TrackActor, get
-from pipeline.errors import UserError
+from pipeline.errors import UserError, library_log_level, terminate_as_interrupt
 from pipeline.report import FaceReport
 from pipeline.stages.chunk import TrackedChunk, finish_batch, schedule_chunk
 from pipeline.stages.fidelity import FidelityPlanner
@@ -56,11 +56,12 @@ def connect(cfg) -> bool:
         ray.init(
             address=cfg.ray_address,
             include_dashboard=cfg.dashboard,
-            logging_level=logging.WARNING,
+            logging_level=library_log_level(),  # ERROR under -q
             log_to_driver=True,
         )
     except ConnectionError as err:
         raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
+    terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
     return True
 
 

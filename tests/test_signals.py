@@ -1,0 +1,64 @@
+"""SIGTERM is Ctrl-C for `facezoom video`: nothing left at or beside the output, exit 143 (130 for SIGINT),
+and with Ray no process of the run outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_for_partial(folder: Path, proc, timeout=120.0) -> None:
+    """Until the run has its temporary output beside the final one (it is mid-run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.name.endswith(".partial.mp4") for p in folder.iterdir()):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before it was signalled: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("the run never started writing")
+
+
+def _ray_processes_of(session: int) -> list[int]:
+    """Pids still alive in the run's process group (its embedded Ray's raylet, workers...)."""
+    out = subprocess.run(["ps", "-o", "pid=,pgid=", "-e"], capture_output=True, text=True).stdout
+    return [int(p) for p, g in (line.split() for line in out.splitlines()) if int(g) == session]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(sample_clip, tmp_path, engine, sig, code):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = _start(["video", str(sample_clip), "-o", str(out_dir / "out.mp4"), "--report", str(out_dir / "r.json"),
+                   "--engine", engine, "--set", "video.preset=veryslow"], cwd=tmp_path)
+    try:
+        _wait_for_partial(out_dir, proc)
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    assert list(out_dir.iterdir()) == []
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("facezoom: ") and ("terminated" in lines[-1] or "interrupted" in lines[-1]), err
+    deadline = time.monotonic() + 30
+    while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes_of(proc.pid) == []
