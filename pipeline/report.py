@@ -20,12 +20,42 @@ if TYPE_CHECKING:
 
 def write_report(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON to `path`, atomically (a temporary file beside it, then a rename)."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as err:
-        raise UserError(f"cannot write the report {path}: {err.strerror}") from None
-    os.replace(tmp, path)
+    report = ReportFile(path)
+    report.commit(data)
+
+
+class ReportFile:
+    """A run's JSON report, reserved before the run and written with its other outputs.
+
+    Creating it makes the temporary file beside `path` at once, so a report that cannot be
+    written (a read-only folder, /proc, no such folder) fails before the run does any work.
+    `commit(data, together=[...])` writes it and moves it into place; if that fails (a full
+    disk), the run's other outputs named in `together` are deleted too: a run leaves all of its
+    outputs or none. `discard()` removes the reservation (the run failed).
+    """
+
+    def __init__(self, path: Path):
+        from pipeline.media.files import temp_path_beside
+
+        self.path = Path(path)
+        self._tmp: Path | None = temp_path_beside(self.path)
+
+    def commit(self, data: dict[str, Any], *, together: tuple[Path, ...] = ()) -> None:
+        try:
+            self._tmp.write_text(json.dumps(data, indent=2) + "\n")
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except OSError as err:
+            self.discard()
+            for other in together:
+                Path(other).unlink(missing_ok=True)
+            also = f"; {', '.join(map(str, together))} removed too, so the run leaves all of its outputs or none" if together else ""
+            raise UserError(f"cannot write the report {self.path}: {err.strerror}{also}") from None
+
+    def discard(self) -> None:
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
 
 
 def _r(values, digits: int = 2) -> list:

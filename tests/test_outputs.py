@@ -61,3 +61,31 @@ def test_a_missing_input_is_reported_without_importing_torch(tmp_path):
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == "2 []", (result.stdout, result.stderr)
     assert result.stderr.strip().splitlines() == [f"facezoom: error: input not found: {tmp_path / 'missing.mp4'}"]
+
+
+def test_a_report_that_cannot_be_written_fails_before_the_run(clip, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    assert main(["-q", "video", str(clip), "-o", str(out), "--report", "/proc/facezoom-report.json"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/proc" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_a_report_lost_to_a_full_disk_takes_the_video_with_it(clip, tmp_path, capsys, monkeypatch):
+    """All of a run's outputs or none: the report is written after the video, so the video goes."""
+    import errno
+    import pathlib
+
+    real = pathlib.Path.write_text
+
+    def full_disk(self, *args, **kwargs):
+        if self.name.endswith(".partial.json"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    out = tmp_path / "out.mp4"
+    assert main(["-q", "video", str(clip), "-o", str(out), "--report", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "removed too" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

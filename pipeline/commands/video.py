@@ -49,11 +49,16 @@ def cmd_video(args: argparse.Namespace) -> int:
     with VideoReader(args.input):  # a bad input is reported before anything else is said or started
         pass
     say_backend_note(cfg, quiet=args.quiet)
-    report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
-    if args.report:
-        from pipeline.report import write_report
+    from pipeline.report import ReportFile
 
-        write_report(Path(args.report), report)
+    report_file = ReportFile(Path(args.report)) if args.report else None  # an unwritable report fails now, not after the run
+    try:
+        report = run(args.input, args.output, cfg=cfg, progress=not args.quiet)
+        if report_file is not None:
+            report_file.commit(report, together=(Path(args.output),))
+    finally:
+        if report_file is not None:
+            report_file.discard()
     if not args.quiet:
         print(
             f"facezoom: wrote {args.output}: {report['frames_out']} frames in {report['wall_seconds']:.1f} s",
