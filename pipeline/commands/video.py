@@ -22,6 +22,7 @@ def register(commands, add_config_args) -> None:
     video.add_argument("--backend", choices=("classical", "pulse", "ffsr"), help="the super-resolution backend (sr.backend)")
     video.add_argument("--side-by-side", action="store_true", help="write input | output side by side (composite.side_by_side)")
     video.add_argument("--draw-boxes", action="store_true", help="debug: draw face boxes and track ids (composite.draw_boxes)")
+    video.add_argument("--strict", action="store_true", help="a damaged input (truncated, corrupt packets) is an error: exit 2, nothing written (video.strict)")
     add_config_args(video, fidelity=1.0)
 
 
@@ -41,6 +42,8 @@ def cmd_video(args: argparse.Namespace) -> int:
         overrides.append("composite.side_by_side=true")
     if args.draw_boxes:
         overrides.append("composite.draw_boxes=true")
+    if args.strict:
+        overrides.append("video.strict=true")
     cfg = load_config(args.config, overrides)
     _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
     from pipeline.engines import run  # only now: the checks above answer without importing PyAV or torch

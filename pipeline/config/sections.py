@@ -40,6 +40,7 @@ class VideoConfig:
     preset: str = "medium"  # x264/x265 speed preset; for svt-av1 a number 0-13 as a string
     pix_fmt: str = "yuv420p"  # what every player decodes
     decode_threads: int = 0  # 0 = let FFmpeg use every core
+    strict: bool = False  # a damaged input is an error (exit 2, nothing written) instead of a warning
 
     def __post_init__(self):
         codec = ALIASES.get(self.codec, self.codec)
@@ -52,8 +53,8 @@ class VideoConfig:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)} for {codec}; got {self.preset!r}")
         if self.pix_fmt not in ("yuv420p", "yuv422p", "yuv444p"):
             raise ValueError(f"pix_fmt must be one of yuv420p, yuv422p, yuv444p; got {self.pix_fmt!r}")
-        if self.decode_threads < 0:
-            raise ValueError(f"decode_threads must be >= 0 (0 = automatic), got {self.decode_threads}")
+        if not 0 <= self.decode_threads <= 256:
+            raise ValueError(f"decode_threads must be in 0..256 (0 = automatic), got {self.decode_threads}")
 
 
 # ---- the settings of pipeline/stages/detect.py

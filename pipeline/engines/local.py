@@ -112,7 +112,7 @@ def run_video(
     timer = StageTimer()
     with timer("setup"):
         processor = processor or FaceProcessor(cfg, report=report_faces)
-    with VideoReader(input_path, threads=cfg.video.decode_threads) as reader:
+    with VideoReader(input_path, threads=cfg.video.decode_threads, strict=cfg.video.strict) as reader:
         bar = tqdm(total=reader.frame_count, unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom")
         width, height = cfg.composite.output_size(reader.width, reader.height)
         with bar, VideoWriter(
@@ -137,6 +137,7 @@ def run_video(
                 raise
             with timer("encode"):
                 writer.close()
+        expected = reader.frame_count
     return {
         "input": str(input_path),
         "output": str(output_path),
@@ -144,6 +145,8 @@ def run_video(
         "backend": processor.backend.name,
         "frames_in": frames_in,
         "frames_out": writer.frames_written,
+        "frames_expected": expected,  # what the container declares or its duration implies
+        "warnings": [reader.damage] if reader.damage else [],
         "wall_seconds": round(time.perf_counter() - start, 3),
         "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         **faces,

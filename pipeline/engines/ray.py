@@ -109,7 +109,7 @@ def _start_actors(input_path, output_path, cfg, started: _Started) -> _Actors:
     sr_options = _sr_options(cfg.engine)
     pool = [SRActor.options(**sr_options).remote(cfg.sr, threads) for _ in range(cfg.engine.sr_actors)]
     started.actors += pool
-    decoder = DecodeActor.options(scheduling_strategy=here).remote(str(input_path), cfg.video.decode_threads)
+    decoder = DecodeActor.options(scheduling_strategy=here).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
     started.actors.append(decoder)
     get([decoder.ready.remote(), *[a.ready.remote() for a in pool]])  # input opened, weights loaded
     info, *pool_info = get([decoder.info.remote(), *[a.info.remote() for a in pool]])
@@ -143,6 +143,9 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
             frames_out = driver.run()
         open_tracks, track_seconds = get(actors.tracker.close.remote())
         report.add_tracks(open_tracks)
+        damage = get(actors.decoder.damage.remote())
+        if damage:
+            log.warning("%s", damage)
         frames_written, encode_seconds = get(actors.encoder.close.remote())
         started.encoder = None  # the output is complete
         assert frames_written == frames_out, (frames_written, frames_out)
@@ -154,6 +157,8 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
             "sr_actors": [{"node": i["node"], "device": i["device"], "resources": i["resources"]} for i in actors.pool_info],
             "frames_in": frames_out,
             "frames_out": frames_written,
+            "frames_expected": actors.info["frames"],
+            "warnings": [damage] if damage else [],
             "wall_seconds": round(time.perf_counter() - start, 3),
             # Busy seconds per actor kind; the actors run side by side, so these overlap.
             "stage_seconds": {

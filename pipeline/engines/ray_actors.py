@@ -57,14 +57,18 @@ def _setup_errors_reach_the_driver(cls):
 @ray.remote(num_cpus=0)
 @_setup_errors_reach_the_driver
 class DecodeActor:
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, strict: bool):
         keep_frame_memory_flat()
-        self._reader = VideoReader(path, threads=threads)
+        self._reader = VideoReader(path, threads=threads, strict=strict, warn=False)  # the driver says it
         self._frames = iter(self._reader)
 
     def info(self) -> dict[str, Any]:
         r = self._reader
         return {"width": r.width, "height": r.height, "time_base": r.time_base, "rate": r.rate, "frames": r.frame_count}
+
+    def damage(self) -> str | None:
+        """Once read to the end: what was wrong with the file (`VideoReader.damage`)."""
+        return self._reader.damage
 
     @ray.method(num_returns=2)
     def read(self, n: int):

@@ -78,8 +78,14 @@ class VideoReader:
             ...
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 0):
+    def __init__(self, path: str | Path, *, threads: int = 0, strict: bool = False, warn: bool = True):
         self.path = Path(path)
+        self.strict = strict  # damage is an InputError (`--strict`), not a warning
+        self.warn = warn  # log the damage line (False: the caller says it, as the Ray driver does)
+        self.damage: str | None = None  # once read to the end: what was wrong with the file, in one line
+        self.frames_read = 0
+        self._skipped = 0  # damaged packets the decoder refused
+        self._stopped: str | None = None  # why demuxing stopped early
         self._container = open_input(self.path)
         self.stream = main_video_stream(self._container)
         if self.stream is None:
@@ -132,6 +138,30 @@ class VideoReader:
             yield Frame(image=image, pts=pts, time_base=self.time_base, index=index)
             last_pts = pts
             index += 1
+            self.frames_read = index
+        self._check_damage(last_pts)
+
+    def _check_damage(self, last_pts: int | None) -> None:
+        """After the last frame: one line on what the file lacked (said as a warning, or raised with
+        `strict`). Frames short of what the container declares (or its duration implies) count:
+        a truncated file often just ends, with no decoder error at all."""
+        expected = self.frame_count
+        short = expected is not None and self.frames_read < expected - max(2, 0.02 * expected)
+        if not (short or self._skipped or self._stopped):
+            return
+        declared = "the container declares" if self.stream.frames else "the container's duration implies"
+        parts = [f"read {self.frames_read} frames" + (f" of the {expected} {declared}" if short else "")]
+        if last_pts is not None:
+            parts.append(f"the last at {float(last_pts * self.time_base):.2f} s")
+        if self._stopped:
+            parts.append(f"reading stopped at a damaged part ({self._stopped})")
+        if self._skipped:
+            parts.append(f"{self._skipped} damaged packet(s) skipped")
+        self.damage = f"{self.path}: damaged input: " + "; ".join(parts)
+        if self.strict:
+            raise InputError(f"{self.damage} (--strict: nothing was written)")
+        if self.warn:
+            log.warning("%s", self.damage)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         packets = self._container.demux(self.stream)
@@ -140,14 +170,22 @@ class VideoReader:
                 packet = next(packets)
             except StopIteration:
                 return
-            except av.error.FFmpegError as err:  # a truncated or damaged container: keep what was read
-                log.warning("%s: stopped reading at a damaged part of the file (%s)", self.path, error_reason(err))
+            except av.error.FFmpegError as err:  # a truncated or damaged container: keep what was read,
+                self._stopped = error_reason(err)  # and what the decoder still holds (frame threads, reordering)
+                yield from self._flush()
                 return
             try:
                 yield from packet.decode()
             except av.error.InvalidDataError as err:
                 # A damaged packet: FFmpeg's own tools skip it too. Its frame does not exist.
-                log.warning("%s: skipped a damaged video packet at pts %s (%s)", self.path, packet.pts, error_reason(err))
+                self._skipped += 1
+                log.debug("%s: skipped a damaged video packet at pts %s (%s)", self.path, packet.pts, error_reason(err))
+
+    def _flush(self) -> Iterator[av.VideoFrame]:
+        try:
+            yield from self.stream.codec_context.decode(None)
+        except av.error.FFmpegError:
+            return
 
     def _pts_step(self) -> int:
         rate = self.rate or Fraction(25)
