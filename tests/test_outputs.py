@@ -89,3 +89,16 @@ def test_a_report_lost_to_a_full_disk_takes_the_video_with_it(clip, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0] and "removed too" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("setting", ["sr.device=cuda:7", "detect.device=cuda"])
+def test_a_gpu_this_machine_lacks_is_the_user_s_to_fix(clip, tmp_path, capsys, setting):
+    import torch
+
+    if torch.cuda.is_available() and setting.endswith("cuda"):
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out.mp4"
+    assert main(["-q", "video", str(clip), "-o", str(out), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and setting.split("=")[0] in err[0] and "internal error" not in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

@@ -31,6 +31,8 @@ from typing import Sequence
 
 import torch
 
+from models.errors import ModelError
+
 TrackState = dict[str, torch.Tensor]
 
 
@@ -102,14 +104,18 @@ def consistency(backend: SRBackend, images: torch.Tensor, lr: torch.Tensor) -> t
     return ((down - lr) / 2).pow(2).flatten(1).mean(1)
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU; anything else is passed to torch."""
+def resolve_device(device: str, setting: str = "sr.device") -> torch.device:
+    """'auto' picks CUDA when present, else the CPU; anything else is passed to torch. A device this
+    machine lacks is a `ModelError` naming `setting` (the user's to fix: exit 2)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
+        raise ModelError(f"{setting} must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but this machine has no CUDA GPU; use 'auto' or 'cpu'")
+        raise ModelError(f"{setting}={device} was asked for but this machine has no CUDA GPU; use {setting}=auto or cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ModelError(f"{setting}={device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0.."
+                         f"cuda:{torch.cuda.device_count() - 1}; use one of them or {setting}=auto")
     return resolved

@@ -93,7 +93,7 @@ class FaceDetector:
         from models.backends.base import resolve_device
 
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, "detect.device")
         self.threads = detection_threads(cfg)
         self._mtcnn = MTCNN(
             min_face_size=MTCNN_MIN_FACE,  # replaced per frame size in _detect_batch

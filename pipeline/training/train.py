@@ -154,7 +154,7 @@ def train_pfsr(
     from models.backends.base import resolve_device
     from models.pfsr_train import Schedule
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, "train --device")
     schedule = Schedule(cfg.stage_iters, cfg.fade_iters)
     # 1. The generator and its optimiser: new, or as the checkpoint left them.
     generator, optimizer, start = _resume(resume, schedule, cfg=cfg, device=dev) if resume is not None else _new(cfg, channels, dev)
