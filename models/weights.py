@@ -356,7 +356,8 @@ def load_checkpoint(path: str | Path) -> dict:
     except FileNotFoundError:
         raise ModelError(f"checkpoint {path} does not exist") from None
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        # torch words it "Unsupported global: GLOBAL m.f" or "unsupported GLOBAL m.f whose module m is blocked".
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(err))
         if found:  # a pickled class or function: running it would run the file's code
             raise ModelError(f"checkpoint {path} pickles {found.group(1)}, which facezoom does not unpickle (a checkpoint may "
                              "hold only tensors and plain data); save the generator's state_dict() instead") from None

@@ -213,6 +213,16 @@ def test_load_checkpoint_is_weights_only(tmp_path):
     with pytest.raises(ModelError, match="pickles test_weights.touch, which facezoom does not unpickle"):
         weights.load_checkpoint(path)
     assert not marker.exists()
+    import os
+
+    class System:  # a builtin module's function: torch words this refusal differently
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"x": System()}, path)
+    with pytest.raises(ModelError, match=r"pickles (posix|nt)\.system, which facezoom does not unpickle"):
+        weights.load_checkpoint(path)
+    assert not marker.exists()
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="not a PyTorch weights file"):
         weights.load_checkpoint(path)
