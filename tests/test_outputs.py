@@ -102,3 +102,12 @@ def test_a_gpu_this_machine_lacks_is_the_user_s_to_fix(clip, tmp_path, capsys, s
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and setting.split("=")[0] in err[0] and "internal error" not in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("audio, suffix, named", [("libopus", ".mov", "opus audio"), ("libmp3lame", ".webm", "mp3 audio")])
+def test_audio_a_container_cannot_hold_is_named_by_its_codec(tmp_path, capsys, audio, suffix, named):
+    src = make_video(tmp_path / "in.mkv", frames=6, audio=(audio,))
+    assert main(["-q", "video", str(src), "-o", str(tmp_path / f"out{suffix}")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and ".mkv" in err[0] and "mp3float" not in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]

@@ -69,7 +69,12 @@ class VideoWriter(AtomicWriter):
             self._audio = self._add_audio_streams(audio_from)
             self._out.start_encoding()
         except av.error.FFmpegError as err:
+            audio = sorted({_codec_name(s) for s in self._audio_in.streams.audio}) if self._audio_in is not None else []
             self._discard()
+            if audio:  # the muxer refuses at its header: the video codec, or an audio codec copied as it is
+                raise UserError(f"cannot write {self.path}: {self.path.suffix or 'this'} files refuse the video codec "
+                                f"{self._video_codec(cfg)} or the input's {', '.join(audio)} audio, which facezoom copies "
+                                f"untouched ({error_reason(err)}); write .mkv, which holds any audio codec") from None
             raise UserError(f"cannot write {self.path} with codec {self._video_codec(cfg)} ({error_reason(err)})") from None
         except BaseException:
             self._discard()
@@ -133,7 +138,7 @@ class VideoWriter(AtomicWriter):
             except ValueError:  # PyAV: "'webm' format does not support 'aac' codec"
                 raise UserError(
                     f"{self.path.suffix or 'this output'} files cannot hold the input's "
-                    f"{in_stream.codec_context.name} audio, which facezoom copies untouched; "
+                    f"{_codec_name(in_stream)} audio, which facezoom copies untouched; "
                     "write .mkv (it holds any codec) or .mp4/.mov instead"
                 ) from None
             layout = in_stream.codec_context.layout
@@ -214,6 +219,12 @@ class VideoWriter(AtomicWriter):
                 except (av.error.FFmpegError, ValueError, OSError):
                     pass  # closing a half-written file may fail; it is deleted next
         self._tmp.unlink(missing_ok=True)
+
+
+def _codec_name(stream) -> str:
+    """A stream's codec as people name it (mp3, not FFmpeg's decoder name mp3float)."""
+    codec = stream.codec_context.codec
+    return getattr(codec, "canonical_name", None) or stream.codec_context.name
 
 
 def _padding(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
