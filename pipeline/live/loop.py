@@ -63,35 +63,58 @@ def run_live(
     from pipeline.live.source import LiveSource
 
     stop = stop or threading.Event()
-    with _torch_threads(live.torch_threads), _stop_on_interrupt(stop), LiveSource(
-        spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop
-    ) as source:
-        run = _LiveRun(spec, source, cfg=cfg, live=live, preview=preview, on_status=on_status)
-        try:
-            if output is not None:
-                run.open_recorder(output)
-            run.loop(stop, duration)
-        except KeyboardInterrupt:  # a second Ctrl-C: abandon the frame in hand, keep what was recorded
-            run.stopped = "aborted"
-        finally:
-            if run.recorder is not None:
-                run.recorder.close()
+    with _torch_threads(live.torch_threads), _stop_on_interrupt(stop):
+        # The models load (and the detector runs once) before the source opens: a stream's first
+        # frames are processed as they arrive, not dropped while the models load.
+        start = time.monotonic()
+        processor = _ready_processor(cfg, live)
+        models_ms = round((time.monotonic() - start) * 1000, 1)
+        with LiveSource(
+            spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop
+        ) as source:
+            run = _LiveRun(spec, source, processor, cfg=cfg, live=live, preview=preview, on_status=on_status)
+            run.models_ms = models_ms
+            _run(run, output, stop, duration)
     return run.report()
+
+
+def _ready_processor(cfg, live: LiveConfig):
+    """The face stages, built and warmed up (MTCNN's first call costs far more than the next)."""
+    import numpy as np
+
+    from pipeline.stages.chunk import FaceProcessor
+
+    # The detector sets its own thread count per call (detect.threads); unless that is pinned, it gets live's too.
+    if live.torch_threads and not cfg.detect.threads:
+        cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=live.torch_threads))
+    processor = FaceProcessor(cfg, report=False)
+    processor.analyzer.detector.detect([np.zeros((120, 160, 3), np.uint8)])
+    return processor
+
+
+def _run(run: "_LiveRun", output, stop: threading.Event, duration: float | None) -> None:
+    """The loop, recording to `output`; the recording is finished however the loop ends."""
+    try:
+        if output is not None:
+            run.open_recorder(output)
+        run.loop(stop, duration)
+    except KeyboardInterrupt:  # a second Ctrl-C: abandon the frame in hand, keep what was recorded
+        run.stopped = "aborted"
+    finally:
+        if run.recorder is not None:
+            run.recorder.close()
 
 
 class _LiveRun:
     """One live run's state: the face stages, the budget controller, the figures, the recorder."""
 
-    def __init__(self, spec, source, *, cfg, live: LiveConfig, preview, on_status):
+    def __init__(self, spec, source, processor, *, cfg, live: LiveConfig, preview, on_status):
         from pipeline.live.budget import BudgetController, LiveStats
-        from pipeline.stages.chunk import FaceProcessor, StageTimer
+        from pipeline.stages.chunk import StageTimer
 
-        # The face stages, and the controller that adapts their budget. The detector sets its own
-        # thread count per call (detect.threads); unless that is pinned, it gets live's too.
-        if live.torch_threads and not cfg.detect.threads:
-            cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=live.torch_threads))
+        # The face stages (built before the source opened), and the controller that adapts their budget.
         self.spec, self.source, self.cfg, self.live, self.preview, self.on_status = spec, source, cfg, live, preview, on_status
-        self.processor = FaceProcessor(cfg, report=False)
+        self.processor = processor
         max_every = min(live.max_detect_every, cfg.track.max_age or 1)  # tracks must outlive the gap between detections
         self.controller = BudgetController(self.processor, budget_ms=live.budget_ms, max_detect_every=max_every, enabled=live.adapt)
         self.stats, self.timer = LiveStats(), StageTimer()
@@ -99,6 +122,8 @@ class _LiveRun:
         self.stopped, self.error, self.recorder = "interrupted", None, None
         self.frames_out, self.startup_ms, self.t0, self.dropped_at_start = 0, None, None, 0
         self.last_status, self.resized = time.monotonic(), False
+        self.opened = time.monotonic()  # --duration counts from here: the source is open
+        self.models_ms: float | None = None
 
     def open_recorder(self, output: str | Path) -> None:
         out_width, out_height = self.cfg.composite.output_size(self.width, self.height)
@@ -110,7 +135,7 @@ class _LiveRun:
     def loop(self, stop: threading.Event, duration: float | None) -> None:
         """Frame after frame until a stop: the newest frame (older ones were dropped by the reader), processed."""
         while not stop.is_set():
-            if duration is not None and self.t0 is not None and time.monotonic() - self.t0 >= duration:
+            if duration is not None and time.monotonic() - self.opened >= duration:
                 self.stopped = "duration"
                 return
             item = self._take()
@@ -185,6 +210,7 @@ class _LiveRun:
             "latency_ms_p95": stats.percentile(95),
             "latency_ms_max": round(stats.latency_max_ms, 1),
             "latency_ms_p95_per_second": list(stats.p95_per_second),
+            "models_ms": self.models_ms,  # building and warming up the face stages, before the source opened
             "startup_ms": self.startup_ms,
             "frames_in": source.frames_read,
             "frames_out": self.frames_out,
