@@ -111,3 +111,30 @@ def test_audio_a_container_cannot_hold_is_named_by_its_codec(tmp_path, capsys, a
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0] and ".mkv" in err[0] and "mp3float" not in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+def test_enhance_refuses_a_grid_on_its_output_and_outputs_in_proc(tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline.media.sample import astronaut
+
+    src = tmp_path / "in.png"
+    Image.fromarray(astronaut()).save(src)
+    out = tmp_path / "out.png"
+    for args in (["-o", str(out), "--grid", str(tmp_path / "." / "out.png")], ["-o", "/proc/facezoom.png"]):
+        assert main(["-q", "enhance", str(src), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("facezoom: error:"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_zoom_into_a_frames_folder_in_proc_is_a_clean_error(tmp_path, capsys):
+    from PIL import Image
+
+    from pipeline.media.sample import astronaut
+
+    src = tmp_path / "in.png"
+    Image.fromarray(astronaut()).save(src)
+    assert main(["-q", "zoom", str(src), "-o", "/proc/facezoom-frames", "--duration", "0.4", "--fps", "5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "/proc" in err[0] and "internal error" not in err[0], err

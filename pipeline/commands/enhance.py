@@ -107,10 +107,11 @@ def _pictures(source: Path, output: Path, grid_path: Path | None) -> list[Path]:
     if not is_picture(source):
         raise UserError(f"enhance takes pictures ({source.suffix or 'no suffix'} is not one: png, jpg, webp, gif, bmp, tiff) "
                         "or a folder of them; for videos use `facezoom video` or `facezoom zoom`")
-    for path in (output, grid_path):
-        if path is None:
-            continue
+    from pipeline.media.files import check_distinct, check_output_folder
+
+    outputs = {"the output": output, **({"the grid (--grid)": grid_path} if grid_path is not None else {})}
+    check_distinct({"the input": source}, outputs)  # the input, or each other: resolved paths and inodes
+    for path in outputs.values():
         output_kind(path)  # a name it cannot write is refused before any work
-        if path.exists() and path.resolve() == source.resolve():
-            raise UserError(f"the output {path} is the input; choose another output path")
+        check_output_folder(path)
     return [source]

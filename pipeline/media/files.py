@@ -23,11 +23,19 @@ def check_output_video(path: Path) -> None:
 
 
 def check_output_folder(path: Path) -> None:
-    """A `UserError` unless the folder `path` goes into exists and is writable."""
-    if not path.parent.is_dir():
-        raise UserError(f"output folder does not exist: {path.parent}")
-    if not os.access(path.parent, os.W_OK):
-        raise UserError(f"output folder is not writable: {path.parent}")
+    """A `UserError` unless the folder `path` goes into exists and a file can be made in it: tried,
+    not only asked (`os.access` says yes for root on /proc and on read-only mounts)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"output folder is not writable: {folder}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as err:
+        raise UserError(f"cannot write into the output folder {folder}: {err.strerror}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def check_distinct(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
