@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Figures for a GPU: PULSE on a full-size StyleGAN2-512, PFSR, and MTCNN at 1080p. One command.
+
+Run it on a lent GPU machine as it is (it takes a few minutes on one GPU and writes its
+figures as JSON); `--quick` shrinks every model so a CPU checks in seconds that it runs.
+
+- PULSE: StyleGAN2-512 of the published (BasicSR) architecture with random weights (the cost
+  is the architecture's, not the weights'), rendering 256 (facezoom's default out_size), at
+  batch 1, 8 and 32: seconds per step, faces per second at the cold (100 steps) and warm (20)
+  budgets, peak GPU memory. The same in bfloat16 autocast, and the
+  steps each needs to reach eps on faces the generator itself rendered (so eps is reachable).
+- PFSR (the `ffsr` backend's network at its published widths): faces per second at batch 32.
+- MTCNN (facenet-pytorch) on a 1080p frame with one face: ms per frame, at detect.working_size
+  640 (the default) and at native size.
+
+Not measured yet: the keyframe-anchored schedule of issue 15 (the chain is what exists).
+
+    python benchmarks/gpu.py --json gpu.json           # on the GPU machine
+    python benchmarks/gpu.py --quick --json /tmp/g.json  # anywhere, in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.downscale import bicubic_downscale  # noqa: E402
+from models.generators import compute_gaussian_fit  # noqa: E402
+from models.networks.pfsr import PUBLISHED_CHANNELS, PFSRGenerator  # noqa: E402
+from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator  # noqa: E402
+from models.search import draw_start, pulse_search  # noqa: E402
+
+FULL = dict(resolution=512, narrow=1.0, render=256, batches=(1, 8, 32), timed_steps=5, pfsr_channels=PUBLISHED_CHANNELS,
+            pfsr_batch=32, frame=(1920, 1080), eps_faces=4)
+QUICK = dict(resolution=64, narrow=0.125, render=64, batches=(1, 2), timed_steps=2, pfsr_channels=(16, 8, 8, 8),
+             pfsr_batch=4, frame=(640, 360), eps_faces=2)
+
+
+def generator(resolution: int, narrow: float, device) -> StyleGAN2Generator:
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(StyleGAN2Config.basicsr(resolution, channel_multiplier=1, narrow=narrow))
+    with torch.no_grad():  # random RGB heads overshoot [-1, 1] and BasicSR starts noise at 0; trained ones do neither
+        for head in [g.to_rgb1, *g.to_rgbs]:
+            head.modulated_conv.weight.mul_(0.6)
+        for conv in [g.style_conv1, *g.style_convs]:
+            conv.weight.fill_(0.1)
+    return g.eval().requires_grad_(False).to(device)
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def known_faces(g, fit, n: int, render: int, device) -> torch.Tensor:
+    """16x16 inputs of faces the generator renders: eps is reachable on them."""
+    latents = torch.stack([draw_start(g, 100 + i, render_size=render)[0] for i in range(n)]).to(device)
+    _, noise = draw_start(g, 99, render_size=render)  # one noise for all: the search finds its own anyway
+    with torch.no_grad():
+        ws = F.leaky_relu(latents * fit.std + fit.mean, 0.2)
+        faces = g.synthesize(ws, [m[None].expand(n, -1, -1, -1).to(device) for m in noise], render_size=render).clamp(-1, 1)
+    return bicubic_downscale(faces, 16).clamp(-1, 1)
+
+
+def search_seconds_per_step(g, fit, lr, *, render, steps, device, autocast) -> float:
+    """Seconds per optimisation step of a cold search over `lr` (eps unreachable, so every step
+    runs). A warm step is the same forward and backward pass; warm and cold differ in budget."""
+    kw = dict(fit=fit, seeds=list(range(len(lr))), eps=1e-12, render_size=render, out_size=render, device=device)
+    context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with context:
+        pulse_search(g, lr, steps=1, **kw)  # compiles kernels, allocates: not timed
+        sync(device)
+        start = time.perf_counter()
+        pulse_search(g, lr, steps=steps, **kw)
+        sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def steps_to_eps(g, fit, lr, *, render, device, autocast) -> list[int | None]:
+    context = torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with context:
+        found = pulse_search(g, lr, fit=fit, seeds=list(range(len(lr))), steps=100, render_size=render, out_size=render, device=device)
+    return [int(s) if ok else None for s, ok in zip(found.steps[:, 0].tolist(), found.success[:, 0].tolist())]
+
+
+def pulse_rows(size: dict, device) -> tuple[list[dict], dict]:
+    g = generator(size["resolution"], size["narrow"], device)
+    fit = compute_gaussian_fit(g, samples=20_000, seed=0)
+    lr = known_faces(g, fit, max(size["batches"]), size["render"], device)
+    rows = []
+    for autocast in (False, True):
+        for batch in size["batches"]:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            per_step = search_seconds_per_step(g, fit, lr[:batch], render=size["render"], steps=size["timed_steps"],
+                                               device=device, autocast=autocast)
+            rows.append({
+                "dtype": "bf16" if autocast else "fp32", "batch": batch, "ms_per_step": round(per_step * 1000, 2),
+                "cold_faces_per_s": round(batch / (per_step * 100), 3), "warm_faces_per_s": round(batch / (per_step * 20), 3),
+                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+            })
+    eps = {dtype: steps_to_eps(g, fit, lr[: size["eps_faces"]], render=size["render"], device=device, autocast=dtype == "bf16")
+           for dtype in ("fp32", "bf16")}
+    return rows, eps
+
+
+def pfsr_faces_per_second(size: dict, device) -> float:
+    torch.manual_seed(0)
+    net = PFSRGenerator(size["pfsr_channels"]).eval().to(device)
+    x = torch.rand(size["pfsr_batch"], 3, 16, 16, device=device) * 2 - 1
+    with torch.no_grad():
+        net(x, 3, 1.0)
+        sync(device)
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < 2.0 or n < 3:
+            net(x, 3, 1.0)
+            n += 1
+        sync(device)
+    return round(n * len(x) / (time.perf_counter() - start), 1)
+
+
+def mtcnn_ms(size: dict, device) -> dict:
+    from pipeline.media.sample import astronaut
+    from pipeline.stages.detect import DetectConfig, FaceDetector
+
+    width, height = size["frame"]
+    frame = np.full((height, width, 3), 90, np.uint8)
+    face = astronaut()[: min(330, height - 20), 100:380]
+    frame[10 : 10 + face.shape[0], 300 : 300 + face.shape[1]] = face
+    out = {}
+    for working in (640, 0):
+        detector = FaceDetector(DetectConfig(device=str(device), working_size=working))
+        detector.detect([frame])
+        start = time.perf_counter()
+        for _ in range(5):
+            found = detector.detect([frame])
+        out[f"working_size={working}"] = {"ms": round((time.perf_counter() - start) / 5 * 1000, 1), "faces": len(found[0].boxes)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny models: checks on any machine that the script runs")
+    p.add_argument("--json", metavar="PATH", help="write the figures here")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    args = p.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    size = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "quick": args.quick, "generator": f"StyleGAN2-{size['resolution']} narrow {size['narrow']}",
+            "render": size["render"]}
+    print(f"facezoom GPU figures on {info['device']} (torch {info['torch']}){' [--quick]' if args.quick else ''}")
+    rows, eps = pulse_rows(size, device)
+    print(f"\nPULSE, {info['generator']} rendering {size['render']}; faces/s at 100 cold / 20 warm steps")
+    print(f"{'dtype':<6}{'batch':>6}{'ms/step':>10}{'cold faces/s':>14}{'warm faces/s':>14}{'peak GiB':>10}")
+    for r in rows:
+        print(f"{r['dtype']:<6}{r['batch']:>6}{r['ms_per_step']:>10}{r['cold_faces_per_s']:>14}{r['warm_faces_per_s']:>14}{str(r['peak_gib']):>10}")
+    print(f"steps to eps on known faces: fp32 {eps['fp32']}, bf16 {eps['bf16']} (None: not within 100)")
+    pfsr = pfsr_faces_per_second(size, device)
+    print(f"\nPFSR {size['pfsr_channels']}: {pfsr} faces/s at batch {size['pfsr_batch']}")
+    mtcnn = mtcnn_ms(size, device)
+    print(f"MTCNN on a {size['frame'][0]}x{size['frame'][1]} frame: {mtcnn}")
+    total = round(time.perf_counter() - started, 1)
+    print(f"\n{total} s in all")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({**info, "pulse": rows, "steps_to_eps": eps, "pfsr_faces_per_s": pfsr,
+                                               "mtcnn": mtcnn, "seconds": total}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
