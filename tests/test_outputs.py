@@ -138,3 +138,27 @@ def test_zoom_into_a_frames_folder_in_proc_is_a_clean_error(tmp_path, capsys):
     assert main(["-q", "zoom", str(src), "-o", "/proc/facezoom-frames", "--duration", "0.4", "--fps", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "/proc" in err[0] and "internal error" not in err[0], err
+
+
+def test_a_folder_of_videos_gives_a_folder_of_outputs_and_skips_bad_files(tmp_path, capsys, caplog, monkeypatch):
+    from pipeline.stages import chunk
+    from synth import video_frames
+
+    src = tmp_path / "in"
+    src.mkdir()
+    make_video(src / "a.mp4", frames=5)
+    make_video(src / "b.mkv", frames=7)
+    (src / "broken.mp4").write_bytes(b"not a video")
+    (src / "notes.txt").write_text("not a video either")
+    built = []
+    real = chunk.create_backend
+    monkeypatch.setattr(chunk, "create_backend", lambda cfg: (built.append(1), real(cfg))[1])
+    out = tmp_path / "out"
+    assert main(["-q", "video", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("skipped" in r.getMessage() and "broken.mp4" in r.getMessage() for r in caplog.records)
+    assert err == ["facezoom: error: 1 of 3 videos were skipped (see the warnings above)"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mkv"]
+    assert len(video_frames(out / "a.mp4")[0]) == 5 and len(video_frames(out / "b.mkv")[0]) == 7
+    assert built == [1]  # the models were loaded once for the folder
+    assert main(["-q", "video", str(src), "-o", str(src)]) == 2  # the input folder itself: refused

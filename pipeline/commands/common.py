@@ -8,10 +8,10 @@ import sys
 log = logging.getLogger(__name__)
 
 
-def report_skipped(skipped: int, total: int) -> int:
-    """A batch's exit status: 2, said in one line, when some pictures were skipped; else 0."""
+def report_skipped(skipped: int, total: int, what: str = "pictures") -> int:
+    """A batch's exit status: 2, said in one line, when some of its inputs were skipped; else 0."""
     if skipped:
-        print(f"facezoom: error: {skipped} of {total} pictures were skipped (see the warnings above)", file=sys.stderr)
+        print(f"facezoom: error: {skipped} of {total} {what} were skipped (see the warnings above)", file=sys.stderr)
         return 2
     return 0
 

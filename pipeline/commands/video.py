@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 from pipeline.commands.common import say_backend_note
+from models.errors import ModelError
 from pipeline.errors import InputError, UserError
+
+log = logging.getLogger(__name__)
 
 
 def register(commands, add_config_args) -> None:
     video = commands.add_parser("video", help="super-resolve the faces of a video file")
     video.set_defaults(handler=cmd_video)
-    video.add_argument("input", help="any video file FFmpeg reads")
-    video.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov, .webm)")
+    video.add_argument("input", help="any video file FFmpeg reads, or a folder of them (each into -o as a folder, under its own name)")
+    video.add_argument("-o", "--output", required=True, help="output video (.mp4, .mkv, .mov, .webm); for a folder input, the output folder")
     video.add_argument("--report", metavar="R.json", help="write a JSON report of the run")
     video.add_argument("--engine", choices=("local", "ray"), help="shortcut for --set engine.engine=...")
     video.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (implies --engine ray)")
@@ -45,6 +49,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.strict:
         overrides.append("video.strict=true")
     cfg = load_config(args.config, overrides)
+    if Path(args.input).is_dir():
+        return _video_folder(Path(args.input), Path(args.output), cfg=cfg, quiet=args.quiet, report=args.report)
     _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
     from pipeline.engines import run  # only now: the checks above answer without importing PyAV or torch
     from pipeline.media.reader import VideoReader
@@ -68,6 +74,49 @@ def cmd_video(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+# What a folder input takes: the containers FFmpeg reads that people keep video in.
+FOLDER_VIDEOS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
+
+
+def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str | None) -> int:
+    """`video DIR -o OUTDIR`: every video in DIR into OUTDIR under its own name (a container facezoom
+    cannot write, such as .avi, becomes .mkv), in one process that loads the models once.
+    Unreadable files are skipped, named in a warning, and the run exits 2 at the end."""
+    from tqdm import tqdm
+
+    from pipeline.commands.common import report_skipped
+    from pipeline.engines import run
+    from pipeline.media.files import VIDEO_SUFFIXES, check_distinct
+    from pipeline.stages.chunk import FaceProcessor
+
+    if report:
+        raise UserError("--report is for one video; a folder's runs are summed up on stderr")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"a folder input writes a folder of videos: {output} is a file; give a folder name")
+    check_distinct({"the input folder": source}, {"the output folder": output})
+    videos = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in FOLDER_VIDEOS and not p.name.startswith("."))
+    if not videos:
+        raise InputError(f"{source} holds no videos (looked for {', '.join(FOLDER_VIDEOS)})")
+    output.mkdir(exist_ok=True)
+    say_backend_note(cfg, quiet=quiet)
+    shared = FaceProcessor(cfg) if cfg.engine.engine == "local" else None  # the models, loaded once
+    skipped, frames = 0, 0
+    with tqdm(total=len(videos), unit="video", desc="videos", disable=quiet, dynamic_ncols=True, position=0) as overall:
+        for path in videos:
+            target = output / (path.name if path.suffix.lower() in VIDEO_SUFFIXES else f"{path.stem}.mkv")
+            try:
+                processor = FaceProcessor(cfg, like=shared) if shared is not None else None
+                result = run(path, target, cfg=cfg, progress=not quiet, processor=processor)
+                frames += result["frames_out"]
+            except (UserError, ModelError) as err:
+                skipped += 1
+                log.warning("skipped %s: %s", path, err)
+            overall.update(1)
+    if not quiet:
+        print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
+    return report_skipped(skipped, len(videos), what="videos")
 
 
 def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None) -> None:

@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 
-def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool = True) -> dict[str, Any]:
+def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool = True, processor=None) -> dict[str, Any]:
+    """`processor`: the local engine's `FaceProcessor` to run with (a folder's videos share the
+    models of one); the Ray engine builds its own actors."""
     if cfg.engine.engine == "ray":
         from pipeline.engines.ray import run_video_ray
 
         return run_video_ray(input_path, output_path, cfg=cfg, progress=progress)
     from pipeline.engines.local import run_video
 
-    return run_video(input_path, output_path, cfg=cfg, progress=progress)
+    return run_video(input_path, output_path, cfg=cfg, progress=progress, processor=processor)

@@ -115,10 +115,13 @@ class FaceProcessor:
     tracks by the crop scheduler, each track warm-starting from its previous frame.
     """
 
-    def __init__(self, cfg, *, report: bool = True):
+    def __init__(self, cfg, *, report: bool = True, like: "FaceProcessor | None" = None):
+        """`like`: another processor whose models (backend, detector) this one shares: a new
+        stream (its own tracks, states and report) without loading the models again."""
         self.cfg = cfg
-        self.backend = create_backend(cfg.sr)
-        self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size)
+        self.backend = like.backend if like is not None else create_backend(cfg.sr)
+        detector = like.analyzer.detector if like is not None else None
+        self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size, detector=detector)
         self.scheduler = CropScheduler(stateful=self.backend.stateful, batch_size=cfg.sr.batch_size)
         self.plan = FidelityPlanner.for_run(cfg.sr, cfg.composite.scale, out_size=self.backend.out_size,
                                             any_input_size=self.backend.any_input_size, default_fidelity=1.0)
