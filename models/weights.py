@@ -65,7 +65,7 @@ PFSR_CELEBA = WeightsEntry(
     approx_size="~36 MB (9.0M float32 weights)",
     licence=f"{NON_COMMERCIAL}: trained on CelebA (non-commercial research only); the PFSR repository states no licence",
     source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution (its demo.py/eval.py default); "
-           "hosted on Google Drive, which facezoom cannot download from: fetch it by hand from the README's link",
+           "hosted on Google Drive, which facezoom cannot download from: download it by hand: the Google Drive link in that repository's README",
     layout="pfsr",
     converter="take 'model_state_dict' (with 'step', 'alpha', 'iteration')",
     arch=(("channels", (512, 256, 128, 64)),),
@@ -110,7 +110,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             name="pfsr-celeba-ddp",
             filename="generator_checkpoint.ckpt",
             source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, the distributed (apex) training run; "
-                   "hosted on Google Drive, which facezoom cannot download from: fetch it by hand from the README's link",
+                   "hosted on Google Drive, which facezoom cannot download from: download it by hand: the Google Drive link in that repository's README",
             converter="take 'model_state_dict', dropping the data-parallel 'module.' prefixes",
             description="Progressive Face SR 16x16 -> 128x128, the multi-GPU run's weights; manual download",
         ),
@@ -155,8 +155,8 @@ def sha256_file(path: str | Path) -> str:
 
 def _manual(e: WeightsEntry, target: Path, reason: str) -> ModelError:
     return ModelError(
-        f"could not download {e.name}: {reason}. Download {e.url} on a machine with network access "
-        f"and place the file at {target} (then `weights verify {e.name}`)"
+        f"could not download {e.name}: {reason}. On a machine with network access, open {e.url}, follow the "
+        f"link its README gives for {e.filename}, and place that file at {target} (then `weights verify {e.name}`)"
     )
 
 
@@ -210,7 +210,7 @@ def fetch(name: str, *, progress: bool = True, force: bool = False) -> Path:
         verify_cached(name)
         return target
     if e.manual_only:
-        raise _manual(e, target, "its publisher links it from the page below (Google Drive), which no script can download from")
+        raise _manual(e, target, "its publisher hosts it on Google Drive, which no script can download from")
     if os.environ.get("FACEZOOM_OFFLINE"):
         raise _manual(e, target, "FACEZOOM_OFFLINE is set")
     target.parent.mkdir(parents=True, exist_ok=True)
