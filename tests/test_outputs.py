@@ -162,3 +162,24 @@ def test_a_folder_of_videos_gives_a_folder_of_outputs_and_skips_bad_files(tmp_pa
     assert len(video_frames(out / "a.mp4")[0]) == 5 and len(video_frames(out / "b.mkv")[0]) == 7
     assert built == [1]  # the models were loaded once for the folder
     assert main(["-q", "video", str(src), "-o", str(src)]) == 2  # the input folder itself: refused
+
+
+def test_enhance_output_goes_if_its_grid_cannot_be_written(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from pipeline.creative import enhance
+    from pipeline.errors import UserError
+    from pipeline.media.sample import astronaut
+
+    src = tmp_path / "in.png"
+    Image.fromarray(astronaut()).save(src)
+    real = enhance.write_output
+
+    def grid_fails(path, *args, **kwargs):
+        if path.name == "grid.png":
+            raise UserError(f"cannot write {path}: No space left on device")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(enhance, "write_output", grid_fails)
+    assert main(["-q", "enhance", str(src), "-o", str(tmp_path / "out.gif"), "--grid", str(tmp_path / "grid.png"), "--iterations", "1"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

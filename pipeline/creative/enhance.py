@@ -232,6 +232,12 @@ def write_enhanced(enhanced: Enhanced, output: Path, *, grid_path: Path | None, 
     else:
         write_output(output, animation_frames(enhanced), durations=timing, fps=fps)
     if grid_path is not None:
-        write_output(grid_path, grid_frames(enhanced), durations=timing, fps=fps)
+        try:
+            write_output(grid_path, grid_frames(enhanced), durations=timing, fps=fps)
+        except BaseException:  # all of a run's outputs or none: the output goes with the grid
+            import shutil
+
+            shutil.rmtree(output) if output.is_dir() else output.unlink(missing_ok=True)
+            raise
 
 
