@@ -90,8 +90,10 @@ def cmd_zoom(args: argparse.Namespace) -> int:
                             background=background, quiet=args.quiet)
     if output_kind(target) == "still":
         raise UserError(f"a zoom is an animation: name the output .mp4, .gif or a folder for PNG frames, not {target.name!r}")
-    if target.exists() and source.exists() and target.resolve() == source.resolve():
-        raise UserError(f"the output {target} is the input; choose another output path")
+    from pipeline.media.files import check_distinct, check_output_folder
+
+    check_distinct({"the input": source}, {"the output": target})  # resolved paths and inodes
+    check_output_folder(Path(str(target).rstrip("/") or str(target)))  # before any work: /proc, read-only mounts
     say_backend_note(cfg, quiet=args.quiet)
     if is_picture(source):
         summary = zoom_picture(source, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not args.quiet)
