@@ -118,7 +118,7 @@ def test_published_checkpoint_loads_strictly_and_runs_16_to_128(tmp_path, monkey
 
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
     # The published file cannot be fetched by a script: the error says where to put it.
-    with pytest.raises(ModelError, match=r"Google Drive.*place the file at .*generator_checkpoint_singleGPU\.ckpt"):
+    with pytest.raises(ModelError, match=r"Google Drive.*README gives for generator_checkpoint_singleGPU.ckpt, and place that file at .*generator_checkpoint_singleGPU\.ckpt"):
         create_backend(SRConfig(backend="ffsr", device="cpu"))  # sr.generator unset: the pfsr-celeba entry
     state = random_state(PUBLISHED)
     path = weights.path_for("pfsr-celeba")
