@@ -147,12 +147,13 @@ def _keeper(backend, frame: np.ndarray, matrix: np.ndarray, sr_cfg):
 
     from pipeline.stages.align import warp_face
     from pipeline.stages.fidelity import FidelityPlanner, effective_px, keep_source, native_px
+    from pipeline.stages.superres import to_tensor
 
     size = backend.out_size
     aligned = warp_face(frame, matrix, size)
     native = native_px(matrix, size)
     plan = FidelityPlanner.for_run(sr_cfg, 1, out_size=size, any_input_size=False, default_fidelity=0.0)(native, effective_px(aligned, native))
-    crop = torch.from_numpy(aligned).permute(2, 0, 1)[None].float().to(backend.device) / 127.5 - 1
+    crop = to_tensor(backend, [aligned])
 
     def keep(faces: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

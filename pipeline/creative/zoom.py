@@ -131,7 +131,7 @@ class ZoomCamera:
 
         from pipeline.creative.targets import face_input
         from pipeline.stages.fidelity import to_detail, transfer
-        from pipeline.stages.superres import solve, to_images
+        from pipeline.stages.superres import solve, to_images, to_tensor
 
         lr, _ = face_input(self.backend, image, spot.matrix, pre_blur=self.pre_blur, size=plan.in_size)
         if self._last is not None and torch.equal(lr, self._last[0]):
@@ -143,7 +143,7 @@ class ZoomCamera:
             self._last = (lr, images)
         if plan.replace:
             return to_images(images)[0]
-        source = torch.from_numpy(crop).permute(2, 0, 1)[None].float().to(self.backend.device) / 127.5 - 1
+        source = to_tensor(self.backend, [crop])
         with torch.no_grad():
             detail, _ = transfer(self.backend, source, images.to(self.backend.device), [plan.kept_px])
         return to_detail(detail)[0]

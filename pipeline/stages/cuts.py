@@ -37,7 +37,6 @@ class CutDetector:
         self._detector = ContentDetector(
             threshold=cfg.cut_threshold or 1.0, min_scene_len=cfg.cut_min_shot, filter_mode=FlashFilter.Mode.SUPPRESS,
         )
-        self._seen = False
 
     def __call__(self, frame: np.ndarray, index: int) -> bool:
         if not self._enabled:
@@ -45,6 +44,5 @@ class CutDetector:
         height, width = frame.shape[:2]
         if width > CUT_WIDTH:
             frame = cv2.resize(frame, (CUT_WIDTH, max(1, round(height * CUT_WIDTH / width))), interpolation=cv2.INTER_AREA)
-        found = self._detector.process_frame(index, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        first, self._seen = not self._seen, True
-        return bool(found) and not first
+        # (A stream's first frame has nothing before it: the detector never reports a cut there.)
+        return bool(self._detector.process_frame(index, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)))

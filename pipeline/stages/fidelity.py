@@ -86,12 +86,17 @@ def effective_px(crop: np.ndarray, native: float) -> float:
     base = above(AUTO_IN_FLOOR)
     if base <= 1e-6:  # a flat crop: nothing to measure
         return float(native)
-    k = AUTO_IN_FLOOR * 2 ** 0.125
-    while k < top:
-        if above(int(round(k))) <= BLUR_SHARE * base:
-            return min(float(native), k)
-        k *= 2 ** 0.125
-    return float(native)
+    ladder = [AUTO_IN_FLOOR * 2 ** (i / 8) for i in range(1, 8 * 8) if AUTO_IN_FLOOR * 2 ** (i / 8) < top]
+    # The detail above k falls as k grows: bisect for the first rung under the share (a handful of
+    # resizes per face and frame, not one per rung).
+    lo, hi = 0, len(ladder)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if above(int(round(ladder[mid]))) <= BLUR_SHARE * base:
+            hi = mid
+        else:
+            lo = mid + 1
+    return min(float(native), ladder[lo]) if lo < len(ladder) else float(native)
 
 
 class EffectiveTracker:

@@ -103,7 +103,7 @@ def low_res(backend: SRBackend, crops: Sequence[np.ndarray], *, pre_blur: bool, 
     crop (the blog's 128 -> 16 trick): a softer input leaves the model room to invent.
     """
     size = backend.in_size if size is None else size
-    images = _tensor(backend, crops)
+    images = to_tensor(backend, crops)
     lr = backend.downscale_to(images, size).clamp(-1, 1)  # [B, 3, size, size]
     if pre_blur:
         side = images.shape[-1]
@@ -112,7 +112,8 @@ def low_res(backend: SRBackend, crops: Sequence[np.ndarray], *, pre_blur: bool, 
     return lr.float().contiguous()
 
 
-def _tensor(backend: SRBackend, crops: Sequence[np.ndarray]) -> torch.Tensor:
+def to_tensor(backend: SRBackend, crops: Sequence[np.ndarray]) -> torch.Tensor:
+    """`[S, S, 3] uint8` images -> `[B, 3, S, S]` float32 in [-1, 1] on the backend's device (`to_images` undone)."""
     return torch.from_numpy(np.stack(crops)).to(backend.device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
@@ -152,7 +153,7 @@ def run_batch(
         result, new_states = solve(backend, lr, [states[i] for i in rows], [seeds[i] for i in rows])
         kept = [backend.out_size if plans[i].replace else plans[i].kept_px for i in rows]  # a replaced face needs no split
         with torch.no_grad():
-            detail, drift = transfer(backend, _tensor(backend, [crops[i] for i in rows]), result.images.to(backend.device), kept)
+            detail, drift = transfer(backend, to_tensor(backend, [crops[i] for i in rows]), result.images.to(backend.device), kept)
         faces, details = to_images(result.images), to_detail(detail)
         for j, i in enumerate(rows):
             replace = plans[i].replace
