@@ -13,7 +13,8 @@ figures as JSON); `--quick` shrinks every model so a CPU checks in seconds that 
 - MTCNN (facenet-pytorch) on a 1080p frame with one face: ms per frame, at detect.working_size
   640 (the default) and at native size.
 
-Not measured yet: the keyframe-anchored schedule of issue 15 (the chain is what exists).
+- One face along a track (benchmarks/scale.py's part 1 on this generator): the frame-by-frame
+  chain against the keyframe schedule (`sr.segment=4`): steps per frame, flicker, faces per second.
 
     python benchmarks/gpu.py --json gpu.json           # on the GPU machine
     python benchmarks/gpu.py --quick --json /tmp/g.json  # anywhere, in seconds
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from models.downscale import bicubic_downscale  # noqa: E402
 from models.generators import compute_gaussian_fit  # noqa: E402
@@ -42,9 +44,9 @@ from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator  # noq
 from models.search import draw_start, pulse_search  # noqa: E402
 
 FULL = dict(resolution=512, narrow=1.0, render=256, batches=(1, 8, 32), timed_steps=5, pfsr_channels=PUBLISHED_CHANNELS,
-            pfsr_batch=32, frame=(1920, 1080), eps_faces=4)
+            pfsr_batch=32, frame=(1920, 1080), eps_faces=4, track_frames=32)
 QUICK = dict(resolution=64, narrow=0.125, render=64, batches=(1, 2), timed_steps=2, pfsr_channels=(16, 8, 8, 8),
-             pfsr_batch=4, frame=(640, 360), eps_faces=2)
+             pfsr_batch=4, frame=(640, 360), eps_faces=2, track_frames=8)
 
 
 def generator(resolution: int, narrow: float, device) -> StyleGAN2Generator:
@@ -115,6 +117,24 @@ def pulse_rows(size: dict, device) -> tuple[list[dict], dict]:
     return rows, eps
 
 
+def schedule_rows(size: dict, device) -> list[dict]:
+    """Chain against keyframe schedule for one face (benchmarks/scale.py's part 1 on this generator)."""
+    from models.backends.pulse import PulseBackend
+    from scale import run_schedule
+    from warm_start import trajectory
+
+    g = generator(size["resolution"], size["narrow"], device)
+    fit = compute_gaussian_fit(g, samples=20_000, seed=0)
+    gt, lr = trajectory(g, fit, 1.0, argparse.Namespace(seed=0, resolution=size["resolution"], frames=size["track_frames"]))
+    backend = PulseBackend(g, fit, in_size=16, out_size=size["render"], device=device)
+    rows = [run_schedule(backend, lr, gt, segment, 32) for segment in (1, 4)]
+    for row in rows:
+        row["steps_vs_chain"] = row["steps_per_frame"] / rows[0]["steps_per_frame"]
+        row["flicker_vs_chain"] = row["flicker"] / rows[0]["flicker"]
+        row["speed_vs_chain"] = row["faces_per_s"] / rows[0]["faces_per_s"]
+    return rows
+
+
 def pfsr_faces_per_second(size: dict, device) -> float:
     torch.manual_seed(0)
     net = PFSRGenerator(size["pfsr_channels"]).eval().to(device)
@@ -168,6 +188,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['dtype']:<6}{r['batch']:>6}{r['ms_per_step']:>10}{r['cold_faces_per_s']:>14}{r['warm_faces_per_s']:>14}{str(r['peak_gib']):>10}")
     print(f"steps to eps on known faces: fp32 {eps['fp32']}, bf16 {eps['bf16']} (None: not within 100)")
+    schedules = schedule_rows(size, device)
+    print(f"\none face along {size['track_frames']} frames: chain vs keyframe schedule")
+    for r in schedules:
+        print(f"  {r['schedule']:<18} steps/frame {r['steps_per_frame']:.2f} (x{r['steps_vs_chain']:.2f})  flicker {r['flicker']:.3f} "
+              f"(x{r['flicker_vs_chain']:.2f})  mean batch {r['mean_batch']:.1f}  faces/s {r['faces_per_s']:.2f} (x{r['speed_vs_chain']:.2f})")
     pfsr = pfsr_faces_per_second(size, device)
     print(f"\nPFSR {size['pfsr_channels']}: {pfsr} faces/s at batch {size['pfsr_batch']}")
     mtcnn = mtcnn_ms(size, device)
@@ -176,7 +201,7 @@ def main() -> None:
     print(f"\n{total} s in all")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({**info, "pulse": rows, "steps_to_eps": eps, "pfsr_faces_per_s": pfsr,
+        Path(args.json).write_text(json.dumps({**info, "pulse": rows, "steps_to_eps": eps, "schedules": schedules, "pfsr_faces_per_s": pfsr,
                                                "mtcnn": mtcnn, "seconds": total}, indent=2) + "\n")
 
 

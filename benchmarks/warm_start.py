@@ -59,9 +59,10 @@ def trajectory(g: StyleGAN2Generator, fit, turns: float, args: argparse.Namespac
     end, _ = draw_start(g, args.seed + 2, render_size=args.resolution)
     angles = torch.linspace(0, turns * math.pi / 2, args.frames).tolist()
     latents = torch.stack([math.cos(a) * start + math.sin(a) * end for a in angles])  # [T, L, D]
+    device = next(g.parameters()).device
     with torch.no_grad():
-        ws = F.leaky_relu(latents * fit.std + fit.mean, 0.2)
-        gt = g.synthesize(ws, [m[None].expand(args.frames, -1, -1, -1) for m in noise]).clamp(-1, 1)  # [T, 3, R, R]
+        ws = F.leaky_relu(latents.to(device) * fit.std + fit.mean, 0.2)
+        gt = g.synthesize(ws, [m[None].expand(args.frames, -1, -1, -1).to(device) for m in noise]).clamp(-1, 1).cpu()  # [T, 3, R, R]
     return gt, bicubic_downscale(gt, 16).clamp(-1, 1)
 
 

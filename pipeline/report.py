@@ -88,7 +88,8 @@ class FaceReport:
                 }
             )
 
-    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int, in_size: int, kept_px: float, model_ran: bool) -> None:
+    def add_face(self, crop: FaceCrop, *, consistency: float, success: bool, steps: int, in_size: int, kept_px: float, model_ran: bool,
+                 keyframe: bool = True) -> None:
         if not self.enabled:
             return
         self._faces.append(
@@ -106,6 +107,7 @@ class FaceReport:
                 "consistency": round(consistency, 6),
                 "success": success,
                 "steps": steps,
+                "keyframe": keyframe,
             }
         )
 

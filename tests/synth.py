@@ -142,3 +142,17 @@ def audio_only(path: str | Path) -> Path:
 def write_bytes(path: str | Path, data: bytes) -> Path:
     Path(path).write_bytes(data)
     return Path(path)
+
+
+def tiny_stylegan2_checkpoint(path: str | Path) -> Path:
+    """A tiny random StyleGAN2 (32 px) in the published layout: the PULSE backend's generator in tests."""
+    import torch
+
+    from models.generators import build, published_state
+    from models.networks.stylegan2 import StyleGAN2Config
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        generator = build(StyleGAN2Config(resolution=32, w_dim=16, num_mlp=2, channels=(16, 16, 16, 16)))
+    torch.save(published_state(generator), path)
+    return Path(path)

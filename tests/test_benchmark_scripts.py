@@ -20,3 +20,16 @@ def test_gpu_benchmark_runs_quick_on_the_cpu_and_writes_its_figures(tmp_path):
     assert data["quick"] and {r["dtype"] for r in data["pulse"]} == {"fp32", "bf16"}
     assert all(r["ms_per_step"] > 0 and r["cold_faces_per_s"] > 0 for r in data["pulse"])
     assert data["pfsr_faces_per_s"] > 0 and all(v["faces"] >= 1 for v in data["mtcnn"].values())
+    assert [r["segment"] for r in data["schedules"]] == [1, 4] and all(r["reached_eps"] > 0 for r in data["schedules"])
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_quick_and_compares_every_schedule_with_the_chain(tmp_path):
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--quick", "--skip-ray", "--segments", "1", "3",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["track"]
+    assert [r["segment"] for r in rows] == [1, 3]
+    assert rows[0]["steps_vs_chain"] == 1 and rows[0]["mean_batch"] == 1  # the chain runs one crop at a time
+    assert rows[1]["mean_batch"] > 1  # the keyframe schedule fills batches with one face

@@ -18,7 +18,7 @@ from pipeline.media.stills import Picture, read_frames, read_picture
 from pipeline.stages.superres import low_res
 from pipeline.creative.targets import Choice
 from pipeline.stages.superres import to_images
-from synth import psnr
+from synth import psnr, tiny_stylegan2_checkpoint
 
 S = 128  # the classical backend's face size
 
@@ -50,14 +50,7 @@ def _manual_loop(backend, lr, n):
 @pytest.fixture(scope="module")
 def tiny_pulse(tmp_path_factory):
     """`--set` overrides for the PULSE backend on a tiny random StyleGAN2 (32 px), built here."""
-    from models.generators import build, published_state
-    from models.networks.stylegan2 import StyleGAN2Config
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        generator = build(StyleGAN2Config(resolution=32, w_dim=16, num_mlp=2, channels=(16, 16, 16, 16)))
-    path = tmp_path_factory.mktemp("pulse") / "tiny.pth"
-    torch.save(published_state(generator), path)
+    path = tiny_stylegan2_checkpoint(tmp_path_factory.mktemp("pulse") / "tiny.pth")
     return ["--set", "sr.backend=pulse", "--set", f"sr.generator={path}", "--set", "sr.out_size=32",
             "--set", "sr.steps=4", "--set", "sr.warm_steps=2"]
 

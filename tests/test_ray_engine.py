@@ -154,3 +154,24 @@ def test_two_node_cluster_runs_sr_actors_on_both_nodes(sample_clip, tmp_path):
     data = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(set(data["sr_nodes"])) == 2
     assert data["frames"] == len(video_frames(tmp_path / "o.mp4")[0])
+
+
+@pytest.mark.slow
+def test_keyframe_segments_give_the_same_video_in_both_engines(ray_session, sample_clip, tmp_path):
+    """`sr.segment`: one face's crops spread over two SR actors; every engine, every placement
+    of the batches, gives the same frames, and each face is reported once with its role."""
+    from synth import tiny_stylegan2_checkpoint
+
+    checkpoint = tiny_stylegan2_checkpoint(tmp_path / "tiny.pth")
+    pulse = [*FAST, "sr.backend=pulse", f"sr.generator={checkpoint}", "sr.out_size=32", "sr.steps=4", "sr.warm_steps=2",
+             "sr.segment=3", "sr.fidelity=0"]
+    local = run(sample_clip, tmp_path / "local.mp4", cfg=load_config(overrides=pulse), progress=False)
+    ray_run = run(sample_clip, tmp_path / "ray.mp4", cfg=load_config(overrides=[*pulse, "engine.engine=ray", "engine.sr_actors=2"]),
+                  progress=False)
+    assert_same_video(tmp_path / "ray.mp4", tmp_path / "local.mp4")
+    key = lambda face: (face["frame"], face["track_id"])  # noqa: E731
+    assert sorted(ray_run["faces"], key=key) == sorted(local["faces"], key=key)
+    assert len({key(f) for f in local["faces"]}) == len(local["faces"]) > 6
+    for track in {f["track_id"] for f in local["faces"]}:
+        roles = [f["keyframe"] for f in sorted(local["faces"], key=key) if f["track_id"] == track]
+        assert roles == [i % 3 == 0 for i in range(len(roles))]

@@ -91,7 +91,7 @@ def test_ended_tracks_release_their_state():
     s.add(job(0, 2))
     s.end_track(1)
     drain(s, lambda b: [{"w": torch.zeros(1)} for _ in b.jobs])
-    assert s.tracks_with_state == 1  # track 2 is still alive; track 1's state is gone
+    assert s.tracks == 1  # track 2 is still alive; track 1's state is gone
 
 
 def test_crops_must_be_added_in_frame_order():
@@ -105,3 +105,106 @@ def test_seeds_depend_only_on_base_track_and_frame():
     assert crop_seed(0, 1, 2) == crop_seed(0, 1, 2)
     assert len({crop_seed(0, 1, 2), crop_seed(1, 1, 2), crop_seed(0, 2, 2), crop_seed(0, 1, 3)}) == 4
     assert 0 <= crop_seed(123, 456, 789) < 2**63
+
+
+# Keyframe segments (sr.segment): keyframes chain from keyframes; each segment is a chain of its own.
+
+def frame_state(batch):
+    """A stand-in backend: each crop's new state names its frame."""
+    return [{"w": torch.tensor(j.frame_index)} for j in batch.jobs]
+
+
+def starts(batch):
+    return {j.frame_index: None if st is None else int(st["w"]) for j, st in zip(batch.jobs, batch.states)}
+
+
+def test_keyframes_run_ahead_and_segments_run_side_by_side():
+    s = CropScheduler(stateful=True, batch_size=8, segment=4)
+    for frame in range(10):
+        s.add(job(frame, 1))
+    rounds = []
+    while (batch := s.next_batch()) is not None:
+        assert s.next_batch() is None  # all that may run was in the batch
+        rounds.append(starts(batch))
+        s.commit(batch, frame_state(batch))
+    assert rounds == [
+        {0: None},  # the first keyframe, cold
+        {4: 0, 1: 0},  # keyframe 4 from keyframe 0, the segment's next crop from it too
+        {8: 4, 2: 1, 5: 4},  # keyframes first, then the oldest frames
+        {3: 2, 6: 5, 9: 8},
+        {7: 6},
+    ]
+
+
+def test_each_segment_chains_from_its_keyframe():
+    s = CropScheduler(stateful=True, batch_size=8, segment=3)
+    for frame in range(7):
+        s.add(job(frame, 1))
+    seen = {}
+
+    def run(batch):
+        seen.update(starts(batch))
+        return [{"w": torch.tensor(100 + j.frame_index)} for j in batch.jobs]
+
+    drain(s, run)
+    assert seen == {0: None, 1: 100, 2: 101, 3: 100, 4: 103, 5: 104, 6: 103}
+
+
+def test_crops_added_after_their_parent_ran_are_ready_at_once():
+    s = CropScheduler(stateful=True, batch_size=8, segment=4)
+    s.add(job(0, 1))
+    batch = s.next_batch()
+    s.commit(batch, frame_state(batch))
+    s.add(job(1, 1))  # the next chunk's crops arrive after keyframe 0 is done
+    s.add(job(2, 1))
+    assert s.ready == 1
+    assert starts(s.next_batch()) == {1: 0}
+
+
+def test_segments_spread_over_two_actors_and_survive_a_failed_batch():
+    s = CropScheduler(stateful=True, batch_size=8, segment=4)
+    for frame in range(8):
+        s.add(job(frame, 1))
+    first = s.next_batch()
+    s.commit(first, frame_state(first))
+    a = s.next_batch(limit=1)  # two actors share the two ready crops; the keyframe goes first
+    b = s.next_batch(limit=1)
+    assert starts(a) == {4: 0} and starts(b) == {1: 0}
+    s.retry(b)  # b's actor died: its crop runs again from keyframe 0's state
+    s.commit(a, frame_state(a))
+    again = s.next_batch()
+    assert starts(again) == {1: 0, 5: 4}
+    assert s.in_flight == 2
+
+
+def test_a_cut_starts_a_new_track_with_a_cold_keyframe():
+    s = CropScheduler(stateful=True, batch_size=8, segment=4)
+    for frame in range(3):
+        s.add(job(frame, 1))
+    s.end_track(1)  # a shot cut at frame 3: the tracker ends every track and starts new ids
+    s.add(job(3, 2))
+    seen = {}
+
+    def run(batch):
+        seen.update({(j.track_id, j.frame_index): st for j, st in zip(batch.jobs, starts(batch).values())})
+        return frame_state(batch)
+
+    drain(s, run)
+    assert seen == {(1, 0): None, (1, 1): 0, (1, 2): 1, (2, 3): None}
+    assert s.tracks == 1
+
+
+def test_segment_has_no_effect_on_stateless_backends():
+    s = CropScheduler(stateful=False, batch_size=8, segment=4)
+    for frame in range(5):
+        s.add(job(frame, 1))
+    assert [j.frame_index for j in s.next_batch().jobs] == [0, 1, 2, 3, 4]
+
+
+def test_a_long_track_holds_only_the_states_its_next_crops_need():
+    s = CropScheduler(stateful=True, batch_size=8, segment=4)
+    for frame in range(0, 400, 8):  # a stream: crops arrive a chunk at a time and run before the next chunk
+        for f in range(frame, frame + 8):
+            s.add(job(f, 1))
+        drain(s, frame_state)
+        assert len(s._tracks[1].states) <= 2  # the last keyframe's and the last crop's

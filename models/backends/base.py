@@ -56,6 +56,8 @@ class SRBackend(abc.ABC):
     deterministic: bool  # same inputs and seeds give the same outputs, bit for bit
     device: torch.device
     stateful: bool = False  # a track's crop needs the state its previous crop returned (warm starts)
+    keyframes: bool = False  # the state is a warm start that a crop a few frames on may also start from
+    # (PULSE's latents: `sr.segment` applies); False where it is the previous frame itself (blending)
     any_input_size: bool = False  # takes low-res crops of any side below out_size, not only in_size
 
     @abc.abstractmethod

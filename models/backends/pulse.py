@@ -34,6 +34,7 @@ class PulseBackend(SRBackend):
 
     name = "pulse"
     stateful = True  # each track's search warm-starts from its previous frame's latents
+    keyframes = True  # ... or from its segment's keyframe (`sr.segment`, pipeline/stages/scheduler.py)
     any_input_size = True  # the search agrees with the input at whatever size it has
 
     def __init__(

@@ -169,6 +169,7 @@ class SRConfig:
     out_size: int | None = None  # high-res face side; None = the backend's natural size
     steps: int = 100  # PULSE: optimisation steps for a cold start (the paper's budget)
     warm_steps: int = 20  # PULSE: steps for a frame warm-started from its track's previous one
+    segment: int = 1  # PULSE: every N-th crop of a track is a keyframe (from the last keyframe); each segment chains from its own, beside the others (1 = one chain)
     eps: float = 2e-3  # PULSE's success threshold on the downscaling MSE ([0, 1] scale)
     temporal_weight: float = 0.0  # PULSE: lambda of the prior |w_t - w_{t-1}|^2 on warm frames
     temporal_blend: float = 0.0  # feed-forward: weight of the previous frame's output (0 = off)
@@ -185,6 +186,8 @@ class SRConfig:
             raise ValueError(f"out_size must be in {self.base_in_size + 1}..2048 (larger than in_size), got {self.out_size}")
         if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
             raise ValueError(f"fidelity must be in 0..1 (or null for the command's default), got {self.fidelity}")
+        if not 1 <= self.segment <= 1000:
+            raise ValueError(f"segment must be in 1..1000 crops (1 = each frame starts from the previous one), got {self.segment}")
         if self.steps < 1 or self.warm_steps < 1:
             raise ValueError(f"steps and warm_steps must be >= 1, got {self.steps} and {self.warm_steps}")
         if not self.eps > 0:

@@ -36,7 +36,7 @@ from pipeline.errors import UserError, library_log_level, terminate_as_interrupt
 from pipeline.report import FaceReport
 from pipeline.stages.chunk import TrackedChunk, finish_batch, schedule_chunk
 from pipeline.stages.fidelity import FidelityPlanner
-from pipeline.stages.scheduler import Batch, CropScheduler
+from pipeline.stages.scheduler import Batch, CropScheduler, scheduler_for
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
         setup = time.perf_counter() - start
         report = FaceReport(enabled=report_faces)
         sr_info = actors.pool_info[0]
-        scheduler = CropScheduler(stateful=sr_info["stateful"], batch_size=cfg.sr.batch_size)
+        scheduler = scheduler_for(cfg.sr, stateful=sr_info["stateful"], keyframes=sr_info["keyframes"])
         with tqdm(total=actors.info["frames"], unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom") as bar:
             driver = _Driver(cfg, actors, scheduler, report, bar, hooks)
             frames_out = driver.run()

@@ -114,7 +114,7 @@ class SRActor:
         b = self._backend
         context = ray.get_runtime_context()
         return {
-            "name": b.name, "out_size": b.out_size, "stateful": b.stateful, "any_input_size": b.any_input_size, "device": str(b.device),
+            "name": b.name, "out_size": b.out_size, "stateful": b.stateful, "keyframes": b.keyframes, "any_input_size": b.any_input_size, "device": str(b.device),
             "node": context.get_node_id(), "resources": context.get_assigned_resources(),
         }
 

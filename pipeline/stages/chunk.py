@@ -29,7 +29,7 @@ from pipeline.report import FaceReport
 from pipeline.stages.composite import PasteFace, composite
 from pipeline.stages.faces import FaceAnalyzer, FaceCrop, FrameDetections
 from pipeline.stages.fidelity import FidelityPlanner
-from pipeline.stages.scheduler import Batch, CropJob, CropScheduler, crop_seed
+from pipeline.stages.scheduler import Batch, CropJob, CropScheduler, crop_seed, scheduler_for
 from pipeline.stages.superres import BatchResult, create_backend, run_batch
 from pipeline.stages.track import TrackRecord
 
@@ -67,7 +67,8 @@ def finish_batch(scheduler: CropScheduler, report: FaceReport, batch: Batch, res
     scheduler.commit(batch, result.states)
     for i, job in enumerate(batch.jobs):
         report.add_face(job.payload, consistency=result.consistency[i], success=result.success[i], steps=result.steps[i],
-                        in_size=result.in_sizes[i], kept_px=result.kept_px[i], model_ran=result.model_ran[i])
+                        in_size=result.in_sizes[i], kept_px=result.kept_px[i], model_ran=result.model_ran[i],
+                        keyframe=job.keyframe)
 
 
 def composite_chunk(
@@ -122,7 +123,7 @@ class FaceProcessor:
         self.backend = like.backend if like is not None else create_backend(cfg.sr)
         detector = like.analyzer.detector if like is not None else None
         self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size, detector=detector)
-        self.scheduler = CropScheduler(stateful=self.backend.stateful, batch_size=cfg.sr.batch_size)
+        self.scheduler = scheduler_for(cfg.sr, stateful=self.backend.stateful, keyframes=self.backend.keyframes)
         self.plan = FidelityPlanner.for_run(cfg.sr, cfg.composite.scale, out_size=self.backend.out_size,
                                             any_input_size=self.backend.any_input_size, default_fidelity=1.0)
         self.report = FaceReport(enabled=report)

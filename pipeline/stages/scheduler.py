@@ -1,22 +1,35 @@
 """The crop scheduler: which face crops go to the super-resolution backend together.
 
-Warm starts make each track a chain: frame t's latent search starts from frame t-1's result,
-so a track's crops run strictly in frame order, one at a time. Crops of different tracks are
-independent and are batched together, up to the batch size, oldest frames first so that whole
-frames finish (and can be written) as early as possible. For a stateless backend every crop is
-independent and batches simply fill in frame order.
+A stateful backend (PULSE's warm starts) makes each track a chain of searches, each starting
+from the state its parent crop committed. The scheduler cuts that chain the way a video codec
+cuts a stream into groups of pictures, so one track can use many actors and fill batches:
 
-The scheduler keeps each track's last committed state. A batch that fails (say, its Ray actor
-died) is handed back with `retry`, and its crops run again from the same committed states:
-nothing is lost and nothing committed is computed twice. Both engines use it; the state is
-plain tensors, so it travels with the crop to whichever actor is free.
+    track crops:  K0 a b c K1 d e f K2 g ...      (sr.segment = 4; K = keyframe)
+    parent:       -  K0 a b K0 K1 d e K1 K2       (the state each crop starts from)
+
+- A track's crops are numbered as they are added; every `segment`-th one (the first included)
+  is a keyframe. A keyframe's parent is the previous keyframe (the first starts cold); any
+  other crop's parent is the crop before it, within its segment.
+- A crop may run once its parent is committed. So the keyframes run ahead, one at a time, and
+  behind them every segment is a short chain of its own: one crop of each segment may run at
+  once, in one batch or spread over actors. With `segment = 1` this is the plain chain.
+- Nothing is shared between segments but their keyframes, so no crop waits for frames after
+  it: the schedule works on a stream, with one chunk of frames in hand.
+- A stateless backend has no chain: every crop may run at once, batches fill in frame order.
+
+Which crops run together: any crops whose parents are committed, keyframes first (the next
+segment waits for them), then the oldest frames, so that whole frames finish (and can be
+written) early. A shot cut ends every track (the tracker gives the new shot new ids), so the
+first crop after a cut is a new track's first keyframe: a cold start. A batch that fails (say,
+its Ray actor died) is handed back with `retry`; its crops run again from the very states they
+were given, so nothing is lost and nothing committed is computed twice. Both engines use the
+scheduler; the states are plain tensors, so they travel with the crops to whichever actor is free.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import deque
 from typing import Any, Sequence
 
 from models.backends.base import TrackState
@@ -30,12 +43,17 @@ class CropJob:
     track_id: int
     seed: int
     payload: Any  # what the engine needs to run it: the aligned crop, or a Ray object ref
+    # Set by the scheduler:
+    position: int = 0  # its number among its track's crops
+    keyframe: bool = True
+    anchored: bool = False  # its parent is committed: `start` is known and it may run
+    start: TrackState | None = None  # the state it starts from (None: cold)
 
 
 @dataclasses.dataclass
 class Batch:
     jobs: list[CropJob]
-    states: list[TrackState | None]  # the committed state of each job's track (None: cold start)
+    states: list[TrackState | None]  # the state each job starts from (None: cold start)
 
 
 def crop_seed(base_seed: int, track_id: int, frame_index: int) -> int:
@@ -44,98 +62,130 @@ def crop_seed(base_seed: int, track_id: int, frame_index: int) -> int:
     return int.from_bytes(digest, "little") >> 1  # fits a signed 64-bit torch seed
 
 
+def scheduler_for(sr_cfg, *, stateful: bool, keyframes: bool) -> "CropScheduler":
+    """The scheduler for a backend (its `stateful` and `keyframes` attributes) under these `sr`
+    settings: `sr.segment` where the backend's states allow keyframes, else the plain chain."""
+    return CropScheduler(stateful=stateful, batch_size=sr_cfg.batch_size, segment=sr_cfg.segment if keyframes else 1)
+
+
+@dataclasses.dataclass
+class _Track:
+    queue: list[CropJob] = dataclasses.field(default_factory=list)  # added, not yet dispatched, in frame order
+    added: int = 0  # crops added so far
+    last_frame: int = -1
+    states: dict[int, TrackState | None] = dataclasses.field(default_factory=dict)  # committed, with children still to add
+    in_flight: int = 0
+    ended: bool = False
+
+
 class CropScheduler:
-    """Batches crops, keeping each track's crops in frame order when the backend is stateful.
+    """Batches crops across tracks and along them (see the module's doc for the schedule).
 
     Contract: `add` a track's crops in increasing frame order; call `commit` with the states the
     backend returned for a batch from `next_batch`, or `retry` if it failed; call `end_track`
-    when the tracker says a track is over (its state is dropped once its last crop is done).
+    when the tracker says a track is over (its states are dropped once its last crop is done).
     """
 
-    def __init__(self, *, stateful: bool, batch_size: int):
+    def __init__(self, *, stateful: bool, batch_size: int, segment: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if segment < 1:
+            raise ValueError(f"segment must be >= 1, got {segment}")
         self.stateful = stateful
         self.batch_size = batch_size
-        self._queues: dict[int, deque[CropJob]] = {}  # track id -> crops not yet dispatched
-        self._busy: set[int] = set()  # tracks with a crop in flight (stateful backends only)
-        self._states: dict[int, TrackState | None] = {}  # track id -> last committed state
-        self._ended: set[int] = set()
+        self.segment = segment if stateful else 1  # no chain, no keyframes
+        self._tracks: dict[int, _Track] = {}
         self._in_flight = 0
 
+    def _parent(self, position: int) -> int | None:
+        if position == 0:
+            return None
+        return position - self.segment if position % self.segment == 0 else position - 1
+
+    def _children(self, position: int) -> list[int]:
+        within = [] if (position + 1) % self.segment == 0 else [position + 1]
+        return within + ([position + self.segment] if position % self.segment == 0 else [])
+
     def add(self, job: CropJob) -> None:
-        queue = self._queues.setdefault(job.track_id, deque())
-        if queue and queue[-1].frame_index >= job.frame_index:
-            raise ValueError(
-                f"track {job.track_id}: crop of frame {job.frame_index} added after frame {queue[-1].frame_index}"
-            )
-        queue.append(job)
+        track = self._tracks.setdefault(job.track_id, _Track())
+        if job.frame_index <= track.last_frame:
+            raise ValueError(f"track {job.track_id}: crop of frame {job.frame_index} added after frame {track.last_frame}")
+        job.position, job.keyframe = track.added, track.added % self.segment == 0
+        track.added, track.last_frame = track.added + 1, job.frame_index
+        parent = self._parent(job.position)
+        if not self.stateful or parent is None:
+            job.anchored, job.start = True, None
+        elif parent in track.states:
+            job.anchored, job.start = True, track.states[parent]
+            if all(child < track.added for child in self._children(parent)):
+                del track.states[parent]  # every crop that starts from it has it
+        track.queue.append(job)
 
     def next_batch(self, limit: int | None = None) -> Batch | None:
         """Up to `batch_size` (and `limit`) crops that may run now, or None if none may."""
-        ready = [tid for tid, q in self._queues.items() if q and tid not in self._busy]
+        ready = [job for track in self._tracks.values() for job in track.queue if job.anchored]
         if not ready:
             return None
-        size = min(self.batch_size, limit or self.batch_size)
-        jobs: list[CropJob] = []
-        if self.stateful:  # at most one crop per track: the next needs this one's state
-            ready.sort(key=lambda tid: self._queues[tid][0].frame_index)
-            for tid in ready[:size]:
-                jobs.append(self._queues[tid].popleft())
-                self._busy.add(tid)
-        else:  # any crops, oldest frames first
-            heads = sorted(ready, key=lambda tid: self._queues[tid][0].frame_index)
-            while heads and len(jobs) < size:
-                tid = min(heads, key=lambda t: self._queues[t][0].frame_index)
-                jobs.append(self._queues[tid].popleft())
-                if not self._queues[tid]:
-                    heads.remove(tid)
+        ready.sort(key=lambda job: (self.stateful and not job.keyframe, job.frame_index, job.track_id))
+        jobs = ready[: min(self.batch_size, limit or self.batch_size)]
+        for job in jobs:
+            track = self._tracks[job.track_id]
+            track.queue.remove(job)
+            track.in_flight += 1
         self._in_flight += len(jobs)
-        return Batch(jobs=jobs, states=[self._states.get(job.track_id) for job in jobs])
+        return Batch(jobs=jobs, states=[job.start for job in jobs])
 
     def commit(self, batch: Batch, states: Sequence[TrackState | None]) -> None:
-        """The batch ran: remember each track's new state and release its next crop."""
+        """The batch ran: each crop's new state goes to the crops that start from it."""
         if len(states) != len(batch.jobs):
             raise ValueError(f"got {len(states)} states for a batch of {len(batch.jobs)} crops")
         for job, state in zip(batch.jobs, states):
-            self._states[job.track_id] = state
-            self._busy.discard(job.track_id)
+            track = self._tracks[job.track_id]
+            track.in_flight -= 1
+            if self.stateful:
+                children = self._children(job.position)
+                for waiting in track.queue:
+                    if waiting.position in children:
+                        waiting.anchored, waiting.start = True, state
+                if any(child >= track.added for child in children):
+                    track.states[job.position] = state  # for a child not added yet
             self._forget_if_done(job.track_id)
         self._in_flight -= len(batch.jobs)
 
     def retry(self, batch: Batch) -> None:
-        """The batch failed: put its crops back at the front, to run again from the same states."""
-        for job in reversed(batch.jobs):
-            self._queues.setdefault(job.track_id, deque()).appendleft(job)
-            self._busy.discard(job.track_id)
+        """The batch failed: put its crops back, to run again from the same states."""
+        for job in batch.jobs:
+            track = self._tracks[job.track_id]
+            track.in_flight -= 1
+            track.queue.append(job)
+            track.queue.sort(key=lambda j: j.frame_index)
         self._in_flight -= len(batch.jobs)
 
     def end_track(self, track_id: int) -> None:
-        self._ended.add(track_id)
-        self._forget_if_done(track_id)
+        if track_id in self._tracks:
+            self._tracks[track_id].ended = True
+            self._forget_if_done(track_id)
 
     def _forget_if_done(self, track_id: int) -> None:
-        if track_id in self._ended and not self._queues.get(track_id) and track_id not in self._busy:
-            self._queues.pop(track_id, None)
-            self._states.pop(track_id, None)
-            self._ended.discard(track_id)
+        track = self._tracks[track_id]
+        if track.ended and not track.queue and not track.in_flight:
+            del self._tracks[track_id]
 
     @property
     def ready(self) -> int:
         """Crops that could be dispatched right now."""
-        if self.stateful:
-            return sum(1 for tid, q in self._queues.items() if q and tid not in self._busy)
-        return self.pending
+        return sum(job.anchored for track in self._tracks.values() for job in track.queue)
 
     @property
     def pending(self) -> int:
         """Crops added but not yet dispatched."""
-        return sum(len(q) for q in self._queues.values())
+        return sum(len(track.queue) for track in self._tracks.values())
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
     @property
-    def tracks_with_state(self) -> int:
-        return len(self._states)
+    def tracks(self) -> int:
+        """Tracks held: alive, or ended with crops still to run."""
+        return len(self._tracks)
