@@ -101,19 +101,34 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
         raise InputError(f"{source} holds no videos (looked for {', '.join(FOLDER_VIDEOS)})")
     output.mkdir(exist_ok=True)
     say_backend_note(cfg, quiet=quiet)
-    shared = FaceProcessor(cfg) if cfg.engine.engine == "local" else None  # the models, loaded once
+    jobs = [(path, output / (path.name if path.suffix.lower() in VIDEO_SUFFIXES else f"{path.stem}.mkv")) for path in videos]
     skipped, frames = 0, 0
     with tqdm(total=len(videos), unit="video", desc="videos", disable=quiet, dynamic_ncols=True, position=0) as overall:
-        for path in videos:
-            target = output / (path.name if path.suffix.lower() in VIDEO_SUFFIXES else f"{path.stem}.mkv")
-            try:
-                processor = FaceProcessor(cfg, like=shared) if shared is not None else None
-                result = run(path, target, cfg=cfg, progress=not quiet, processor=processor)
-                frames += result["frames_out"]
-            except (UserError, ModelError) as err:
-                skipped += 1
-                log.warning("skipped %s: %s", path, err)
+        def skip(path, err):
+            nonlocal skipped
+            skipped += 1
+            log.warning("skipped %s: %s", path, err)
             overall.update(1)
+
+        if cfg.engine.engine == "ray":  # engine.videos_in_parallel at once, one SR actor pool for all
+            from pipeline.engines.ray import run_videos_ray
+
+            def done(report):
+                nonlocal frames
+                frames += report["frames_out"]
+                overall.update(1)
+
+            run_videos_ray(jobs, cfg=cfg, progress=not quiet, skip=skip, done=done)
+        else:  # one after the other in this process, the models loaded once
+            shared = FaceProcessor(cfg)
+            for path, target in jobs:
+                try:
+                    result = run(path, target, cfg=cfg, progress=not quiet, processor=FaceProcessor(cfg, like=shared))
+                except (UserError, ModelError) as err:
+                    skip(path, err)
+                    continue
+                frames += result["frames_out"]
+                overall.update(1)
     if not quiet:
         print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
     return report_skipped(skipped, len(videos), what="videos")

@@ -252,6 +252,8 @@ class EngineConfig:
     max_frames_in_flight: int = 32  # backpressure: frames decoded but not yet encoded
     max_restarts: int = 3  # times a dead SR actor is restarted before the job fails
     dashboard: bool = False  # Ray's dashboard costs memory and a port; off unless asked for
+    videos_in_parallel: int = 1  # a folder input: videos processed at once, their crops sharing the SR actors
+    shared_storage: bool = False  # every node sees the driver's files: decode, track and encode may run on any node
 
     def __post_init__(self):
         if self.chunk < 1:
@@ -268,6 +270,8 @@ class EngineConfig:
             raise ValueError(
                 f"max_frames_in_flight must be >= chunk ({self.chunk}), got {self.max_frames_in_flight}"
             )
+        if not 1 <= self.videos_in_parallel <= 64:
+            raise ValueError(f"videos_in_parallel must be in 1..64, got {self.videos_in_parallel}")
         if self.max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
 

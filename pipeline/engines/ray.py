@@ -25,18 +25,20 @@ import logging
 import os
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
+from models.errors import ModelError
 from pipeline.engines.ray_actors import DecodeActor, EncodeActor, SRActor, TrackActor, get
 from pipeline.errors import UserError, library_log_level, terminate_as_interrupt
 from pipeline.report import FaceReport
 from pipeline.stages.chunk import TrackedChunk, finish_batch, schedule_chunk
 from pipeline.stages.fidelity import FidelityPlanner
-from pipeline.stages.scheduler import Batch, CropScheduler, scheduler_for
+from pipeline.stages.scheduler import Batch, scheduler_for
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +86,77 @@ def _sr_options(cfg) -> dict[str, Any]:
 
 
 @dataclasses.dataclass
-class _Actors:
-    decoder: Any
-    tracker: Any
-    pool: list
-    encoder: Any
-    info: dict[str, Any]  # the input's size, time base, rate and frame count
-    pool_info: list[dict[str, Any]]  # per SR actor: backend name, out_size, stateful, device, node
+class _Pool:
+    """The SR actors every video of the run shares, with their load and deaths."""
 
+    actors: list
+    info: list[dict[str, Any]]  # per SR actor: backend name, out_size, stateful, keyframes, device, node
+    cfg: Any
+    hooks: Any = None
+    load: dict[int, int] = dataclasses.field(default_factory=dict)
+    deaths: dict[int, int] = dataclasses.field(default_factory=dict)  # per SR actor: deaths seen
+    last_death: dict[int, int] = dataclasses.field(default_factory=dict)  # per SR actor: dispatches up to this number failed with it
+    dispatched: int = 0
+    batches_done: int = 0
+
+    @classmethod
+    def start(cls, cfg, started: "_Started", hooks=None) -> "_Pool":
+        threads = cfg.engine.sr_threads or max(1, (os.cpu_count() or 2) // (cfg.engine.sr_actors + 1))
+        options = _sr_options(cfg.engine)
+        actors = [SRActor.options(**options).remote(cfg.sr, threads) for _ in range(cfg.engine.sr_actors)]
+        started.actors += actors
+        get([a.ready.remote() for a in actors])  # weights loaded
+        pool = cls(actors, get([a.info.remote() for a in actors]), cfg, hooks)
+        pool.load = {id(a): 0 for a in actors}
+        return pool
+
+    def dispatch(self, videos: list["_Video"], waiting: dict) -> None:
+        """First one batch to each idle actor, shared out evenly, then a second, queued batch each,
+        so an actor never waits for the driver. Videos take turns: the one with most ready crops first."""
+        for slot in range(BATCHES_PER_ACTOR):
+            free = [a for a in self.actors if self.load[id(a)] == slot]
+            for n, actor in enumerate(free):
+                video = max(videos, key=lambda v: v.scheduler.ready, default=None)
+                if video is None or not video.scheduler.ready:
+                    return
+                ready = sum(v.scheduler.ready for v in videos)
+                batch = video.scheduler.next_batch(limit=-(-ready // (len(free) - n)))
+                crops = [job.payload.crop for job in batch.jobs]  # object refs: Ray hands the actor their pixels
+                plans = [video.plan.for_crop(job.payload) for job in batch.jobs]
+                summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], plans, self.cfg.sr.pre_blur, *crops)
+                self.dispatched += 1
+                waiting[summary_ref] = (video, "sr", _Dispatch(actor, batch, faces_ref, self.dispatched))
+                self.load[id(actor)] += 1
+
+    def returned(self, ctx: "_Dispatch") -> None:
+        self.load[id(ctx.actor)] -= 1
+
+    def after_batch(self, actor) -> None:
+        self.batches_done += 1
+        if self.hooks is not None:
+            self.hooks.after_batch(actor, self.batches_done)
+
+    def on_death(self, ctx: "_Dispatch", err: Exception) -> None:
+        """A batch failed because its actor died; past `max_restarts` deaths, drop the actor.
+
+        One death fails every batch the actor held; they count as one: a failed batch sent
+        before the last counted death's failures belongs to that death. A batch refused while
+        Ray restarts the actor (`ActorUnavailableError`) is no new death: it runs again a moment later.
+        """
+        key = id(ctx.actor)
+        if isinstance(err, ray.exceptions.ActorUnavailableError):
+            time.sleep(RESTART_POLL)  # not a busy loop of refused batches while the actor comes back
+            return
+        if ctx.number > self.last_death.get(key, 0):
+            self.deaths[key] = self.deaths.get(key, 0) + 1
+            self.last_death[key] = self.dispatched
+        if self.deaths[key] > self.cfg.engine.max_restarts and ctx.actor in self.actors:
+            self.actors.remove(ctx.actor)  # Ray has given up restarting it
+            if not self.actors:
+                raise RuntimeError(f"every super-resolution actor died more than {self.cfg.engine.max_restarts} times: {err}") from None
+            log.warning("a super-resolution actor keeps dying; going on with %d", len(self.actors))
+        else:
+            log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
 
 
 @dataclasses.dataclass
@@ -99,28 +164,7 @@ class _Started:
     """The actors a job has started so far, to be stopped on any exit."""
 
     actors: list = dataclasses.field(default_factory=list)
-    encoder: Any = None  # its partial output is dropped unless the job finished
-
-
-def _start_actors(input_path, output_path, cfg, started: _Started) -> _Actors:
-    """Start every actor and wait until each is ready; each goes into `started` as soon as it exists."""
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    threads = cfg.engine.sr_threads or max(1, (os.cpu_count() or 2) // (cfg.engine.sr_actors + 1))
-    sr_options = _sr_options(cfg.engine)
-    pool = [SRActor.options(**sr_options).remote(cfg.sr, threads) for _ in range(cfg.engine.sr_actors)]
-    started.actors += pool
-    decoder = DecodeActor.options(scheduling_strategy=here).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
-    started.actors.append(decoder)
-    get([decoder.ready.remote(), *[a.ready.remote() for a in pool]])  # input opened, weights loaded
-    info, *pool_info = get([decoder.info.remote(), *[a.info.remote() for a in pool]])
-    tracker = TrackActor.options(scheduling_strategy=here).remote(cfg.detect, cfg.track, pool_info[0]["out_size"])
-    encoder = EncodeActor.options(scheduling_strategy=here).remote(
-        str(output_path), info, cfg.video, cfg.composite, str(input_path)
-    )
-    started.actors += [tracker, encoder]
-    started.encoder = encoder
-    get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
-    return _Actors(decoder, tracker, pool, encoder, info, pool_info)
+    encoders: list = dataclasses.field(default_factory=list)  # their partial outputs are dropped unless their videos finished
 
 
 def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report_faces: bool = True, hooks=None) -> dict:
@@ -129,44 +173,75 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
     `hooks` is for tests: `hooks.after_batch(actor, batch_number)` runs in the driver after
     each committed batch (e.g. to kill an actor mid-job).
     """
+    [report] = run_videos_ray([(input_path, output_path)], cfg=cfg, progress=progress, report_faces=report_faces, hooks=hooks)
+    return report
+
+
+def run_videos_ray(jobs, *, cfg, progress: bool = True, report_faces: bool = True, hooks=None, skip=None, done=None) -> list[dict | None]:
+    """Process videos `[(input, output), ...]`, `engine.videos_in_parallel` at a time, their crops
+    sharing one SR actor pool (the models load once). Returns each video's report, in order.
+
+    `skip(input, error)`: called for a video that fails with a user-facing error (its partial
+    output removed, its report None) while the others go on; without it the error ends the run.
+    `done(report)`: called as each video finishes.
+    """
     start = time.perf_counter()
     started_ray = connect(cfg.engine)
     started = _Started()
     try:
-        actors = _start_actors(input_path, output_path, cfg, started)
+        pool = _Pool.start(cfg, started, hooks)
         setup = time.perf_counter() - start
-        report = FaceReport(enabled=report_faces)
-        sr_info = actors.pool_info[0]
-        scheduler = scheduler_for(cfg.sr, stateful=sr_info["stateful"], keyframes=sr_info["keyframes"])
-        with tqdm(total=actors.info["frames"], unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom") as bar:
-            driver = _Driver(cfg, actors, scheduler, report, bar, hooks)
-            frames_out = driver.run()
-        open_tracks, track_seconds = get(actors.tracker.close.remote())
-        report.add_tracks(open_tracks)
-        damage = get(actors.decoder.damage.remote())
-        if damage:
-            log.warning("%s", damage)
-        frames_written, encode_seconds = get(actors.encoder.close.remote())
-        started.encoder = None  # the output is complete
-        assert frames_written == frames_out, (frames_written, frames_out)
-        return {
-            "input": str(input_path),
-            "output": str(output_path),
-            "engine": "ray",
-            "backend": sr_info["name"],
-            "sr_actors": [{"node": i["node"], "device": i["device"], "resources": i["resources"]} for i in actors.pool_info],
-            "frames_in": frames_out,
-            "frames_out": frames_written,
-            "frames_expected": actors.info["frames"],
-            "warnings": [damage] if damage else [],
-            "wall_seconds": round(time.perf_counter() - start, 3),
-            # Busy seconds per actor kind; the actors run side by side, so these overlap.
-            "stage_seconds": {
-                "setup": round(setup, 3), "detect_track": round(track_seconds, 3),
-                "sr": round(driver.sr_seconds, 3), "composite_encode": round(encode_seconds, 3),
-            },
-            **report.to_dict(),
-        }
+        reports: list[dict | None] = [None] * len(jobs)
+        queue = deque(enumerate(jobs))
+        active: list[_Video] = []
+        waiting: dict[Any, tuple[_Video, str, Any]] = {}  # object ref -> (its video, what it is, its context)
+        free_slots = list(range(cfg.engine.videos_in_parallel))
+        while queue or active:
+            while queue and free_slots:
+                number, (input_path, output_path) = queue.popleft()
+                try:
+                    video = _Video.start(number, input_path, output_path, cfg, pool, started, report_faces=report_faces,
+                                         progress=progress, position=free_slots[0] if len(jobs) > 1 else None,
+                                         setup=setup if number == 0 else time.perf_counter() - start)
+                except (UserError, ModelError) as err:
+                    if skip is None:
+                        raise
+                    skip(input_path, err)
+                    continue
+                free_slots.pop(0)
+                active.append(video)
+            for video in active:
+                video.read_ahead(waiting)
+            pool.dispatch(active, waiting)
+            for video in list(active):
+                video.write_finished(waiting)
+                if video.done(waiting):
+                    active.remove(video)
+                    free_slots.append(video.position or 0)
+                    try:
+                        reports[video.number] = video.finish(started)
+                    except (UserError, ModelError) as err:
+                        video.fail(started, waiting, err, skip)
+                        continue
+                    if done is not None:
+                        done(reports[video.number])
+            if not waiting:
+                if active:
+                    raise RuntimeError("the Ray engine stalled with work left; this is a bug")
+                continue
+            [ref], _ = ray.wait(list(waiting), num_returns=1)
+            video, kind, ctx = waiting.pop(ref)
+            if video.failed:
+                if kind == "sr":
+                    pool.returned(ctx)
+                continue
+            try:
+                getattr(video, f"on_{kind}")(ref, ctx)
+            except (UserError, ModelError) as err:
+                active.remove(video)
+                free_slots.append(video.position or 0)
+                video.fail(started, waiting, err, skip)
+        return reports
     finally:
         _stop(started)
         if started_ray:
@@ -174,14 +249,16 @@ def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report
 
 
 def _stop(started: _Started) -> None:
-    """Kill the job's actors; a job that did not finish first drops its partial output."""
-    if started.encoder is not None:
+    """Kill the run's actors; a video that did not finish first drops its partial output."""
+    for encoder in started.encoders:
         try:
-            ray.get(started.encoder.abort.remote(), timeout=30)
+            ray.get(encoder.abort.remote(), timeout=30)
         except Exception as err:  # noqa: BLE001 - best effort while already failing
-            log.warning("could not remove the partial output: %s", err)
+            log.warning("could not remove a partial output: %s", err)
+    started.encoders.clear()
     for actor in started.actors:
         ray.kill(actor)
+    started.actors.clear()
 
 
 @dataclasses.dataclass
@@ -206,94 +283,87 @@ class _Dispatch:
     number: int  # dispatch order, to tell one death from the next
 
 
-class _Driver:
-    """The driver loop: read ahead, hand batches to SR actors, write finished chunks, wait for one result.
+class _Video:
+    """One video's part of the run: its decode, track and encode actors, its crop scheduler and
+    report; read ahead, write finished chunks in order, and handle each result (`on_<kind>`)."""
 
-    Every result is handled by `_on_<kind>`; the loop ends when nothing is left in flight.
-    """
-
-    def __init__(self, cfg, actors: _Actors, scheduler: CropScheduler, report: FaceReport, bar, hooks):
-        self.cfg, self.actors, self.scheduler, self.report, self.bar, self.hooks = cfg, actors, scheduler, report, bar, hooks
-        self.pool = list(actors.pool)
-        sr = actors.pool_info[0]
+    def __init__(self, number, input_path, output_path, cfg, pool: _Pool, actors: dict, *, report_faces, progress, position, setup):
+        self.number, self.input, self.output, self.cfg, self.pool, self.position = number, input_path, output_path, cfg, pool, position
+        self.decoder, self.tracker, self.encoder, self.info = actors["decoder"], actors["tracker"], actors["encoder"], actors["info"]
+        self.nodes = actors["nodes"]
+        sr = pool.info[0]
+        self.scheduler = scheduler_for(cfg.sr, stateful=sr["stateful"], keyframes=sr["keyframes"])
         self.plan = FidelityPlanner.for_run(cfg.sr, cfg.composite.scale, out_size=sr["out_size"],
                                             any_input_size=sr["any_input_size"], default_fidelity=1.0)
+        self.report = FaceReport(enabled=report_faces)
+        self.bar = tqdm(total=self.info["frames"], unit="frame", disable=not progress, dynamic_ncols=True,
+                        desc=Path(input_path).name if position is not None else "facezoom",
+                        position=None if position is None else position + 1, leave=position is None)
         self.chunk_size, self.limit = cfg.engine.chunk, cfg.engine.max_frames_in_flight
         self.chunks: deque[_Chunk] = deque()
-        self.waiting: dict[Any, tuple[str, Any]] = {}  # object ref -> (what it is, its context)
-        self.load = {id(a): 0 for a in self.pool}
-        self.deaths: dict[int, int] = {}  # per SR actor: deaths seen
-        self.last_death: dict[int, int] = {}  # per SR actor: dispatches up to this number failed with the last death
-        self.dispatched = self.in_flight = self.frames_out = self.batches_done = self.next_number = 0
-        self.sr_seconds = 0.0
-        self.eof = False
+        self.in_flight = self.frames_out = self.next_number = 0
+        self.sr_seconds, self.setup, self.started_at = 0.0, setup, time.perf_counter()
+        self.eof = self.failed = False
 
-    def run(self) -> int:
-        """Drive the job to its end; returns the frames written."""
-        while True:
-            self._read_ahead()
-            self._dispatch()
-            self._write_finished()
-            if not self.waiting:
-                if self.chunks or self.scheduler.pending or self.scheduler.in_flight:
-                    raise RuntimeError("the Ray engine stalled with work left; this is a bug")
-                return self.frames_out
-            [ref], _ = ray.wait(list(self.waiting), num_returns=1)
-            kind, ctx = self.waiting.pop(ref)
-            getattr(self, f"_on_{kind}")(ref, ctx)
+    @classmethod
+    def start(cls, number, input_path, output_path, cfg, pool, started: _Started, **kwargs) -> "_Video":
+        """Start the video's actors and wait until each is ready. Without `engine.shared_storage` they
+        run on the driver's node, whose files they read and write; with it, anywhere (spread)."""
+        place = "SPREAD" if cfg.engine.shared_storage else NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        decoder = DecodeActor.options(scheduling_strategy=place).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
+        started.actors.append(decoder)
+        get(decoder.ready.remote())  # input opened
+        info = get(decoder.info.remote())
+        tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.info[0]["out_size"])
+        encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite, str(input_path))
+        started.actors += [tracker, encoder]
+        started.encoders.append(encoder)
+        get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
+        nodes = dict(zip(("decode", "track", "encode"), get([a.node.remote() for a in (decoder, tracker, encoder)])))
+        actors = {"decoder": decoder, "tracker": tracker, "encoder": encoder, "info": info, "nodes": nodes}
+        return cls(number, input_path, output_path, cfg, pool, actors, **kwargs)
 
-    def _read_ahead(self) -> None:
+    def done(self, waiting: dict) -> bool:
+        return self.eof and not self.chunks and not any(v is self for v, _, _ in waiting.values())
+
+    def read_ahead(self, waiting: dict) -> None:
         """Decode and track more chunks while the backpressure budget allows."""
         while not self.eof and self.in_flight + self.chunk_size <= self.limit and len(self.chunks) * self.chunk_size < self.limit:
-            count_ref, frames_ref = self.actors.decoder.read.remote(self.chunk_size)
+            count_ref, frames_ref = self.decoder.read.remote(self.chunk_size)
             chunk = _Chunk(self.next_number, frames_ref)
             self.next_number += 1
             self.chunks.append(chunk)
-            self.waiting[count_ref] = ("count", chunk)
-            self.waiting[self.actors.tracker.process.remote(frames_ref)] = ("tracked", chunk)
+            waiting[count_ref] = (self, "count", chunk)
+            waiting[self.tracker.process.remote(frames_ref)] = (self, "tracked", chunk)
             self.in_flight += self.chunk_size  # until the decoder says how many it read
 
-    def _dispatch(self) -> None:
-        """First one batch to each idle actor, shared out evenly, then a second, queued batch each,
-        so an actor never waits for the driver."""
-        for slot in range(BATCHES_PER_ACTOR):
-            free = [a for a in self.pool if self.load[id(a)] == slot]
-            for n, actor in enumerate(free):
-                batch = self.scheduler.next_batch(limit=-(-self.scheduler.ready // (len(free) - n)))
-                if batch is None:
-                    break
-                crops = [job.payload.crop for job in batch.jobs]  # object refs: Ray hands the actor their pixels
-                plans = [self.plan.for_crop(job.payload) for job in batch.jobs]
-                summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], plans, self.cfg.sr.pre_blur, *crops)
-                self.dispatched += 1
-                self.waiting[summary_ref] = ("sr", _Dispatch(actor, batch, faces_ref, self.dispatched))
-                self.load[id(actor)] += 1
-
-    def _write_finished(self) -> None:
+    def write_finished(self, waiting: dict) -> None:
         """Send every finished chunk at the head to the encoder, in order."""
         while self.chunks and self.chunks[0].ready:
             chunk = self.chunks.popleft()
             if chunk.count:
-                self.waiting[_write(self.actors.encoder, chunk)] = ("written", chunk)
+                waiting[_write(self.encoder, chunk)] = (self, "written", chunk)
 
-    def _on_count(self, ref, chunk: _Chunk) -> None:
+    def on_count(self, ref, chunk: _Chunk) -> None:
         chunk.count = get(ref)
         self.in_flight -= self.chunk_size - chunk.count
         self.eof = self.eof or chunk.count < self.chunk_size
 
-    def _on_tracked(self, ref, chunk: _Chunk) -> None:
+    def on_tracked(self, ref, chunk: _Chunk) -> None:
         chunk.tracked = get(ref)
         chunk.pending = schedule_chunk(self.scheduler, chunk.tracked, seed=self.cfg.sr.seed)
         self.report.add_detections(chunk.tracked.detections)
         self.report.add_cuts(chunk.tracked.cuts)
         self.report.add_tracks(chunk.tracked.finished)
 
-    def _on_sr(self, ref, ctx: _Dispatch) -> None:
-        self.load[id(ctx.actor)] -= 1
+    def on_sr(self, ref, ctx: _Dispatch) -> None:
+        self.pool.returned(ctx)
         try:
             result, seconds = get(ref)
         except ray.exceptions.RayActorError as err:
-            self._on_death(ctx, err)
+            self.scheduler.retry(ctx.batch)
+            self.pool.on_death(ctx, err)
             return
         finish_batch(self.scheduler, self.report, ctx.batch, result)
         self.sr_seconds += seconds
@@ -301,38 +371,66 @@ class _Driver:
             chunk = self.chunks[job.frame_index // self.chunk_size - self.chunks[0].number]
             chunk.faces[job.frame_index, job.track_id] = (ctx.faces_ref, i)
             chunk.pending -= 1
-        self.batches_done += 1
-        if self.hooks is not None:
-            self.hooks.after_batch(ctx.actor, self.batches_done)
+        self.pool.after_batch(ctx.actor)
 
-    def _on_death(self, ctx: _Dispatch, err: Exception) -> None:
-        """A batch failed because its actor died: run it again; past `max_restarts` deaths, drop the actor.
-
-        One death fails every batch the actor held; they count as one: a failed batch sent
-        before the last counted death's failures belongs to that death. A batch refused while
-        Ray restarts the actor (`ActorUnavailableError`) is no new death: it runs again a moment later.
-        """
-        self.scheduler.retry(ctx.batch)
-        key = id(ctx.actor)
-        if isinstance(err, ray.exceptions.ActorUnavailableError):
-            time.sleep(RESTART_POLL)  # not a busy loop of refused batches while the actor comes back
-            return
-        if ctx.number > self.last_death.get(key, 0):
-            self.deaths[key] = self.deaths.get(key, 0) + 1
-            self.last_death[key] = self.dispatched
-        if self.deaths[key] > self.cfg.engine.max_restarts and ctx.actor in self.pool:
-            self.pool.remove(ctx.actor)  # Ray has given up restarting it
-            if not self.pool:
-                raise RuntimeError(f"every super-resolution actor died more than {self.cfg.engine.max_restarts} times: {err}") from None
-            log.warning("a super-resolution actor keeps dying; going on with %d", len(self.pool))
-        else:
-            log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
-
-    def _on_written(self, ref, chunk: _Chunk) -> None:
+    def on_written(self, ref, chunk: _Chunk) -> None:
         written = get(ref)
         self.frames_out += written
         self.in_flight -= written
         self.bar.update(written)
+
+    def finish(self, started: _Started) -> dict:
+        """Close the video's actors and the output; its report."""
+        self.bar.close()
+        open_tracks, track_seconds = get(self.tracker.close.remote())
+        self.report.add_tracks(open_tracks)
+        damage = get(self.decoder.damage.remote())
+        if damage:
+            log.warning("%s", damage)
+        frames_written, encode_seconds = get(self.encoder.close.remote())
+        started.encoders.remove(self.encoder)  # the output is complete
+        assert frames_written == self.frames_out, (frames_written, self.frames_out)
+        for actor in (self.decoder, self.tracker, self.encoder):
+            ray.kill(actor)
+            started.actors.remove(actor)
+        return {
+            "input": str(self.input),
+            "output": str(self.output),
+            "engine": "ray",
+            "backend": self.pool.info[0]["name"],
+            "sr_actors": [{"node": i["node"], "device": i["device"], "resources": i["resources"]} for i in self.pool.info],
+            "video_actors": self.nodes,
+            "frames_in": self.frames_out,
+            "frames_out": frames_written,
+            "frames_expected": self.info["frames"],
+            "warnings": [damage] if damage else [],
+            "wall_seconds": round(time.perf_counter() - self.started_at + self.setup, 3),
+            # Busy seconds per actor kind; the actors run side by side, so these overlap.
+            "stage_seconds": {
+                "setup": round(self.setup, 3), "detect_track": round(track_seconds, 3),
+                "sr": round(self.sr_seconds, 3), "composite_encode": round(encode_seconds, 3),
+            },
+            **self.report.to_dict(),
+        }
+
+    def fail(self, started: _Started, waiting: dict, err: Exception, skip) -> None:
+        """A user-facing error in this video: drop its partial output and its actors; the others go on."""
+        self.failed = True
+        self.bar.close()
+        if skip is None:
+            raise err
+        try:
+            ray.get(self.encoder.abort.remote(), timeout=30)
+        except Exception as abort_err:  # noqa: BLE001 - best effort while already failing
+            log.warning("could not remove the partial output: %s", abort_err)
+        started.encoders.remove(self.encoder)
+        for actor in (self.decoder, self.tracker, self.encoder):
+            ray.kill(actor)
+            started.actors.remove(actor)
+        for ref, (video, kind, ctx) in list(waiting.items()):
+            if video is self and kind != "sr":  # its SR batches return to free their actors' slots
+                del waiting[ref]
+        skip(self.input, err)
 
 
 def _write(encoder, chunk: _Chunk):

@@ -54,9 +54,15 @@ def _setup_errors_reach_the_driver(cls):
     return cls
 
 
+class _Placed:
+    def node(self) -> str:
+        """The Ray node this actor runs on."""
+        return ray.get_runtime_context().get_node_id()
+
+
 @ray.remote(num_cpus=0)
 @_setup_errors_reach_the_driver
-class DecodeActor:
+class DecodeActor(_Placed):
     def __init__(self, path: str, threads: int, strict: bool):
         keep_frame_memory_flat()
         self._reader = VideoReader(path, threads=threads, strict=strict, warn=False)  # the driver says it
@@ -78,7 +84,7 @@ class DecodeActor:
 
 @ray.remote(num_cpus=0)
 @_setup_errors_reach_the_driver
-class TrackActor:
+class TrackActor(_Placed):
     def __init__(self, detect_cfg, track_cfg, crop_size: int):
         keep_frame_memory_flat()
         self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size)
@@ -128,7 +134,7 @@ class SRActor:
 
 @ray.remote(num_cpus=0)
 @_setup_errors_reach_the_driver
-class EncodeActor:
+class EncodeActor(_Placed):
     def __init__(self, output: str, info: dict[str, Any], video_cfg, composite_cfg, audio_from: str):
         keep_frame_memory_flat()
         self._composite_cfg = composite_cfg
