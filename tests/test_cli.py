@@ -110,10 +110,18 @@ def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
 
 
-def test_bad_setting_exits_2_naming_the_key(tmp_path, capsys):
+@pytest.mark.parametrize("setting, message", [
+    ("sr.batch_size=0", "sr.batch_size must be in 1..1024"),
+    ("video.decode_threads=100000", "video.decode_threads must be in 0..256"),  # an upper bound: refused before the run, not 28 s into it
+    ("engine.max_frames_in_flight=1000000000", "engine.max_frames_in_flight must be in 8 (chunk)..10000"),
+    ("sr.eps=1e12", "sr.eps must be in (0, 1]"),
+])
+def test_bad_setting_exits_2_naming_the_key(tmp_path, capsys, setting, message):
     src = make_video(tmp_path / "in.mp4", frames=4)
-    assert main(["video", str(src), "-o", str(tmp_path / "o.mp4"), "--set", "sr.batch_size=0"]) == 2
-    assert "sr.batch_size must be >= 1" in capsys.readouterr().err
+    assert main(["video", str(src), "-o", str(tmp_path / "o.mp4"), "--set", setting]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("facezoom: error: ") and message in err[0], err
+    assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
 
 
 def test_output_equal_to_input_is_refused(tmp_path, capsys):

@@ -89,8 +89,8 @@ class DetectConfig:
             raise ValueError(f"thresholds must be three numbers in (0, 1) for P-, R- and O-net, got {self.thresholds}")
         if not 0.5 <= self.factor <= 0.95:
             raise ValueError(f"factor must be in [0.5, 0.95], got {self.factor}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
+        if not 0 <= self.threads <= 1024:
+            raise ValueError(f"threads must be in 0..1024 (0 = automatic), got {self.threads}")
         if not 1 <= self.batch_size <= 1024:
             raise ValueError(f"batch_size must be in 1..1024, got {self.batch_size}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -178,8 +178,8 @@ class SRConfig:
     seed: int = 0  # base seed; each track's seed is derived from it and the track id
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= 1024:
+            raise ValueError(f"batch_size must be in 1..1024 crops, got {self.batch_size}")
         if self.in_size != "auto" and not 4 <= self.in_size <= 256:
             raise ValueError(f"in_size must be 'auto' or in 4..256, got {self.in_size}")
         if self.out_size is not None and not self.base_in_size < self.out_size <= 2048:
@@ -188,16 +188,19 @@ class SRConfig:
             raise ValueError(f"fidelity must be in 0..1 (or null for the command's default), got {self.fidelity}")
         if not 1 <= self.segment <= 1000:
             raise ValueError(f"segment must be in 1..1000 crops (1 = each frame starts from the previous one), got {self.segment}")
-        if self.steps < 1 or self.warm_steps < 1:
-            raise ValueError(f"steps and warm_steps must be >= 1, got {self.steps} and {self.warm_steps}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
-        if self.temporal_weight < 0:
-            raise ValueError(f"temporal_weight must be >= 0, got {self.temporal_weight}")
+        for name in ("steps", "warm_steps"):
+            if not 1 <= getattr(self, name) <= 100_000:
+                raise ValueError(f"{name} must be in 1..100000 optimisation steps, got {getattr(self, name)}")
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1] (a mean squared error on the [0, 1] scale), got {self.eps}")
+        if not 0 <= self.temporal_weight <= 1000:
+            raise ValueError(f"temporal_weight must be in [0, 1000] (0 = off; past that the prior alone decides), got {self.temporal_weight}")
         if not 0 <= self.temporal_blend < 1:
             raise ValueError(f"temporal_blend must be in [0, 1), got {self.temporal_blend}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in 0..{2**63 - 1} (a 64-bit seed), got {self.seed}")
 
     @property
     def base_in_size(self) -> int:
@@ -256,24 +259,25 @@ class EngineConfig:
     shared_storage: bool = False  # every node sees the driver's files: decode, track and encode may run on any node
 
     def __post_init__(self):
-        if self.chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
-        if self.sr_actors < 1:
-            raise ValueError(f"sr_actors must be >= 1, got {self.sr_actors}")
-        if self.num_gpus is not None and self.num_gpus < 0:
-            raise ValueError(f"num_gpus must be >= 0 (or null for automatic), got {self.num_gpus}")
-        if self.sr_threads < 0:
-            raise ValueError(f"sr_threads must be >= 0 (0 = automatic), got {self.sr_threads}")
-        if any(v < 0 for v in self.sr_resources.values()):
-            raise ValueError(f"sr_resources amounts must be >= 0, got {self.sr_resources}")
-        if self.max_frames_in_flight < self.chunk:
+        if not 1 <= self.chunk <= 1024:
+            raise ValueError(f"chunk must be in 1..1024 frames, got {self.chunk}")
+        if not 1 <= self.sr_actors <= 1024:
+            raise ValueError(f"sr_actors must be in 1..1024, got {self.sr_actors}")
+        if self.num_gpus is not None and not 0 <= self.num_gpus <= 64:
+            raise ValueError(f"num_gpus must be in [0, 64] GPUs per SR actor (or null for automatic), got {self.num_gpus}")
+        if not 0 <= self.sr_threads <= 1024:
+            raise ValueError(f"sr_threads must be in 0..1024 (0 = automatic), got {self.sr_threads}")
+        if not all(0 <= v <= 1e6 for v in self.sr_resources.values()):
+            raise ValueError(f"sr_resources amounts must be in [0, 1e6] per SR actor, got {self.sr_resources}")
+        if not self.chunk <= self.max_frames_in_flight <= 10_000:
             raise ValueError(
-                f"max_frames_in_flight must be >= chunk ({self.chunk}), got {self.max_frames_in_flight}"
+                f"max_frames_in_flight must be in {self.chunk} (chunk)..10000 frames (each one held in memory), "
+                f"got {self.max_frames_in_flight}"
             )
+        if not 0 <= self.max_restarts <= 1000:
+            raise ValueError(f"max_restarts must be in 0..1000, got {self.max_restarts}")
         if not 1 <= self.videos_in_parallel <= 64:
-            raise ValueError(f"videos_in_parallel must be in 1..64, got {self.videos_in_parallel}")
-        if self.max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
+            raise ValueError(f"videos_in_parallel must be in 1..64 (each holds max_frames_in_flight frames), got {self.videos_in_parallel}")
 
 
 # ---- the settings of pipeline/live/loop.py
