@@ -41,6 +41,8 @@ class ReportFile:
         self._tmp: Path | None = temp_path_beside(self.path)
 
     def commit(self, data: dict[str, Any], *, together: tuple[Path, ...] = ()) -> None:
+        from pipeline.media.files import no_room_reason
+
         try:
             self._tmp.write_text(json.dumps(data, indent=2) + "\n")
             os.replace(self._tmp, self.path)
@@ -50,7 +52,7 @@ class ReportFile:
             for other in together:
                 Path(other).unlink(missing_ok=True)
             also = f"; {', '.join(map(str, together))} removed too, so the run leaves all of its outputs or none" if together else ""
-            raise UserError(f"cannot write the report {self.path}: {err.strerror}{also}") from None
+            raise UserError(f"cannot write the report {self.path}: {no_room_reason(err) or err.strerror}{also}") from None
 
     def discard(self) -> None:
         if self._tmp is not None:

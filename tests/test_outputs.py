@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +186,73 @@ def test_enhance_output_goes_if_its_grid_cannot_be_written(tmp_path, capsys, mon
     monkeypatch.setattr(enhance, "write_output", grid_fails)
     assert main(["-q", "enhance", str(src), "-o", str(tmp_path / "out.gif"), "--grid", str(tmp_path / "grid.png"), "--iterations", "1"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+@pytest.fixture
+def small_disk(tmp_path_factory):
+    """A 256 KiB tmpfs, unmounted afterwards; skipped where this process may not mount one."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    disk = tmp_path_factory.mktemp("disk")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        if subprocess.run(["umount", str(disk)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(disk)])
+
+
+def _noise_video(path: Path, *, frames: int = 48) -> Path:
+    """A clip of random pixels, which no encoder compresses: its output is about as big as the pixels."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.options = {"crf": "30", "preset": "ultrafast"}
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_disk_that_fills_up_during_the_encode_is_one_line_and_leaves_nothing(small_disk, tmp_path, capsys, caplog, suffix):
+    """The output outgrows a 256 KiB disk mid-run: exit 2, one line saying the disk is full at the
+    output the user named (not its hidden temporary file), nothing left there, the input untouched."""
+    src = _noise_video(tmp_path / "in.mp4")
+    before = _digest(src)
+    out = small_disk / f"out{suffix}"
+    assert main(["-q", "video", str(src), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {out}: the disk is full" in err[0] and "partial" not in err[0], err
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert list(small_disk.iterdir()) == []
+    assert _digest(src) == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_a_report_on_a_full_disk_is_refused_before_the_run(small_disk, clip, tmp_path, capsys):
+    """An empty file still fits on a full disk, so the report's reservation alone would not tell:
+    the free space does, before any work, and the video is never made."""
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, bytes(65536)):
+            pass
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    report = small_disk / "r.json"
+    assert main(["-q", "video", str(clip), "-o", str(tmp_path / "out.mp4"), "--report", str(report)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot write {report}: the disk is full" in err[0], err
+    assert [p.name for p in small_disk.iterdir()] == ["filler"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

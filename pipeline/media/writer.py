@@ -5,6 +5,10 @@ stream of the input packet for packet, bytes untouched, interleaved by time as t
 written. It writes to a temporary file beside the output and renames it only when the file is
 complete (`pipeline/media/files.py`'s `AtomicWriter`): on an error or Ctrl-C nothing is left
 at the output path. It streams: memory does not depend on the length of the video.
+
+A live recording hands it audio packets itself (`audio_like`, `write_audio`): those are copied
+where the container holds their codec and encoded to AAC (Opus in WebM) where it does not.
+`AudioTrack` makes every audio stream of an output, copied or encoded.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 
 from pipeline.config.sections import CODECS, WEBM_CODECS, VideoConfig
 from pipeline.errors import UserError
-from pipeline.media.files import AtomicWriter, format_for, temp_path_beside
+from pipeline.media.files import AtomicWriter, format_for, no_room_reason, room_to_write, temp_path_beside
 from pipeline.media.reader import error_reason, main_video_stream, open_input
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,9 @@ class VideoWriter(AtomicWriter):
         out.write(image, pts)  # image [h, w, 3] uint8 RGB, pts in `time_base` units, increasing
     # the file appears at out.mp4 only here, complete
 
-    Leaving the block through an exception removes the partial file instead.
+    Leaving the block through an exception removes the partial file instead. With `audio_like`
+    (an input's audio stream) instead of `audio_from`, the file gets one audio stream made like
+    it, and the caller writes its packets with `write_audio`.
     """
 
     def __init__(
@@ -46,6 +52,7 @@ class VideoWriter(AtomicWriter):
         rate: Fraction | None,
         cfg: VideoConfig = VideoConfig(),
         audio_from: str | Path | None = None,
+        audio_like: av.AudioStream | None = None,
         low_latency: bool = False,
     ):
         self.path = Path(path)
@@ -59,6 +66,8 @@ class VideoWriter(AtomicWriter):
         self._tmp = temp_path_beside(self.path)
         self._closed = False
         self._audio_in: av.container.InputContainer | None = None
+        self._audio_packets = None  # audio_from's packets, read as the video is written
+        self.audio_tracks: list[AudioTrack] = []
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its settings to stderr otherwise
         try:
             try:
@@ -66,11 +75,15 @@ class VideoWriter(AtomicWriter):
             except ValueError as err:  # PyAV: "Could not determine output format"
                 raise UserError(f"cannot write {self.path} ({err}); name it .mp4, .mkv, .mov or .webm") from None
             self._video = self._add_video_stream(cfg, rate)
-            self._audio = self._add_audio_streams(audio_from)
+            self._add_audio_streams(audio_from)
+            if audio_like is not None:
+                self.audio_tracks.append(AudioTrack(self._out, audio_like, path=self.path, transcode=True))
             self._out.start_encoding()
         except av.error.FFmpegError as err:
-            audio = sorted({_codec_name(s) for s in self._audio_in.streams.audio}) if self._audio_in is not None else []
+            audio = sorted({t.source_codec for t in self.audio_tracks if t.copied})
             self._discard()
+            if isinstance(err, OSError) and no_room_reason(err):  # the header did not fit
+                raise UserError(f"cannot write {self.path}: {no_room_reason(err)}") from None
             if audio:  # the muxer refuses at its header: the video codec, or an audio codec copied as it is
                 raise UserError(f"cannot write {self.path}: {self.path.suffix or 'this'} files refuse the video codec "
                                 f"{self._video_codec(cfg)} or the input's {', '.join(audio)} audio, which facezoom copies "
@@ -118,9 +131,10 @@ class VideoWriter(AtomicWriter):
         stream.options = options
         return stream
 
-    def _add_audio_streams(self, audio_from: str | Path | None) -> list[tuple[av.AudioStream, av.AudioStream]]:
+    def _add_audio_streams(self, audio_from: str | Path | None) -> None:
+        """One copied audio stream per audio stream of the file `audio_from`."""
         if audio_from is None:
-            return []
+            return
         self._audio_in = open_input(audio_from)
         main = main_video_stream(self._audio_in)
         others = [s for s in self._audio_in.streams if s.type != "audio" and s is not main]  # a cover picture, subtitles, data
@@ -131,29 +145,17 @@ class VideoWriter(AtomicWriter):
 
             kinds = ", ".join(sorted({kind(s) for s in others}))
             log.warning("%s: %d stream(s) besides the video and its audio are not copied: %s", audio_from, len(others), kinds)
-        pairs = []
-        for in_stream in self._audio_in.streams.audio:
-            try:
-                out_stream = self._out.add_stream_from_template(in_stream)
-            except ValueError:  # PyAV: "'webm' format does not support 'aac' codec"
-                raise UserError(
-                    f"{self.path.suffix or 'this output'} files cannot hold the input's "
-                    f"{_codec_name(in_stream)} audio, which facezoom copies untouched; "
-                    "write .mkv (it holds any codec) or .mp4/.mov instead"
-                ) from None
-            layout = in_stream.codec_context.layout
-            if layout.name.endswith("channels"):  # "2 channels": no speaker order (mkv, avi), which mp4/mov refuse
-                out_stream.codec_context.layout = av.AudioLayout(f"{len(layout.channels)}c")  # FFmpeg's default order for that count
-            pairs.append((in_stream, out_stream))
-        if not pairs:
+        streams = list(self._audio_in.streams.audio)
+        if not streams:
             self._audio_in.close()
             self._audio_in = None
-            return []
-        self._audio_packets = self._audio_in.demux([s for s, _ in pairs])
-        self._audio_map = {s.index: o for s, o in pairs}
+            return
+        self._audio_map = {}
+        for in_stream in streams:
+            self._audio_map[in_stream.index] = track = AudioTrack(self._out, in_stream, path=self.path, transcode=False)
+            self.audio_tracks.append(track)
+        self._audio_packets = self._audio_in.demux(streams)
         self._pending = None  # the next audio packet, read but not yet muxed
-        self._audio_done = False
-        return pairs
 
     def write(self, image: np.ndarray, pts: int) -> None:
         """Encode one `[height, width, 3] uint8 RGB` frame shown at `pts` (in `time_base` units)."""
@@ -166,20 +168,26 @@ class VideoWriter(AtomicWriter):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = pts
         frame.time_base = self.time_base
-        self._mux_audio_until(float(pts * self.time_base))
-        for packet in self._video.encode(frame):
-            self._out.mux(packet)
+        with room_to_write(self.path):
+            self._mux_audio_until(float(pts * self.time_base))
+            for packet in self._video.encode(frame):
+                self._out.mux(packet)
         self.frames_written += 1
 
+    def write_audio(self, packet: av.Packet) -> None:
+        """Write a packet of the `audio_like` stream's kind, its pts, dts and time_base already on this file's clock."""
+        with room_to_write(self.path):
+            self.audio_tracks[0].mux(packet)
+
     def _mux_audio_until(self, seconds: float | None) -> None:
-        """Mux the audio packets that start before `seconds` (all of them when None)."""
-        if not self._audio or self._audio_done:
+        """Mux the audio packets of `audio_from` that start before `seconds` (all of them when None)."""
+        if self._audio_packets is None:
             return
         while True:
             if self._pending is None:
                 self._pending = next(self._audio_packets, None)
                 if self._pending is None:
-                    self._audio_done = True
+                    self._audio_packets = None  # all copied
                     return
             packet = self._pending
             if packet.dts is None and packet.size == 0:  # the demuxer's end-of-stream marker
@@ -188,22 +196,27 @@ class VideoWriter(AtomicWriter):
             when = packet.dts if packet.dts is not None else packet.pts
             if seconds is not None and when is not None and float(when * packet.time_base) > seconds:
                 return
-            packet.stream = self._audio_map[packet.stream.index]
-            self._out.mux(packet)
+            self._audio_map[packet.stream.index].mux(packet)
             self._pending = None
 
     def close(self) -> None:
         """Flush the encoder, copy the remaining audio and move the file into place."""
         if self._closed:
             return
-        for packet in self._video.encode(None):
-            self._out.mux(packet)
-        self._mux_audio_until(None)
-        try:
-            self._out.close()  # writes the trailer: a muxer may refuse the file only now
-        except av.error.FFmpegError as err:
-            self._discard()
-            raise UserError(f"could not finish {self.path} ({error_reason(err)}); try another container, e.g. .mkv") from None
+        with room_to_write(self.path):
+            for packet in self._video.encode(None):
+                self._out.mux(packet)
+            self._mux_audio_until(None)
+            for track in self.audio_tracks:
+                track.flush()
+            try:
+                self._out.close()  # writes the trailer: a muxer may refuse the file only now
+            except av.error.FFmpegError as err:
+                if isinstance(err, OSError) and no_room_reason(err):
+                    raise  # said as a full disk
+                self._discard()
+                other = "another container, e.g. .mkv" if self.path.suffix.lower() != ".mkv" else "another container"
+                raise UserError(f"could not finish {self.path} ({error_reason(err)}); try {other}") from None
         if self._audio_in is not None:
             self._audio_in.close()
         self._closed = True
@@ -219,6 +232,82 @@ class VideoWriter(AtomicWriter):
                 except (av.error.FFmpegError, ValueError, OSError):
                     pass  # closing a half-written file may fail; it is deleted next
         self._tmp.unlink(missing_ok=True)
+
+
+class AudioTrack:
+    """One audio stream of an output, made like the input stream `template`, and the writing of its packets.
+
+    Packets are copied untouched where the container holds the codec. Where it does not,
+    `transcode=True` (a live recording, whatever its source sends) decodes them and encodes AAC,
+    or Opus in WebM, which holds no AAC; `transcode=False` (a video file's audio, which facezoom
+    never re-encodes) makes it a `UserError` that names a container that would. With
+    `transcode=True`, PCM is encoded for .mp4 and .mov too: their PCM tracks have no timestamps,
+    only a count of samples, so a gap in a live source's sound would shift all that follows it.
+    """
+
+    def __init__(self, out: av.container.OutputContainer, template: av.AudioStream, *, path: Path, transcode: bool):
+        self._out = out
+        self._decoder: av.AudioCodecContext | None = None
+        self.source_codec = _codec_name(template)
+        self.packets = 0  # packets handed to `mux`
+        try:
+            if transcode and template.codec_context.name.startswith("pcm_") and out.format.name in ("mp4", "mov"):
+                raise ValueError("PCM in mp4/mov is laid end to end")
+            self.stream = out.add_stream_from_template(template)
+        except ValueError:  # PyAV: "'webm' format does not support 'aac' codec"
+            if not transcode:
+                raise UserError(
+                    f"{path.suffix or 'this output'} files cannot hold the input's {self.source_codec} audio, which "
+                    "facezoom copies untouched; write .mkv (it holds any codec) or .mp4/.mov instead"
+                ) from None
+            self.stream = self._add_encoder(template)
+            log.info("%s files cannot hold %s audio: encoding it to %s", path.suffix, self.source_codec, self.codec)
+        else:
+            layout = template.codec_context.layout
+            if layout.name.endswith("channels"):  # "2 channels": no speaker order (mkv, avi), which mp4/mov refuse
+                self.stream.codec_context.layout = av.AudioLayout(f"{len(layout.channels)}c")  # FFmpeg's default order for that count
+
+    @property
+    def copied(self) -> bool:
+        return self._decoder is None
+
+    @property
+    def codec(self) -> str:
+        """The codec written: the input's when copied."""
+        return self.source_codec if self.copied else _codec_name(self.stream)
+
+    def _add_encoder(self, template: av.AudioStream) -> av.AudioStream:
+        ctx = template.codec_context
+        name = "libopus" if self._out.format.name == "webm" else "aac"
+        rate = ctx.sample_rate if ctx.sample_rate in av.codec.Codec(name, "w").audio_rates else 48000
+        stream = self._out.add_stream(name, rate=rate, layout="mono" if len(ctx.layout.channels) == 1 else "stereo")
+        self._decoder = av.CodecContext.create(ctx.name, "r")
+        self._decoder.sample_rate, self._decoder.layout = ctx.sample_rate, ctx.layout
+        if ctx.extradata:
+            self._decoder.extradata = ctx.extradata
+        return stream
+
+    def mux(self, packet: av.Packet) -> None:
+        """Write one packet of the template's kind, its pts, dts and time_base on the output's clock."""
+        self.packets += 1
+        if self._decoder is None:
+            packet.stream = self.stream
+            self._out.mux(packet)
+            return
+        try:
+            frames = self._decoder.decode(packet)
+        except av.error.InvalidDataError:  # a damaged packet: its moment of sound is lost, the rest goes on
+            return
+        for frame in frames:
+            self._out.mux(self.stream.encode(frame))
+
+    def flush(self) -> None:
+        """Drain the decoder and encoder of a transcoded track (nothing to do for a copied one)."""
+        if self._decoder is None:
+            return
+        for frame in self._decoder.decode(None):
+            self._out.mux(self.stream.encode(frame))
+        self._out.mux(self.stream.encode(None))
 
 
 def _codec_name(stream) -> str:
