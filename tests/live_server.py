@@ -6,7 +6,10 @@ camera (a real face, moving), encoded as it is sent at `fps` frames per second b
 clock. Timestamps come from the wall clock too, so a sender that runs late on a loaded machine
 does not look like a receiver falling behind. `vanish()` drops every client and stops
 listening, as a camera that is unplugged; `stall()` keeps the connections open but stops
-sending, as a camera that hangs.
+sending, as a camera that hangs. With `audio="aac"` (or another codec MPEG-TS carries) it sends
+sound too, timed by the same clock, made to check sync: in the first half of every second of the
+stream's clock the picture is white and a 440 Hz tone plays; in the other half the picture is the
+camera's and the sound is silent.
 
 `UDPSender` sends the same stream as UDP datagrams for a few seconds, then goes quiet.
 `SilentServer` accepts connections and never sends a byte.
@@ -21,10 +24,18 @@ import time
 from fractions import Fraction
 
 import av
+import numpy as np
 
 from pipeline.media.sample import camera_frames
 
 TS_CLOCK = Fraction(1, 90000)  # MPEG-TS timestamps run at 90 kHz
+AUDIO_RATE = 48000
+BEEP_HZ = 440.0
+
+
+def beeping(seconds: float) -> bool:
+    """Whether the test stream is white and beeping at `seconds` on its clock: the first half of every second."""
+    return seconds % 1.0 < 0.5
 
 
 class _SocketFile(io.RawIOBase):
@@ -86,8 +97,9 @@ class _Listener:
 
 
 class TSServer(_Listener):
-    def __init__(self, *, width: int = 640, height: int = 480, fps: int = 30, seconds: float = 60.0, gop: int = 15):
-        self.width, self.height, self.fps, self.seconds, self.gop = width, height, fps, seconds, gop
+    def __init__(self, *, width: int = 640, height: int = 480, fps: int = 30, seconds: float = 60.0, gop: int = 15,
+                 audio: str | None = None):
+        self.width, self.height, self.fps, self.seconds, self.gop, self.audio = width, height, fps, seconds, gop, audio
         self._stall = threading.Event()
         self._threads: list[threading.Thread] = []
         self.frames_sent = 0
@@ -105,6 +117,7 @@ class TSServer(_Listener):
                 stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
                 stream.time_base = stream.codec_context.time_base = TS_CLOCK
                 stream.options = {"preset": "ultrafast", "tune": "zerolatency", "g": str(self.gop), "crf": "28"}
+                sound = _Beeps(out, self.audio) if self.audio else None
                 start = time.monotonic()
                 frames = camera_frames(seconds=self.seconds, fps=self.fps, width=self.width, height=self.height)
                 for i, image in enumerate(frames):
@@ -112,11 +125,15 @@ class TSServer(_Listener):
                         return
                     while self._stall.is_set() and not self._stop.is_set():
                         time.sleep(0.05)
+                    pts = round((time.monotonic() - start) / TS_CLOCK)
+                    if sound is not None and beeping(float(pts * TS_CLOCK)):
+                        image = np.full_like(image, 255)
                     frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                    frame.pts = round((time.monotonic() - start) / TS_CLOCK)
-                    frame.time_base = TS_CLOCK
+                    frame.pts, frame.time_base = pts, TS_CLOCK
                     for packet in stream.encode(frame):
                         out.mux(packet)
+                    if sound is not None:
+                        sound.until(float(pts * TS_CLOCK) + 1 / self.fps)
                     self.frames_sent += 1
         except (OSError, av.error.FFmpegError):
             return  # the client went away, or vanish() closed the socket
@@ -153,6 +170,27 @@ class TSServer(_Listener):
         self._stall.clear()
         super().close()
         self._join()
+
+
+class _Beeps:
+    """The test stream's sound: `BEEP_HZ` in the first half of each second, silence in the other (see `beeping`)."""
+
+    def __init__(self, out, codec: str):
+        self.out = out
+        self.stream = out.add_stream(codec, rate=AUDIO_RATE, layout="mono")
+        self.chunk = self.stream.codec_context.frame_size or 1024
+        self.samples = 0  # sent so far: the next one is at samples / AUDIO_RATE on the stream's clock
+
+    def until(self, seconds: float) -> None:
+        """Send the sound up to `seconds` on the stream's clock, in whole codec frames."""
+        while (self.samples + self.chunk) / AUDIO_RATE <= seconds:
+            t = np.arange(self.samples, self.samples + self.chunk) / AUDIO_RATE
+            wave = np.where(t % 1.0 < 0.5, 0.3 * np.sin(2 * np.pi * BEEP_HZ * t), 0.0).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, self.samples, Fraction(1, AUDIO_RATE)
+            for packet in self.stream.encode(frame):
+                self.out.mux(packet)
+            self.samples += self.chunk
 
 
 class UDPSender:

@@ -1,7 +1,8 @@
 """`facezoom live`: real-time policy, time-outs, reconnects, recording, and the command.
 
 The sources are made here, on 127.0.0.1 (`live_server.py`): an MPEG-TS stream of a real face
-from a moving camera at 640x480, 30 fps, as a network camera would send it.
+from a moving camera at 640x480, 30 fps, as a network camera would send it (with sound that
+beeps while the picture is white, to check that the recording keeps them together).
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import av
 import numpy as np
 import pytest
 
-from live_server import SilentServer, TSServer, UDPSender, free_udp_port
+from live_server import BEEP_HZ, SilentServer, TSServer, UDPSender, free_udp_port
 from pipeline.commands.cli import main
 from pipeline.config import load_config
 from pipeline.stages.detect import DetectConfig
 from pipeline.errors import InputError, UserError
+from pipeline.live.audio import AudioDevice
+from pipeline.live.clock import Timeline
 from pipeline.live.loop import LiveConfig, run_live
 from pipeline.live.budget import BudgetController, LiveStats, Rung, ladder
 from pipeline.live.source import LiveSource
-from pipeline.live.spec import parse_source
+from pipeline.live.spec import AudioInputSpec, parse_audio_input, parse_source
 from pipeline.stages import chunk
 from synth import make_video
 
@@ -41,6 +44,45 @@ def _recording(path: Path) -> list[float]:
     """The frame times (s) of a recording, decoding every frame (it must be complete to decode)."""
     with av.open(str(path)) as container:
         return [frame.time for frame in container.decode(video=0)]
+
+
+def _frames(path: Path) -> list[tuple[float, float]]:
+    """(time s, mean brightness 0..255) of every frame of a recording."""
+    with av.open(str(path)) as container:
+        return [(frame.time, float(frame.to_ndarray(format="gray").mean())) for frame in container.decode(video=0)]
+
+
+class Sound:
+    """A recording's first audio stream, decoded and laid on its timeline (silence where it has no packet)."""
+
+    def __init__(self, path: Path):
+        with av.open(str(path)) as container:
+            stream = container.streams.audio[0]
+            self.codec, self.rate = stream.codec_context.name, stream.codec_context.sample_rate
+            self.starts = [float(p.pts * p.time_base) for p in container.demux(stream) if p.size]  # packets, in file order
+        with av.open(str(path)) as container:
+            pieces = [(frame.time, frame.to_ndarray()[0].astype(np.float32)) for frame in container.decode(audio=0)]
+        self.start = pieces[0][0]  # s: the first sample's time
+        self.end = max(t + len(x) / self.rate for t, x in pieces)
+        self.decoded_s = sum(len(x) for _, x in pieces) / self.rate
+        self.samples = np.zeros(round(self.end * self.rate) + 1, np.float32)  # channel 0, from time 0
+        for t, x in pieces:
+            i = round(t * self.rate)
+            self.samples[i : i + len(x)] = x[: len(self.samples) - i]
+
+    def rms(self, start: float, end: float) -> float:
+        piece = self.samples[max(0, round(start * self.rate)) : round(end * self.rate)]
+        return float(np.sqrt(np.mean(piece**2))) if len(piece) else 0.0
+
+    def loud(self, window: float = 0.01) -> list[tuple[float, bool]]:
+        """(start s, whether it sounds) of each `window`-long piece."""
+        return [(t, self.rms(t, t + window) > 0.05) for t in np.arange(0.0, self.end - window, window)]
+
+    def pitch(self) -> float:
+        """The strongest frequency (Hz) of the sounding pieces."""
+        sounding = np.concatenate([self.samples[round(t * self.rate) : round((t + 0.01) * self.rate)] for t, on in self.loud() if on])
+        spectrum = np.abs(np.fft.rfft(sounding * np.hanning(len(sounding))))
+        return float(np.argmax(spectrum) * self.rate / len(sounding))
 
 
 @pytest.fixture
@@ -65,18 +107,27 @@ def takes(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "text,platform,url,fmt",
+    "device,text,platform,url,fmt",
     [
-        ("/dev/video2", "linux", "/dev/video2", "v4l2"),
-        ("camera:1", "linux", "/dev/video1", "v4l2"),
-        ("0", "linux", "/dev/video0", "v4l2"),
-        ("camera:1", "darwin", "1:none", "avfoundation"),
-        ("camera:Integrated Camera", "win32", "video=Integrated Camera", "dshow"),
+        ("camera", "/dev/video2", "linux", "/dev/video2", "v4l2"),
+        ("camera", "camera:1", "linux", "/dev/video1", "v4l2"),
+        ("camera", "0", "linux", "/dev/video0", "v4l2"),
+        ("camera", "camera:1", "darwin", "1:none", "avfoundation"),
+        ("camera", "camera:Integrated Camera", "win32", "video=Integrated Camera", "dshow"),
+        ("microphone", "default", "linux", "default", "alsa"),  # --audio-input
+        ("microphone", "hw:1,0", "linux", "hw:1,0", "alsa"),
+        ("microphone", "1", "linux", "plughw:1", "alsa"),
+        ("microphone", "0", "darwin", ":0", "avfoundation"),
+        ("microphone", "Microphone (USB Audio)", "win32", "audio=Microphone (USB Audio)", "dshow"),
     ],
 )
-def test_webcams_map_to_each_platforms_camera_input(text, platform, url, fmt):
-    spec = parse_source(text, platform=platform)
-    assert (spec.url, spec.format, spec.kind) == (url, fmt, "camera")
+def test_webcams_and_microphones_map_to_each_platforms_capture_input(device, text, platform, url, fmt):
+    if device == "camera":
+        spec = parse_source(text, platform=platform)
+        assert spec.kind == "camera"
+    else:
+        spec = parse_audio_input(text, platform=platform)
+    assert (spec.url, spec.format) == (url, fmt)
 
 
 def test_sources_that_cannot_work_say_what_to_do(tmp_path):
@@ -97,6 +148,46 @@ def test_sources_that_cannot_work_say_what_to_do(tmp_path):
     assert parse_source("https://cdn.example.org/live/index.m3u8?token=1").realtime
     assert not parse_source("http://127.0.0.1:8080/stream.ts").realtime
     assert parse_source("http://127.0.0.1:8080/live", input_format="hls").realtime
+
+
+def test_an_audio_input_that_cannot_work_says_what_to_do(tmp_path, capsys):
+    with pytest.raises(UserError, match="name the audio device"):
+        parse_audio_input("0", platform="win32")
+    with pytest.raises(UserError, match="no audio input is known"):
+        parse_audio_input("0", platform="sunos5")
+    assert main(["live", "tcp://127.0.0.1:1", "--audio-input", "default"]) == 2  # sound for a recording that is not made
+    assert "give -o FILE" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the device is named the ALSA way")
+def test_an_audio_device_that_does_not_open_is_a_clear_error_before_the_source_opens(tmp_path, capsys):
+    with pytest.raises(InputError, match=r"cannot open audio input facezoom-no-such-mic \(alsa device .*arecord -l"):
+        AudioDevice(parse_audio_input("facezoom-no-such-mic"), open_timeout=1, read_timeout=1)
+    # the command: the device fails first, not the source (nothing listens on port 1)
+    assert main(["live", "tcp://127.0.0.1:1", "-o", str(tmp_path / "rec.mp4"), "--audio-input", "facezoom-no-such-mic"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open audio input facezoom-no-such-mic" in err and "connection refused" not in err
+    assert not list(tmp_path.iterdir())  # no recording, no temporary file
+
+
+def test_the_run_clock_follows_the_sources_timestamps_however_they_are_read():
+    clock = Timeline()
+    # a burst read at the open: items handed over together are due at their own times
+    assert [clock.at(s, now=100.0) for s in (10.0, 10.1, 10.2)] == pytest.approx([100.0, 100.1, 100.2])
+    # audio demuxed ahead of the video it goes with keeps its own time too
+    assert clock.at(10.25, now=100.05, stream="audio") == pytest.approx(100.25)
+    assert clock.lead == pytest.approx(0.2)  # the first item was read 0.2 s late: another input is moved by that
+    # read a second late, steadily: still due at their own times, so the recording plays them evenly
+    assert clock.at(12.0, now=103.0) == pytest.approx(102.0)
+    # the timestamps jump (a sender counting from 0 again): mapped afresh, never before what was given
+    restarted = clock.at(0.0, now=103.1)
+    assert restarted == pytest.approx(103.1)
+    assert clock.at(0.5, now=103.6) == pytest.approx(restarted + 0.5)
+    assert clock.at(0.3, now=103.4, stream="audio") == pytest.approx(restarted + 0.3)  # audio made the same jump: still together
+    # a reconnect starts afresh: the next item is due when read
+    clock.restart()
+    assert clock.at(500.0, now=110.0) == pytest.approx(110.0)
+    assert clock.at(None, now=111.0) == 111.0  # an untimed item is due when read
 
 
 # -- time-outs: a source must never hang the program ---------------------------------------
@@ -191,11 +282,12 @@ def test_nothing_backs_up_over_10_seconds_of_the_default_live_case(tmp_path, tak
     early, late = statistics.median(per_second[:4]), statistics.median(per_second[-4:])
     assert late <= 2 * early + 500, per_second
     assert report["source_lag_ms_max"] < 1000  # nothing queued in socket or demuxer buffers either
-    # The recording holds every output frame, at the wall-clock times they were read.
+    # The recording holds every output frame, at the stream's own times: the 10 s from the open,
+    # plus what the open read ahead to probe the stream (the first frame, 0.35-0.7 s earlier here).
     times = _recording(tmp_path / "live.mp4")
     assert len(times) == report["frames_recorded"] == report["frames_out"] - report["frames_not_recorded"]
     assert all(b > a for a, b in zip(times, times[1:]))
-    assert 9.0 <= times[-1] - times[0] <= 10.5
+    assert 9.0 <= times[-1] - times[0] <= 10.5 + 1.0
 
 
 SLOW_FRAME_S = 0.2  # 6 frames of a 30 fps source: at least this long per frame makes processing slower than the source anywhere
@@ -313,6 +405,87 @@ def test_a_vanishing_source_is_reopened_when_reconnect_is_on():
     assert report["reconnects"] == 1
     assert report["frames_out"] > 30 + 30  # frames came on both sides of the 1 s gap
     assert report["frames_in"] == report["frames_out"] + report["frames_dropped"]
+
+
+# -- sound ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_streams_sound_is_recorded_in_step_with_its_picture(tmp_path):
+    """The stream beeps while its picture is white (the first half of every second of its clock).
+
+    The recording must hold that sound whole, from its first frame to its last, and beep exactly
+    where its frames are white, however many frames were dropped on the way (on any machine:
+    frames and sound are both placed by the stream's own timestamps)."""
+    rec = tmp_path / "rec.mp4"
+    with TSServer(width=320, height=240, audio="aac") as server:
+        report = run_live(parse_source(server.url), cfg=CLASSICAL, output=rec, duration=6)
+    assert report["stopped"] == "duration" and report["error"] is None
+    audio = report["audio"]
+    assert (audio["codec"], audio["copied"], audio["packets_lost"]) == ("aac", True, 0), audio
+    frames, sound = _frames(rec), Sound(rec)
+    times = [t for t, _ in frames]
+    assert sound.codec == "aac" and len(sound.starts) == audio["packets"] > 100
+    assert all(b > a for a, b in zip(sound.starts, sound.starts[1:]))  # timestamps only go forward
+    assert 0.0 <= sound.starts[0] <= 0.05  # it starts with the first frame: what came before was cut
+    # nothing missing in between (a frame dropped as stale keeps its sound) ...
+    assert sound.decoded_s == pytest.approx(sound.end - sound.start, abs=0.05)
+    # ... and it ends with the picture: the last frame lasts as long as the one before it
+    assert sound.end == pytest.approx(times[-1] + (times[-1] - times[-2]), abs=2 / 30)
+    # in step: away from the beeps' edges (40 ms: AAC smears an edge over a 21 ms frame), a frame is white where it beeps
+    loud = sound.loud()
+    edges = [t for (t, a), (_, b) in zip(loud, loud[1:]) if a != b]
+    checked = [(brightness > 200, sound.rms(t, t + 0.02) > 0.05) for t, brightness in frames
+               if all(abs(t - edge) > 0.04 for edge in edges)]
+    assert sum(white for white, _ in checked) >= 5 and sum(not white for white, _ in checked) >= 5, checked
+    assert all(white == beeps for white, beeps in checked), checked
+    assert sound.pitch() == pytest.approx(BEEP_HZ, abs=5)  # the stream's own tone, not noise
+
+
+def test_a_realtime_files_sound_is_kept_and_encoded_where_the_container_needs_it(tmp_path, capsys):
+    """µ-law sound (a .mov's) cannot go into .mp4: the recording encodes it to AAC and keeps its place."""
+    clip = make_video(tmp_path / "clip.mov", frames=45, width=160, height=96, fps=30, audio=("pcm_mulaw",))  # 1.5 s, 330 Hz
+    rec, report_path = tmp_path / "rec.mp4", tmp_path / "r.json"
+    assert main(["live", str(clip), "--realtime", "-o", str(rec), "--report", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["stopped"] == "end of file"
+    audio = report["audio"]
+    assert (audio["source_codec"], audio["codec"], audio["copied"]) == ("pcm_mulaw", "aac", False), audio
+    assert f"and {audio['seconds']:.1f} s of aac sound to {rec}" in capsys.readouterr().err
+    times, sound = _recording(rec), Sound(rec)
+    assert sound.codec == "aac" and sound.pitch() == pytest.approx(330, abs=5)
+    assert sound.rms(0.3, 1.2) > 0.15  # the clip's tone (0.3 peak, 0.21 RMS), not silence
+    # A file plays from when the loop first asks for a frame: the first frame is shown until then,
+    # and the sound starts with the frames that follow it.
+    assert 0.0 <= sound.start <= times[1]
+    assert sound.end == pytest.approx(times[-1] + (times[-1] - times[-2]), abs=2 / 30)
+
+
+@pytest.mark.slow
+def test_an_audio_input_gives_a_silent_source_its_sound(tmp_path):
+    """A second input timed on the run's clock: FFmpeg's test tone, paced as a microphone sends
+    (no audio device exists on the build machines), for a stream without sound, as a webcam is."""
+    microphone = AudioInputSpec("test tone", "sine=frequency=440:sample_rate=48000,arealtime", "lavfi", "")
+    rec = tmp_path / "rec.mp4"
+    with TSServer(width=320, height=240) as server:
+        report = run_live(parse_source(server.url), cfg=CLASSICAL, output=rec, duration=5, audio_input=microphone)
+    audio = report["audio"]
+    # raw PCM is encoded for .mp4, whose PCM tracks have no timestamps to keep a gap with
+    assert (audio["from"], audio["source_codec"], audio["codec"], audio["packets_lost"]) == ("test tone", "pcm_s16le", "aac", 0), audio
+    times, sound = _recording(rec), Sound(rec)
+    assert all(b > a for a, b in zip(sound.starts, sound.starts[1:]))
+    assert sound.pitch() == pytest.approx(440, abs=5) and sound.rms(sound.start + 0.1, sound.end - 0.1) > 0.06  # the tone: 1/8 peak, 0.088 RMS
+    assert sound.decoded_s == pytest.approx(sound.end - sound.start, abs=0.05)  # whole, once it starts
+    assert sound.start < times[-1] - 1.0 and sound.end == pytest.approx(times[-1] + (times[-1] - times[-2]), abs=2 / 30)
+
+
+def test_a_recording_of_a_source_without_sound_says_so(tmp_path, caplog):
+    clip = make_video(tmp_path / "silent.mp4", frames=10, width=160, height=96, fps=30, audio=())
+    report = run_live(parse_source(str(clip), realtime=True), cfg=CLASSICAL, output=tmp_path / "rec.mp4", duration=30)
+    assert report["audio"] is None and report["frames_recorded"] >= 1
+    assert "sends no sound: the recording holds the video only" in caplog.text
+    with av.open(str(tmp_path / "rec.mp4")) as container:
+        assert container.streams.video and not container.streams.audio
 
 
 # -- files at their frame rate ----------------------------------------------------------------

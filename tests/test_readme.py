@@ -119,3 +119,14 @@ def test_make_demo_writes_what_the_readme_says(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["sample.mp4", "sample_facezoom.mp4", "sample_report.json", "sample_side_by_side.mp4"]
     assert json.loads((out / "sample_report.json").read_text())["faces"]
+
+
+def test_every_flag_of_every_command_is_in_the_readme():
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = {name: [a.option_strings for a in sub._actions
+                      if a.option_strings and "--help" not in a.option_strings and not any(f"`{o}" in README or f"[{o}" in README or f" {o} " in README for o in a.option_strings)]
+               for name, sub in commands.items()}
+    assert not {k: v for k, v in missing.items() if v}, missing

@@ -27,7 +27,12 @@ def register(commands, add_config_args) -> None:
     p.add_argument("source", metavar="SOURCE",
                    help="a webcam (/dev/video0, camera:0), a stream URL (rtsp://, udp://, tcp://, http(s):// incl. HLS .m3u8, "
                         "rtmp://, srt://), or a video file with --realtime")
-    p.add_argument("-o", "--output", metavar="FILE", help="record the processed stream (.mp4, .mkv); complete and playable after Ctrl-C")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="record the processed stream (.mp4, .mkv) with the source's sound, in sync; complete and playable after Ctrl-C")
+    p.add_argument("--audio-input", metavar="DEVICE",
+                   help="record the sound of this audio device instead of the source's (a webcam has none): "
+                        "Linux ALSA (default, hw:1,0; N = card N), macOS avfoundation (N = audio device N), "
+                        "Windows dshow (the device's name); needs -o")
     p.add_argument("--preview", metavar="[HOST:]PORT", help="serve a page with the input and the processed video side by side "
                                                             "(host 127.0.0.1 unless given; port 0 picks a free one)")
     p.add_argument("--report", metavar="R.json", help="write latency, fps and drop figures as JSON when the run ends")
@@ -47,7 +52,7 @@ def register(commands, add_config_args) -> None:
 
 def cmd_live(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from pipeline.live.spec import parse_source
+    from pipeline.live.spec import parse_audio_input, parse_source
 
     cfg = load_config(args.config, args.overrides)
     live = _live_config(cfg.live, args)
@@ -60,6 +65,11 @@ def cmd_live(args: argparse.Namespace) -> int:
             raise UserError(f"--input-option expects KEY=VALUE, e.g. video_size=640x480; got {item!r}")
         options[key] = value
     spec = parse_source(args.source, input_format=args.input_format, options=options, realtime=args.realtime)
+    audio_input = None
+    if args.audio_input is not None:
+        if not args.output:
+            raise UserError("--audio-input records sound into the recording: give -o FILE too")
+        audio_input = parse_audio_input(args.audio_input)
     if args.output:
         from pipeline.media.files import check_output_video
 
@@ -72,7 +82,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         print(f"facezoom: preview at {preview.url}", file=sys.stderr, flush=True)
     try:
         report = run_live(spec, cfg=cfg, live=live, output=args.output, preview=preview, duration=args.duration,
-                          on_status=None if args.quiet or not sys.stderr.isatty() else _print_status)
+                          audio_input=audio_input, on_status=None if args.quiet or not sys.stderr.isatty() else _print_status)
     finally:
         if preview is not None:
             preview.close()
@@ -81,7 +91,8 @@ def cmd_live(args: argparse.Namespace) -> int:
 
         write_report(Path(args.report), report)
     if not args.quiet:
-        recorded = f"; recorded {report['frames_recorded']} frames to {report['output']}" if report["output"] else ""
+        sound = f" and {report['audio']['seconds']:.1f} s of {report['audio']['codec']} sound" if report["audio"] else ""
+        recorded = f"; recorded {report['frames_recorded']} frames{sound} to {report['output']}" if report["output"] else ""
         print(f"\rfacezoom: live: {report['frames_in']} frames in, {report['frames_out']} out, {report['frames_dropped']} dropped; "
               f"{report['fps']:.1f} fps; latency p50 {_ms(report['latency_ms_p50'])} ms, p95 {_ms(report['latency_ms_p95'])} ms{recorded}",
               file=sys.stderr)

@@ -17,8 +17,10 @@ an enhancer on). Here nothing queues:
    p95 latency is over budget, and more again when there is room.
 
 Ctrl-C stops the loop between frames; the recording is then closed normally, complete and
-playable. Its frames are stamped with the wall-clock milliseconds at which they were read, so
-it plays at real time whatever was dropped.
+playable. Its frames are stamped with their time on the run's clock (each frame's own timestamp
+mapped onto the reader's monotonic clock, `pipeline/live/clock.py`), so it plays at real time
+whatever was dropped; the source's audio packets (or an `--audio-input` device's), collected by
+the reader, go into it by the same clock, so sound stays with the picture (`pipeline/live/audio.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def run_live(
     duration: float | None = None,
     stop: threading.Event | None = None,
     on_status: Callable[[dict], None] | None = None,
+    audio_input=None,
 ) -> dict[str, Any]:
     """Process the live source `spec` (a `spec.SourceSpec`) until `duration` s have passed,
     `stop` is set (Ctrl-C sets it), a file ends or the source drops; returns the report.
@@ -59,22 +62,31 @@ def run_live(
     once a second. A source that drops (and is not reopened) ends the run with `stopped` =
     "source dropped" and its message in `error`; the recording so far is kept. `stop` set while
     the source is still opening raises KeyboardInterrupt: nothing was read, nothing recorded.
+    The recording (`output`) takes the source's sound, or that of `audio_input` (a
+    `spec.AudioInputSpec`, opened before the source, so a wrong device fails at once).
     """
+    from pipeline.live.audio import AudioDevice
     from pipeline.live.source import LiveSource
 
     stop = stop or threading.Event()
-    with _torch_threads(live.torch_threads), _stop_on_interrupt(stop):
+    recording = output is not None
+    with _torch_threads(live.torch_threads), _stop_on_interrupt(stop), contextlib.ExitStack() as opened:
         # The models load (and the detector runs once) before the source opens: a stream's first
         # frames are processed as they arrive, not dropped while the models load.
         start = time.monotonic()
         processor = _ready_processor(cfg, live)
         models_ms = round((time.monotonic() - start) * 1000, 1)
-        with LiveSource(
-            spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop
-        ) as source:
-            run = _LiveRun(spec, source, processor, cfg=cfg, live=live, preview=preview, on_status=on_status)
-            run.models_ms = models_ms
-            _run(run, output, stop, duration)
+        device = None
+        if recording and audio_input is not None:
+            device = opened.enter_context(AudioDevice(audio_input, open_timeout=live.open_timeout, read_timeout=live.read_timeout))
+        # A recording's audio stream is made from the source's before its reader starts (`_run` starts it).
+        source = opened.enter_context(LiveSource(
+            spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop,
+            audio=recording and device is None, autostart=not recording,
+        ))
+        run = _LiveRun(spec, source, processor, cfg=cfg, live=live, preview=preview, on_status=on_status)
+        run.models_ms, run.device = models_ms, device
+        _run(run, output, stop, duration)
     return run.report()
 
 
@@ -97,6 +109,9 @@ def _run(run: "_LiveRun", output, stop: threading.Event, duration: float | None)
     try:
         if output is not None:
             run.open_recorder(output)
+        run.source.start()
+        if run.device is not None:
+            run.device.start(video_lead=lambda: run.source.lead)
         run.loop(stop, duration)
     except KeyboardInterrupt:  # a second Ctrl-C: abandon the frame in hand, keep what was recorded
         run.stopped = "aborted"
@@ -121,16 +136,23 @@ class _LiveRun:
         self.width, self.height = source.width, source.height
         self.stopped, self.error, self.recorder = "interrupted", None, None
         self.frames_out, self.startup_ms, self.t0, self.dropped_at_start = 0, None, None, 0
+        self.clock0: float | None = None  # the first processed frame's time on the run's clock: its pts 0
+        self.device = None  # an --audio-input device (`audio.AudioDevice`), whose sound replaces the source's
         self.last_status, self.resized = time.monotonic(), False
         self.opened = time.monotonic()  # --duration counts from here: the source is open
         self.models_ms: float | None = None
 
     def open_recorder(self, output: str | Path) -> None:
         out_width, out_height = self.cfg.composite.output_size(self.width, self.height)
-        self.recorder = Recorder(output, width=out_width, height=out_height, video_cfg=self.cfg.video)
-        if self.source.has_audio:
-            log.warning("%s has sound, which the recording leaves out: live recordings hold the processed video only",
-                        self.spec.label)
+        audio = self.device.feed if self.device is not None else self.source.audio
+        self.recorder = Recorder(output, width=out_width, height=out_height, video_cfg=self.cfg.video, audio=audio)
+        sound = self.recorder.audio_report()
+        if sound is not None:
+            how = "copied" if sound["copied"] else f"encoded to {sound['codec']}"
+            log.info("recording the sound of %s with the video (%s, %s)", sound["from"], sound["source_codec"], how)
+        else:
+            hint = " (--audio-input DEVICE records a microphone with it)" if self.spec.kind == "camera" else ""
+            log.warning("%s sends no sound: the recording holds the video only%s", self.spec.label, hint)
 
     def loop(self, stop: threading.Event, duration: float | None) -> None:
         """Frame after frame until a stop: the newest frame (older ones were dropped by the reader), processed."""
@@ -161,11 +183,12 @@ class _LiveRun:
         from pipeline.media.reader import Frame
 
         self.t0 = item.read_time if self.t0 is None else self.t0
+        self.clock0 = item.clock if self.clock0 is None else self.clock0
         image = self._sized(item.image())
-        ms = round((item.read_time - self.t0) * 1000)
+        ms = round((item.clock - self.clock0) * 1000)
         out = self.processor([Frame(image=image, pts=ms, time_base=Fraction(1, 1000), index=self.frames_out)], self.timer)[0]
         if self.recorder is not None:
-            self.recorder.write(out, ms)
+            self.recorder.write(out, item.clock)
         done = time.monotonic()
         self.frames_out += 1
         if self.startup_ms is None:  # the first frame pays for the models' first call: reported apart
@@ -223,6 +246,7 @@ class _LiveRun:
             "damaged_packets": source.damaged_packets,
             "frames_recorded": recorder.frames_written if recorder else 0,
             "frames_not_recorded": recorder.frames_skipped if recorder else 0,
+            "audio": recorder.audio_report() if recorder else None,  # the recording's sound: codec, copied, packets, seconds
             "budget": self.controller.to_dict(),
             "stage_seconds": {k: round(v, 3) for k, v in self.timer.seconds.items()},
         }

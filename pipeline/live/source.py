@@ -11,6 +11,12 @@ The reader also measures how far it runs behind the source's own clock (`LiveFra
 growth of wall time minus presentation time since the stream started). Data waiting in socket
 or demuxer buffers — the 10-15 s backlog of tools that queue every frame — shows there and
 nowhere else, since latency is counted from the moment a frame is read.
+
+Each frame is also given its time on the run's clock (`LiveFrame.clock`, `pipeline/live/clock.py`):
+its own timestamp mapped onto the reader's monotonic clock, which paces a `--realtime` file and
+stamps the recording. Asked to (`audio=True`), the reader keeps the source's audio packets too,
+timed on that same clock, in `audio` (`pipeline/live/audio.py`): a frame dropped as stale takes no
+sound with it.
 """
 
 from __future__ import annotations
@@ -25,12 +31,12 @@ import av
 import numpy as np
 
 from pipeline.errors import InputError, UserError
+from pipeline.live.audio import AudioFeed
+from pipeline.live.clock import RESYNC_SECONDS, Timeline
 from pipeline.live.spec import SourceSpec
 from pipeline.media.reader import main_video_stream
 
 log = logging.getLogger(__name__)
-
-RESYNC_SECONDS = 5.0  # a jump of the source's clock this large (a restart, a wrap) starts lag measurement afresh
 
 
 class SourceError(InputError):
@@ -45,6 +51,7 @@ class LiveFrame:
     read_time: float  # time.monotonic() when the decoder gave the frame
     number: int  # frames read from the source before this one (dropped ones included)
     lag: float  # s the reader runs behind the source's clock, relative to its best so far
+    clock: float  # the frame's time on the run's clock (its timestamp on `time.monotonic()`'s scale), for the recording
 
     def image(self) -> np.ndarray:
         """`[H, W, 3] uint8 RGB`, upright."""
@@ -64,15 +71,18 @@ class LiveSource:
         while (item := source.take(timeout=1.0)) is not ...:  # see `take`
 
     Opening (and the first frame) happens in the constructor, so a bad source raises at once.
-    A network source or camera is read from then on; a file starts playing at the first `take`.
-    Counters: `frames_read`, `frames_dropped` (decoded but replaced by a newer frame before
-    anyone took them), `reconnects`, `damaged_packets`.
+    A network source or camera is read from then on (from `start()` with `autostart=False`); a
+    file starts playing at `start()` or the first `take`. Counters: `frames_read`, `frames_dropped` (decoded
+    but replaced by a newer frame before anyone took them), `reconnects`, `damaged_packets`.
     """
 
     def __init__(self, spec: SourceSpec, *, open_timeout: float, read_timeout: float, reconnect: float = 0.0,
-                 interrupt: threading.Event | None = None):
+                 interrupt: threading.Event | None = None, audio: bool = False, autostart: bool = True):
         """`interrupt`, when set while the source is opening (Ctrl-C), abandons the open with a
-        KeyboardInterrupt rather than waiting out `open_timeout`."""
+        KeyboardInterrupt rather than waiting out `open_timeout`. `audio`: keep the packets of the
+        source's first audio stream in `self.audio` (None when it has none); the recording's audio
+        stream is made from `audio.stream`, which must happen before the reader starts, so a
+        recording run passes `autostart=False` and reads from `start()` (or the first `take`)."""
         self.spec = spec
         self.open_timeout, self.read_timeout, self.reconnect = open_timeout, read_timeout, reconnect
         self.frames_read = self.frames_dropped = self.reconnects = self.damaged_packets = 0
@@ -83,11 +93,14 @@ class LiveSource:
         self._stop = threading.Event()
         self._clock: tuple[float, float] | None = None  # (read time, source seconds) the lag is measured from
         self._best_lag = 0.0
+        self._timeline = Timeline()  # source seconds -> the run's clock, for frames and audio alike
+        self._audio_lost_said = False
         try:
             self._container = self._open(self.open_timeout, interrupt or threading.Event())
         except _Abandoned:
             raise KeyboardInterrupt from None
         self.has_audio = bool(self._container.streams.audio)
+        self.audio = AudioFeed(self._container.streams.audio[0], spec.label) if audio and self.has_audio else None
         self._frames = self._decode(self._container)
         try:
             first = next(self._frames, None)
@@ -100,9 +113,19 @@ class LiveSource:
         self.width, self.height = first.width, first.height
         if int(round(first.rotation / 90)) % 2:
             self.width, self.height = self.height, self.width
-        self._publish(first)
+        self._publish(first, self._timeline.at(first.time, time.monotonic()))
         self._thread = threading.Thread(target=self._run, name="facezoom-live-reader", daemon=True)
-        if spec.kind != "file":  # a live source is drained at once; a file starts playing when first asked
+        if spec.kind != "file" and autostart:  # a live source is drained at once; a file starts playing when first asked
+            self.start()
+
+    @property
+    def lead(self) -> float:
+        """How far the run's clock runs ahead of the frames' earliest arrival (`clock.Timeline.lead`)."""
+        return self._timeline.lead
+
+    def start(self) -> None:
+        """Start the reader thread (once; `take` starts it too)."""
+        if self._thread.ident is None and not self._stop.is_set():
             self._thread.start()
 
     # -- the consumer's side ----------------------------------------------------------------
@@ -114,8 +137,7 @@ class LiveSource:
         `EOFError` when a file has ended; a dropped source that was not reopened raises
         `SourceError`.
         """
-        if not self._thread.is_alive() and not self._stop.is_set() and self._thread.ident is None:
-            self._thread.start()
+        self.start()
         with self._cond:
             if self._latest is None and not (self._ended or self._error):
                 self._cond.wait(timeout)
@@ -154,14 +176,14 @@ class LiveSource:
 
     # -- the reader thread -----------------------------------------------------------------
 
-    def _publish(self, frame: av.VideoFrame) -> None:
+    def _publish(self, frame: av.VideoFrame, clock: float) -> None:
         now = time.monotonic()
         seconds = float(frame.time) if frame.time is not None else None
         lag = self._lag(now, seconds)
         with self._cond:
             if self._latest is not None:
                 self.frames_dropped += 1  # latest frame wins: the untaken one is stale
-            self._latest = LiveFrame(frame, now, self.frames_read, lag)
+            self._latest = LiveFrame(frame, now, self.frames_read, lag, clock)
             self.frames_read += 1
             self._cond.notify_all()
 
@@ -178,24 +200,24 @@ class LiveSource:
 
     def _run(self) -> None:
         self._clock, self._best_lag = None, 0.0  # lag counts from here (a file starts late, on purpose)
+        if self.spec.kind == "file":
+            self._timeline.restart()  # played from here: the frames after the first are due from now on
         try:
             self._read()
         finally:
+            if self.audio is not None:
+                self.audio.end()
             self._close_container()  # the thread owns the container once it runs
 
     def _read(self) -> None:
-        pace: tuple[float, float] | None = None  # (wall, source seconds) of the first paced frame
         while not self._stop.is_set():
             try:
                 for frame in self._frames:
-                    if self.spec.realtime and frame.time is not None:
-                        pace = pace or (time.monotonic(), float(frame.time))
-                        wait = pace[0] + float(frame.time) - pace[1] - time.monotonic()
-                        if abs(wait) > RESYNC_SECONDS:  # the timestamps jumped (a splice, a reset): pace afresh
-                            pace, wait = (time.monotonic(), float(frame.time)), 0.0
-                        if wait > 0 and self._stop.wait(wait):
-                            return
-                    self._publish(frame)
+                    now = time.monotonic()
+                    clock = self._timeline.at(frame.time, now)  # a jump in the timestamps (a splice, a reset) is mapped afresh
+                    if self.spec.realtime and clock > now and self._stop.wait(clock - now):
+                        return
+                    self._publish(frame, clock)
                     if self._stop.is_set():
                         return
                 reason = "the stream ended"
@@ -208,7 +230,6 @@ class LiveSource:
                 return
             if not self._reopen(reason):
                 return
-            pace = None
 
     def _reopen(self, reason: str) -> bool:
         """Reconnect for up to `self.reconnect` s; False (with the error set) when that fails."""
@@ -226,6 +247,7 @@ class LiveSource:
                 self._container = self._open(min(self.open_timeout, max(left, 0.5)), self._stop)
                 self._frames = self._decode(self._container)
                 self._clock, self._best_lag = None, 0.0
+                self._timeline.restart()  # a sender that restarted may count its timestamps from 0 again
                 self.reconnects += 1
                 log.warning("%s: reconnected (%d so far)", self.spec.label, self.reconnects)
                 return True
@@ -307,11 +329,31 @@ class LiveSource:
         return outcome["container"]
 
     def _decode(self, container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
-        for packet in container.demux(main_video_stream(container)):
+        """The video's frames; on the way, the audio packets go to `self.audio`, timed on the run's clock."""
+        video, audio = main_video_stream(container), self._audio_stream(container)
+        for packet in container.demux([video, audio] if audio is not None else [video]):
+            if audio is not None and packet.stream.index == audio.index:
+                if packet.size and packet.pts is not None:
+                    self.audio.put(packet, self._timeline.at(float(packet.pts * packet.time_base), time.monotonic(), "audio"))
+                continue
             try:
                 yield from packet.decode()
             except av.error.InvalidDataError:  # a lost or damaged packet (UDP): its frame does not exist
                 self.damaged_packets += 1
+
+    def _audio_stream(self, container: av.container.InputContainer) -> av.AudioStream | None:
+        """The stream whose packets go on into `self.audio`: the first audio stream, if the recording's can take them."""
+        if self.audio is None:
+            return None
+        stream = container.streams.audio[0] if container.streams.audio else None
+        if stream is not None and self.audio.matches(stream):
+            return stream
+        if not self._audio_lost_said:  # a reconnect brought other sound, or none
+            what = f"{stream.codec_context.name} at {stream.codec_context.sample_rate} Hz" if stream is not None else "no sound"
+            log.warning("%s now sends %s, not the %s the recording began with: the recording leaves that sound out",
+                        self.spec.label, what, self.audio.codec)
+            self._audio_lost_said = True
+        return None
 
     def _close_container(self) -> None:
         container, self._container = self._container, None

@@ -2,6 +2,8 @@
 
 A webcam is FFmpeg's v4l2 input on Linux, avfoundation on macOS, dshow on Windows; a URL is
 probed by FFmpeg; a file needs `--realtime`. Opening and reading it is `pipeline/live/source.py`.
+An audio device for the recording (`--audio-input`) is mapped the same way by `parse_audio_input`:
+ALSA on Linux, avfoundation on macOS, dshow on Windows (`pipeline/live/audio.py` reads it).
 """
 
 from __future__ import annotations
@@ -73,6 +75,42 @@ def parse_source(
             "were live, or use `facezoom video` to process every frame"
         )
     return SourceSpec(text, str(path), "file", None, opts, True)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInputSpec:
+    """What `av.open` gets for an `--audio-input` device."""
+
+    label: str  # as the user typed it, for messages
+    url: str  # the device handed to FFmpeg
+    format: str  # FFmpeg input format: alsa, avfoundation, dshow
+    hint: str  # how to list this platform's devices, for the error when one does not open
+
+
+def parse_audio_input(text: str, *, platform: str = sys.platform) -> AudioInputSpec:
+    """Map an `--audio-input` DEVICE to the platform's audio capture input.
+
+    - Linux, ALSA: a card number N is `plughw:N` (card N, converted to a rate and format FFmpeg
+      takes); anything else is an ALSA device name as is: `default`, `hw:1,0`, `plughw:1`, or
+      `pulse`/`pipewire` where those ALSA plugins route to the sound server;
+    - macOS, avfoundation: N (or a device name) is the audio device `:N`, with no video;
+    - Windows, dshow: the device's name, `audio=NAME`.
+    """
+    text = text.strip()
+    if not text:
+        raise UserError("--audio-input needs a device, e.g. default (Linux), 0 (macOS) or \"Microphone (USB Audio)\" (Windows)")
+    if platform.startswith("linux"):
+        hint = "list the cards with `arecord -l` and give a card number or an ALSA name (default, hw:1,0)"
+        return AudioInputSpec(text, f"plughw:{text}" if text.isdigit() else text, "alsa", hint)
+    if platform == "darwin":
+        hint = "list the devices with `ffmpeg -f avfoundation -list_devices true -i \"\"`"
+        return AudioInputSpec(text, f":{text}", "avfoundation", hint)
+    if platform == "win32":
+        hint = "list the devices with `ffmpeg -list_devices true -f dshow -i dummy`"
+        if text.isdigit():
+            raise UserError(f"on Windows name the audio device, e.g. --audio-input \"Microphone (USB Audio)\" ({hint})")
+        return AudioInputSpec(text, f"audio={text}", "dshow", hint)
+    raise UserError(f"no audio input is known for platform {platform!r}; record without --audio-input")
 
 
 def _camera(text: str, device: str | None, platform: str) -> tuple[str, str, str]:
