@@ -35,7 +35,7 @@ from pipeline.stages.chunk import FaceProcessor, StageTimer
 class InventingBackend(ClassicalBackend):
     """The bicubic face plus a fixed noise texture per seed: invented detail at every frequency."""
 
-    def super_resolve(self, lr, states, *, seeds):
+    def super_resolve(self, lr, states, *, seeds, gaps=None):
         result = super().super_resolve(lr, states, seeds=seeds)
         for i, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))

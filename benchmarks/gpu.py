@@ -14,7 +14,7 @@ figures as JSON); `--quick` shrinks every model so a CPU checks in seconds that 
   640 (the default) and at native size.
 
 - One face along a track (benchmarks/scale.py's part 1 on this generator): the frame-by-frame
-  chain against the keyframe schedule (`sr.segment=4`): steps per frame, flicker, faces per second.
+  chain against the keyframe schedule (`sr.segment` 4 and 8): steps per frame, flicker, faces per second.
 
     python benchmarks/gpu.py --json gpu.json           # on the GPU machine
     python benchmarks/gpu.py --quick --json /tmp/g.json  # anywhere, in seconds
@@ -127,7 +127,7 @@ def schedule_rows(size: dict, device) -> list[dict]:
     fit = compute_gaussian_fit(g, samples=20_000, seed=0)
     gt, lr = trajectory(g, fit, 1.0, argparse.Namespace(seed=0, resolution=size["resolution"], frames=size["track_frames"]))
     backend = PulseBackend(g, fit, in_size=16, out_size=size["render"], device=device)
-    rows = [run_schedule(backend, lr, gt, segment, 32) for segment in (1, 4)]
+    rows = [run_schedule(backend, lr, gt, segment, 32) for segment in (1, 4, 8)]
     for row in rows:
         row["steps_vs_chain"] = row["steps_per_frame"] / rows[0]["steps_per_frame"]
         row["flicker_vs_chain"] = row["flicker"] / rows[0]["flicker"]

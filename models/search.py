@@ -22,7 +22,8 @@ Video (facezoom): a track's state (latents, trainable noise, the seed of its fix
 dict of CPU tensors that the next frame starts from, with a smaller budget, a lower peak learning
 rate (the same one-cycle shape) and an optional temporal prior
 `lambda * mean_l |latent_l,t - latent_l,t-1|^2`. A warm start that misses eps within its budget
-is a cut: that crop is cold-started again in the same call. Adam's moments start afresh on every
+is a cut: that crop is cold-started again in the same call. A keyframe several frames from its
+start (`sr.segment`) may have `warm_rounds`: more warm budgets, each from the best so far, first. Adam's moments start afresh on every
 frame: carrying them over took more steps on the benchmark trajectory (benchmarks/warm_start.py).
 """
 
@@ -105,6 +106,7 @@ def pulse_search(
     samples: int = 1,
     steps: int = 100,
     warm_steps: int = 20,
+    warm_rounds: Sequence[int] | None = None,
     eps: float = 2e-3,
     learning_rate: float = 0.4,
     warm_learning_rate: float = 0.05,  # benchmarks/warm_start.py: as few steps as 0.1-0.2, much less flicker
@@ -142,19 +144,25 @@ def pulse_search(
     state_seeds = [int(s["seed"]) if s is not None else seed_of[i] for i, s in enumerate(track_states)]
     starts = [_start(generator, seed, state, trainable=trainable, render_size=render_size) for seed, state in zip(state_seeds, track_states)]
     target = lr.to(device, torch.float32).repeat_interleave(samples, 0)  # [N, 3, in, in]
+    params, fixed = _stack(starts, trainable, device)
     out = _optimise(
-        generator, target, *_stack(starts, trainable, device),
+        generator, target, params, fixed,
         budgets=torch.where(warm, warm_steps, steps).to(device),
         peak_lr=torch.where(warm, warm_learning_rate, learning_rate).float().to(device),
         prior_weight=torch.where(warm, temporal_weight, 0.0).float().to(device),
         **settings,
     )
 
-    # 2. Cuts: a warm start that missed eps is cold-started from the crop's seed, with the full budget.
+    # 2. More warm rounds where allowed (a keyframe, several frames from its start), from the best so far.
+    rounds = torch.tensor([1] * n if warm_rounds is None else [int(r) for r in warm_rounds]).repeat_interleave(samples if warm_rounds is not None else 1)
+    _more_warm_rounds(generator, target, out, fixed, warm & (rounds > 1), rounds, warm_steps=warm_steps,
+                      warm_learning_rate=warm_learning_rate, temporal_weight=temporal_weight, device=device, settings=settings)
+
+    # 3. Cuts: a warm start that missed eps is cold-started from the crop's seed, with the full budget.
     cut = _redo_cuts(generator, target, out, warm, seed_of, state_seeds, steps=steps, learning_rate=learning_rate,
                      trainable=trainable, device=device, settings=settings)  # [n_cut] rows of out
 
-    # 3. Images at out_size, clamped as PULSE returns them; states as plain CPU tensors.
+    # 4. Images at out_size, clamped as PULSE returns them; states as plain CPU tensors.
     return _result(out, cut, state_seeds, crops=b, samples=samples, eps=eps, out_size=out_size, render_size=render_size)
 
 
@@ -180,6 +188,34 @@ def _checked_states(generator: Generator, lr: torch.Tensor, seeds: Sequence[int]
     if param is not None and param.device != device and not (param.device.type == device.type == "cuda" and device.index is None):
         raise ValueError(f"the generator is on {param.device} but device={device}; move it with generator.to(device)")
     return states
+
+
+def _more_warm_rounds(generator: Generator, target: torch.Tensor, out: "_Outcome", fixed: list[torch.Tensor], allowed: torch.Tensor,
+                      rounds: torch.Tensor, *, warm_steps: int, warm_learning_rate: float, temporal_weight: float,
+                      device: torch.device, settings: dict) -> None:
+    """Give each warm search that missed eps and may take another round (`rounds` [N], `allowed`
+    [N] bool) a new warm budget from its best latents, until it reaches eps or its rounds run out.
+    A fresh one-cycle schedule each round: a longer budget would stretch the schedule, and cost
+    the many keyframes that need one round only."""
+    eps = settings["eps"]
+    left = rounds.clone() - 1
+    while True:
+        rows = (allowed & (left > 0) & (out.l2.cpu() > eps)).nonzero().squeeze(1)  # [k]
+        if not rows.numel():
+            return
+        k, index = rows.numel(), rows.to(device)
+        again = _optimise(
+            generator, target[index], [p[index].clone() for p in out.best], [f[index] for f in fixed],
+            budgets=torch.full((k,), warm_steps, device=device), peak_lr=torch.full((k,), warm_learning_rate, device=device),
+            prior_weight=torch.full((k,), temporal_weight, device=device), **settings,
+        )
+        for j, i in enumerate(rows.tolist()):
+            if again.l2[j] < out.l2[i]:
+                out.images[i], out.l2[i] = again.images[j], again.l2[j]
+                for mine, theirs in zip(out.best, again.best):
+                    mine[i] = theirs[j]
+            out.steps[i] += again.steps[j]
+        left[rows] -= 1
 
 
 def _redo_cuts(

@@ -93,7 +93,7 @@ def test_fidelity_0_is_the_full_replacement():
 class InventingBackend(ClassicalBackend):
     """A stand-in generative model: the bicubic face plus fine texture it makes up (fixed per seed)."""
 
-    def super_resolve(self, lr, states, *, seeds):
+    def super_resolve(self, lr, states, *, seeds, gaps=None):
         result = super().super_resolve(lr, states, seeds=seeds)
         size = self.out_size
         for i, seed in enumerate(seeds):
@@ -136,7 +136,7 @@ def test_at_scale_1_a_sharp_face_keeps_its_pixels_and_costs_no_model_call():
     calls = []
 
     class Counting(ClassicalBackend):
-        def super_resolve(self, lr, states, *, seeds):
+        def super_resolve(self, lr, states, *, seeds, gaps=None):
             calls.append(lr.shape[0])
             return super().super_resolve(lr, states, seeds=seeds)
 
@@ -166,7 +166,7 @@ def test_auto_input_size_feeds_each_face_at_its_own_resolution_in_powers_of_two(
     seen = []
 
     class Spy(ClassicalBackend):
-        def super_resolve(self, lr, states, *, seeds):
+        def super_resolve(self, lr, states, *, seeds, gaps=None):
             seen.append(tuple(lr.shape))
             return super().super_resolve(lr, states, seeds=seeds)
 

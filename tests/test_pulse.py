@@ -211,6 +211,19 @@ def test_a_cut_cold_starts_the_track(g, fit):
     assert res.cut[0, 0] and res.success[0, 0] and res.steps[0, 0] > 2
 
 
+def test_a_keyframe_far_from_its_start_takes_more_warm_rounds_instead_of_a_cut(g, fit):
+    """`warm_rounds` (a keyframe `sr.segment` frames from its parent): round after round from
+    the best so far, where one round alone would give up and cold-start (a new face: a pop)."""
+    _, lr = trajectory(g, fit, frames=6, turn=0.3)
+    start = search(g, fit, lr[:1], seeds=[3]).states[0][0]
+    one = search(g, fit, lr[5:], seeds=[3], states=[start], warm_steps=5, steps=100)
+    assert one.cut[0, 0]  # five frames on, 5 steps are not enough: a cold start
+    more = search(g, fit, lr[5:], seeds=[3], states=[start], warm_steps=5, warm_rounds=[10], steps=100)
+    assert more.success[0, 0] and not more.cut[0, 0] and 5 < more.steps[0, 0] < one.steps[0, 0]
+    again = search(g, fit, lr[5:], seeds=[3], states=[start], warm_steps=5, warm_rounds=[10], steps=100)
+    assert torch.equal(more.images, again.images)  # still deterministic
+
+
 def test_the_temporal_prior_keeps_the_latent_near_the_previous_frame(g, fit):
     _, lr = trajectory(g, fit, frames=2, turn=0.15)
     state = search(g, fit, lr[:1], seeds=[3]).states[0][0]

@@ -208,3 +208,17 @@ def test_a_long_track_holds_only_the_states_its_next_crops_need():
             s.add(job(f, 1))
         drain(s, frame_state)
         assert len(s._tracks[1].states) <= 2  # the last keyframe's and the last crop's
+
+
+def test_each_crop_says_how_many_frames_its_start_is_from_it():
+    s = CropScheduler(stateful=True, batch_size=8, segment=4)
+    for frame in (0, 1, 2, 3, 5, 9):  # frame 4 has no crop (the face was covered): the next keyframe is frame 5
+        s.add(job(frame, 1))
+    gaps = {}
+
+    def run(batch):
+        gaps.update({j.frame_index: g for j, g in zip(batch.jobs, batch.gaps)})
+        return frame_state(batch)
+
+    drain(s, run)
+    assert gaps == {0: 1, 1: 1, 2: 1, 3: 1, 5: 5, 9: 4}  # keyframe 5 starts from keyframe 0; 9 (in 5's segment) from 5

@@ -147,7 +147,7 @@ class _SpyBackend(ClassicalBackend):
         super().__init__(**kw)
         self.received = []
 
-    def super_resolve(self, lr, states, *, seeds):
+    def super_resolve(self, lr, states, *, seeds, gaps=None):
         self.received.append([None if s is None else int(s["n"]) for s in states])
         result = super().super_resolve(lr, states, seeds=seeds)
         result.states = [{"n": torch.tensor(len(self.received))} for _ in states]

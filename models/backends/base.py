@@ -75,6 +75,7 @@ class SRBackend(abc.ABC):
         states: Sequence[TrackState | None],
         *,
         seeds: Sequence[int],
+        gaps: Sequence[int] | None = None,
     ) -> SRResult:
         """Super-resolve a batch.
 
@@ -83,6 +84,9 @@ class SRBackend(abc.ABC):
             or None for a track's first crop (a cold start).
         seeds: one integer per crop; the same seed and inputs give the same output, and
             different seeds give different samples where the model is stochastic.
+        gaps: per crop, the frames between it and the crop its state came from (default 1 each):
+            a keyframe (`sr.segment`) starts several frames from its parent, so its warm start
+            has further to go; a backend may spend more on it.
         """
 
     def check_lr(self, lr: torch.Tensor, states: Sequence[object], seeds: Sequence[int]) -> None:

@@ -30,7 +30,7 @@ class ClassicalBackend(SRBackend):
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
         return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
 
-    def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int]) -> SRResult:
+    def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int], gaps=None) -> SRResult:
         self.check_lr(lr, states, seeds)
         size = (self.out_size, self.out_size)
         images = F.interpolate(lr, size=size, mode="bicubic", align_corners=False).clamp(-1, 1)  # [B, 3, S, S]

@@ -196,7 +196,7 @@ class FFSRBackend(SRBackend):
         levels = [level for level in LEVELS if level > size] + [size]
         return progressive_downscale(images.to(self.device), levels)
 
-    def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int]) -> SRResult:
+    def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int], gaps=None) -> SRResult:
         """One forward pass for the whole batch; see `SRBackend.super_resolve`. Seeds are unused (deterministic)."""
         self.check_lr(lr, states, seeds)
         lr = lr.to(self.device)

@@ -99,12 +99,15 @@ class PulseBackend(SRBackend):
             raise ValueError(f"pulse: downscale expects [B, 3, H, W] with H, W >= {size}, got {list(images.shape)}")
         return bicubic_downscale(images, size)
 
-    def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int]) -> SRResult:
-        """One PULSE search per crop; see `SRBackend.super_resolve` for the contract."""
+    def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int], gaps=None) -> SRResult:
+        """One PULSE search per crop; see `SRBackend.super_resolve` for the contract. A warm start
+        `gap` frames from its parent may take up to `gap` warm rounds (at most a cold start's
+        steps) before it counts as a cut: a keyframe that needs more than a neighbour is no cut."""
         self.check_lr(lr, states, seeds)
+        rounds = [max(1, min(g, self.steps // self.warm_steps)) for g in gaps] if gaps is not None else None
         found = pulse_search(
             self.generator, lr, fit=self.fit, seeds=seeds, states=states,
-            steps=self.steps, warm_steps=self.warm_steps, eps=self.eps,
+            steps=self.steps, warm_steps=self.warm_steps, warm_rounds=rounds, eps=self.eps,
             learning_rate=self.learning_rate, warm_learning_rate=self.warm_learning_rate,
             temporal_weight=self.temporal_weight, render_size=self.render_size, out_size=self.out_size, device=self.device,
         )

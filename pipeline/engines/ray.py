@@ -123,7 +123,7 @@ class _Pool:
                 batch = video.scheduler.next_batch(limit=-(-ready // (len(free) - n)))
                 crops = [job.payload.crop for job in batch.jobs]  # object refs: Ray hands the actor their pixels
                 plans = [video.plan.for_crop(job.payload) for job in batch.jobs]
-                summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], plans, self.cfg.sr.pre_blur, *crops)
+                summary_ref, faces_ref = actor.run.remote(batch.states, [j.seed for j in batch.jobs], batch.gaps, plans, self.cfg.sr.pre_blur, *crops)
                 self.dispatched += 1
                 waiting[summary_ref] = (video, "sr", _Dispatch(actor, batch, faces_ref, self.dispatched))
                 self.load[id(actor)] += 1

@@ -125,10 +125,10 @@ class SRActor:
         }
 
     @ray.method(num_returns=2)
-    def run(self, states: list, seeds: list[int], plans: list, pre_blur: bool, *crops: np.ndarray):
+    def run(self, states: list, seeds: list[int], gaps: list[int], plans: list, pre_blur: bool, *crops: np.ndarray):
         """Step 2b on one batch: (the result without its faces, busy seconds), and the faces as their own object."""
         start = time.perf_counter()
-        result = run_batch(self._backend, crops, states, seeds, pre_blur=pre_blur, plans=plans)
+        result = run_batch(self._backend, crops, states, seeds, pre_blur=pre_blur, plans=plans, gaps=gaps)
         return (dataclasses.replace(result, faces=[]), time.perf_counter() - start), result.faces
 
 

@@ -139,7 +139,8 @@ class FaceProcessor:
             while (batch := self.scheduler.next_batch()) is not None:
                 crops = [job.payload.crop for job in batch.jobs]
                 plans = [self.plan.for_crop(job.payload) for job in batch.jobs]
-                result = run_batch(self.backend, crops, batch.states, [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur, plans=plans)
+                result = run_batch(self.backend, crops, batch.states, [job.seed for job in batch.jobs], pre_blur=self.cfg.sr.pre_blur, plans=plans,
+                                   gaps=batch.gaps)
                 finish_batch(self.scheduler, self.report, batch, result)
                 faces.update(((job.frame_index, job.track_id), face) for job, face in zip(batch.jobs, result.faces))
         with timer("composite"):

@@ -48,12 +48,14 @@ class CropJob:
     keyframe: bool = True
     anchored: bool = False  # its parent is committed: `start` is known and it may run
     start: TrackState | None = None  # the state it starts from (None: cold)
+    gap: int = 1  # frames from its parent's frame to its own (what a warm start has to cover)
 
 
 @dataclasses.dataclass
 class Batch:
     jobs: list[CropJob]
     states: list[TrackState | None]  # the state each job starts from (None: cold start)
+    gaps: list[int]  # per job: frames between it and the crop its state came from (1 for a cold start)
 
 
 def crop_seed(base_seed: int, track_id: int, frame_index: int) -> int:
@@ -73,7 +75,7 @@ class _Track:
     queue: list[CropJob] = dataclasses.field(default_factory=list)  # added, not yet dispatched, in frame order
     added: int = 0  # crops added so far
     last_frame: int = -1
-    states: dict[int, TrackState | None] = dataclasses.field(default_factory=dict)  # committed, with children still to add
+    states: dict[int, tuple[TrackState | None, int]] = dataclasses.field(default_factory=dict)  # committed (state, frame), with children still to add
     in_flight: int = 0
     ended: bool = False
 
@@ -116,7 +118,8 @@ class CropScheduler:
         if not self.stateful or parent is None:
             job.anchored, job.start = True, None
         elif parent in track.states:
-            job.anchored, job.start = True, track.states[parent]
+            job.anchored, (job.start, parent_frame) = True, track.states[parent]
+            job.gap = job.frame_index - parent_frame
             if all(child < track.added for child in self._children(parent)):
                 del track.states[parent]  # every crop that starts from it has it
         track.queue.append(job)
@@ -133,7 +136,7 @@ class CropScheduler:
             track.queue.remove(job)
             track.in_flight += 1
         self._in_flight += len(jobs)
-        return Batch(jobs=jobs, states=[job.start for job in jobs])
+        return Batch(jobs=jobs, states=[job.start for job in jobs], gaps=[job.gap for job in jobs])
 
     def commit(self, batch: Batch, states: Sequence[TrackState | None]) -> None:
         """The batch ran: each crop's new state goes to the crops that start from it."""
@@ -146,9 +149,9 @@ class CropScheduler:
                 children = self._children(job.position)
                 for waiting in track.queue:
                     if waiting.position in children:
-                        waiting.anchored, waiting.start = True, state
+                        waiting.anchored, waiting.start, waiting.gap = True, state, waiting.frame_index - job.frame_index
                 if any(child >= track.added for child in children):
-                    track.states[job.position] = state  # for a child not added yet
+                    track.states[job.position] = (state, job.frame_index)  # for a child not added yet
             self._forget_if_done(job.track_id)
         self._in_flight -= len(batch.jobs)
 

@@ -125,6 +125,7 @@ def run_batch(
     *,
     pre_blur: bool = False,
     plans: Sequence[FacePlan] | None = None,
+    gaps: Sequence[int] | None = None,
 ) -> BatchResult:
     """Super-resolve aligned crops (each `[out_size, out_size, 3] uint8`) and make what to paste.
 
@@ -150,7 +151,8 @@ def run_batch(
     for size, rows in groups.items():
         with torch.no_grad():
             lr = low_res(backend, [crops[i] for i in rows], pre_blur=pre_blur, size=size)
-        result, new_states = solve(backend, lr, [states[i] for i in rows], [seeds[i] for i in rows])
+        result, new_states = solve(backend, lr, [states[i] for i in rows], [seeds[i] for i in rows],
+                                   None if gaps is None else [gaps[i] for i in rows])
         kept = [backend.out_size if plans[i].replace else plans[i].kept_px for i in rows]  # a replaced face needs no split
         with torch.no_grad():
             detail, drift = transfer(backend, to_tensor(backend, [crops[i] for i in rows]), result.images.to(backend.device), kept)
@@ -164,12 +166,12 @@ def run_batch(
     return out
 
 
-def solve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | None], seeds: Sequence[int]):
+def solve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | None], seeds: Sequence[int], gaps: Sequence[int] | None = None):
     """The model on low-res inputs `[B, 3, in, in]`: `(SRResult, its states on the CPU)`.
 
     Every caller of a backend goes through here: `run_batch` (video, live), zoom and enhance.
     """
-    result = backend.super_resolve(lr, list(states), seeds=list(seeds))
+    result = backend.super_resolve(lr, list(states), seeds=list(seeds), gaps=None if gaps is None else list(gaps))
     return result, [None if s is None else {k: v.detach().cpu() for k, v in s.items()} for s in result.states]
 
 
