@@ -265,3 +265,35 @@ def test_on_a_cluster_with_shared_storage_videos_run_on_every_node(sample_clip, 
             assert len(video_frames(tmp_path / f"v{i}.{shared}.mp4")[0]) == 9
     assert all(nodes == [data["false"]["head"]] for nodes in data["false"]["nodes"])  # the driver's node: its files
     assert len({node for nodes in data["true"]["nodes"] for node in nodes}) == 2  # spread over both nodes
+
+
+def test_tracked_chunks_reach_the_scheduler_in_frame_order_whatever_order_they_arrive(monkeypatch):
+    """`ray.wait` may hand one tracker's results back out of order; the scheduler must not see that."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    import pipeline.engines.ray as ray_engine
+    from pipeline.report import FaceReport
+    from pipeline.stages.chunk import TrackedChunk
+    from pipeline.stages.scheduler import scheduler_for
+
+    cfg = load_config(overrides=["sr.segment=1"])
+    video = ray_engine._Video.__new__(ray_engine._Video)
+    video.cfg, video.report = cfg, FaceReport(enabled=True)
+    video.scheduler = scheduler_for(cfg.sr, stateful=True, keyframes=False)
+    video.chunks = deque(ray_engine._Chunk(n, frames_ref=None, count=4) for n in range(3))
+    monkeypatch.setattr(ray_engine, "get", lambda ref: ref)  # the "refs" below are the results themselves
+
+    def tracked(n):
+        return TrackedChunk([[SimpleNamespace(frame_index=f, track_id=1)] for f in range(4 * n, 4 * n + 4)], [], [])
+
+    video.on_tracked(tracked(2), video.chunks[2])
+    video.on_tracked(tracked(1), video.chunks[1])
+    assert [c.pending for c in video.chunks] == [0, 0, 0] and not any(c.ready for c in video.chunks)
+    video.on_tracked(tracked(0), video.chunks[0])
+    assert [c.pending for c in video.chunks] == [4, 4, 4]
+    order = []
+    while (batch := video.scheduler.next_batch()) is not None:
+        order += [j.frame_index for j in batch.jobs]
+        video.scheduler.commit(batch, [{"w": 0}] * len(batch.jobs))
+    assert order == list(range(12))

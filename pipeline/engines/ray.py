@@ -266,7 +266,8 @@ class _Chunk:
     number: int  # chunk k holds frames k*chunk .. k*chunk+count-1
     frames_ref: Any
     count: int | None = None  # frames in it, once the decoder says
-    tracked: TrackedChunk | None = None  # step 1's result (crop pixels as object refs), once tracked
+    tracked: TrackedChunk | None = None  # step 1's result (crop pixels as object refs), once scheduled
+    arrived: TrackedChunk | None = None  # step 1's result, before the chunks ahead of it are scheduled
     pending: int = 0  # crops not yet super-resolved
     faces: dict = dataclasses.field(default_factory=dict)  # (frame, track) -> (faces ref, item)
 
@@ -351,11 +352,19 @@ class _Video:
         self.eof = self.eof or chunk.count < self.chunk_size
 
     def on_tracked(self, ref, chunk: _Chunk) -> None:
-        chunk.tracked = get(ref)
-        chunk.pending = schedule_chunk(self.scheduler, chunk.tracked, seed=self.cfg.sr.seed)
-        self.report.add_detections(chunk.tracked.detections)
-        self.report.add_cuts(chunk.tracked.cuts)
-        self.report.add_tracks(chunk.tracked.finished)
+        """Schedule tracked chunks in frame order: the scheduler takes a track's crops in order, and
+        `ray.wait` may return one tracker's results out of order when several are ready at once."""
+        chunk.arrived = get(ref)
+        for chunk in self.chunks:
+            if chunk.tracked is not None:
+                continue
+            if chunk.arrived is None:
+                break
+            chunk.tracked, chunk.arrived = chunk.arrived, None
+            chunk.pending = schedule_chunk(self.scheduler, chunk.tracked, seed=self.cfg.sr.seed)
+            self.report.add_detections(chunk.tracked.detections)
+            self.report.add_cuts(chunk.tracked.cuts)
+            self.report.add_tracks(chunk.tracked.finished)
 
     def on_sr(self, ref, ctx: _Dispatch) -> None:
         self.pool.returned(ctx)
