@@ -197,11 +197,17 @@ def test_a_folder_on_ray_runs_videos_side_by_side_on_one_sr_pool(ray_session, sa
     make_video(src / "a.mp4", frames=5)
     make_video(src / "b.mkv", frames=7)
     (src / "broken.mp4").write_bytes(b"not a video")
-    pools, active, most = [], [], [0]
+    pools, active, most, skipped = [], [], [0], []
     real_pool, real_start, real_finish = ray_engine._Pool.start, ray_engine._Video.start.__func__, ray_engine._Video.finish
 
     def start(cls, *args, **kwargs):
-        video = real_start(cls, *args, **kwargs)
+        started = args[5]
+        before = list(started.actors)
+        try:
+            video = real_start(cls, *args, **kwargs)
+        except Exception:
+            skipped.append(started.actors == before)  # the skipped video's actors are stopped at once
+            raise
         active.append(video)
         most[0] = max(most[0], len(active))
         return video
@@ -223,6 +229,7 @@ def test_a_folder_on_ray_runs_videos_side_by_side_on_one_sr_pool(ray_session, sa
     assert video_frames(out / "sample.mp4")[0] == video_frames(sample_clip)[0]
     assert audio_packets(out / "sample.mp4") == audio_packets(sample_clip)
     assert pools == [1] and most[0] == 2  # one SR pool (the models loaded once), two videos at a time
+    assert skipped == [True]
 
 
 CLUSTER_FOLDER = textwrap.dedent(

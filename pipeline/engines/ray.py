@@ -166,6 +166,19 @@ class _Started:
     actors: list = dataclasses.field(default_factory=list)
     encoders: list = dataclasses.field(default_factory=list)  # their partial outputs are dropped unless their videos finished
 
+    def drop(self, actors, *, abort=None) -> None:
+        """Stop some of the actors (one video's); `abort`: its encoder, whose partial output goes first."""
+        if abort is not None:
+            try:
+                ray.get(abort.abort.remote(), timeout=30)
+            except Exception as err:  # noqa: BLE001 - best effort while already failing
+                log.warning("could not remove the partial output: %s", err)
+        for actor in actors:
+            if actor in self.encoders:
+                self.encoders.remove(actor)
+            ray.kill(actor)
+            self.actors.remove(actor)
+
 
 def run_video_ray(input_path, output_path, *, cfg, progress: bool = True, report_faces: bool = True, hooks=None) -> dict:
     """Process a video on Ray actors; the same report as `pipeline.engines.local.run_video`.
@@ -188,12 +201,12 @@ def run_videos_ray(jobs, *, cfg, progress: bool = True, report_faces: bool = Tru
     start = time.perf_counter()
     started_ray = connect(cfg.engine)
     started = _Started()
+    active: list[_Video] = []
     try:
         pool = _Pool.start(cfg, started, hooks)
         setup = time.perf_counter() - start
         reports: list[dict | None] = [None] * len(jobs)
         queue = deque(enumerate(jobs))
-        active: list[_Video] = []
         waiting: dict[Any, tuple[_Video, str, Any]] = {}  # object ref -> (its video, what it is, its context)
         free_slots = list(range(cfg.engine.videos_in_parallel))
         while queue or active:
@@ -243,6 +256,8 @@ def run_videos_ray(jobs, *, cfg, progress: bool = True, report_faces: bool = Tru
                 video.fail(started, waiting, err, skip)
         return reports
     finally:
+        for video in active:  # their bars end before the run's last line (an interrupt's, an error's)
+            video.bar.close()
         _stop(started)
         if started_ray:
             ray.shutdown()
@@ -312,16 +327,23 @@ class _Video:
         run on the driver's node, whose files they read and write; with it, anywhere (spread)."""
         place = "SPREAD" if cfg.engine.shared_storage else NodeAffinitySchedulingStrategy(
             node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        decoder = DecodeActor.options(scheduling_strategy=place).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
-        started.actors.append(decoder)
-        get(decoder.ready.remote())  # input opened
-        info = get(decoder.info.remote())
-        tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.info[0]["out_size"])
-        encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite, str(input_path))
-        started.actors += [tracker, encoder]
-        started.encoders.append(encoder)
-        get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
-        nodes = dict(zip(("decode", "track", "encode"), get([a.node.remote() for a in (decoder, tracker, encoder)])))
+        mine, encoder = [], None
+        try:
+            decoder = DecodeActor.options(scheduling_strategy=place).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
+            mine.append(decoder)
+            started.actors.append(decoder)
+            get(decoder.ready.remote())  # input opened
+            info = get(decoder.info.remote())
+            tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.info[0]["out_size"])
+            encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite, str(input_path))
+            mine += [tracker, encoder]
+            started.actors += [tracker, encoder]
+            started.encoders.append(encoder)
+            get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
+            nodes = dict(zip(("decode", "track", "encode"), get([a.node.remote() for a in (decoder, tracker, encoder)])))
+        except (UserError, ModelError):
+            started.drop(mine, abort=encoder)  # a folder's next videos go on without this one's actors
+            raise
         actors = {"decoder": decoder, "tracker": tracker, "encoder": encoder, "info": info, "nodes": nodes}
         return cls(number, input_path, output_path, cfg, pool, actors, **kwargs)
 
@@ -353,7 +375,8 @@ class _Video:
 
     def on_tracked(self, ref, chunk: _Chunk) -> None:
         """Schedule tracked chunks in frame order: the scheduler takes a track's crops in order, and
-        `ray.wait` may return one tracker's results out of order when several are ready at once."""
+        one tracker's results may become ready out of order (a small result that rides in the task's
+        reply can overtake a larger one in the object store; seen on a loaded CI machine)."""
         chunk.arrived = get(ref)
         for chunk in self.chunks:
             if chunk.tracked is not None:
@@ -397,11 +420,8 @@ class _Video:
         if damage:
             log.warning("%s", damage)
         frames_written, encode_seconds = get(self.encoder.close.remote())
-        started.encoders.remove(self.encoder)  # the output is complete
+        started.drop([self.decoder, self.tracker, self.encoder])  # the output is complete: not aborted
         assert frames_written == self.frames_out, (frames_written, self.frames_out)
-        for actor in (self.decoder, self.tracker, self.encoder):
-            ray.kill(actor)
-            started.actors.remove(actor)
         return {
             "input": str(self.input),
             "output": str(self.output),
@@ -428,14 +448,7 @@ class _Video:
         self.bar.close()
         if skip is None:
             raise err
-        try:
-            ray.get(self.encoder.abort.remote(), timeout=30)
-        except Exception as abort_err:  # noqa: BLE001 - best effort while already failing
-            log.warning("could not remove the partial output: %s", abort_err)
-        started.encoders.remove(self.encoder)
-        for actor in (self.decoder, self.tracker, self.encoder):
-            ray.kill(actor)
-            started.actors.remove(actor)
+        started.drop([self.decoder, self.tracker, self.encoder], abort=self.encoder)
         for ref, (video, kind, ctx) in list(waiting.items()):
             if video is self and kind != "sr":  # its SR batches return to free their actors' slots
                 del waiting[ref]
