@@ -137,11 +137,12 @@ class LiveSource:
         `EOFError` when a file has ended; a dropped source that was not reopened raises
         `SourceError`.
         """
-        self.start()
         with self._cond:
-            if self._latest is None and not (self._ended or self._error):
+            if self._latest is None and self._thread.ident is not None and not (self._ended or self._error):
                 self._cond.wait(timeout)
             item, self._latest = self._latest, None
+        self.start()  # a file plays from its first take, which gets the frame read at open whatever the machine's load
+        with self._cond:
             if item is not None:
                 return item
             if self._error is not None:
