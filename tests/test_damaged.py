@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -165,6 +166,22 @@ def test_an_intact_input_has_no_warning(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     data = json.loads(report.read_text())
     assert data["warnings"] == [] and data["frames_expected"] == data["frames_out"] == 30
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_an_intact_variable_rate_input_with_a_pause_has_no_warning(tmp_path, capsys, suffix):
+    """Screen recordings pause: 20 frames over 2.3 s at a nominal 30 fps are all there is, not 70
+    with 50 lost (the duration times the rate, which an mkv declares instead of a count)."""
+    pts = [*range(0, 330, 33), *range(2000, 2330, 33)]  # ms: ten frames, a 1.7-s pause, ten more
+    src = make_video(tmp_path / f"in{suffix}", frames=len(pts), pts=pts, time_base=Fraction(1, 1000), fps=30, audio=())
+    out, report = tmp_path / f"out{suffix}", tmp_path / "r.json"
+    assert main(["-q", "video", str(src), "-o", str(out), "--report", str(report), "--strict"]) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads(report.read_text())["warnings"] == []
+    assert video_frames(out)[0] == pytest.approx([p / 1000 for p in pts], abs=1e-3)
+    if suffix == ".mkv":  # (an mp4 cut short has lost its index: another error, tested above)
+        with VideoReader(write_bytes(tmp_path / "cut.mkv", src.read_bytes()[: src.stat().st_size * 2 // 5]), warn=False) as reader:
+            assert len(list(reader)) < len(pts) and reader.damage  # the same file cut short still says so
 
 
 def test_under_q_the_damage_is_the_one_line_on_stderr(damaged, tmp_path):

@@ -180,7 +180,10 @@ class VideoReader:
         `strict`). Frames short of what the container declares (or its duration implies) count:
         a truncated file often just ends, with no decoder error at all."""
         expected = self.frame_count
-        short = expected is not None and self.frames_read < expected - max(2, 0.02 * expected)
+        if self.stream.frames:  # a count the container declares
+            short = self.frames_read < expected - max(2, 0.02 * expected)
+        else:  # only a duration, which a variable-rate file with pauses fills with fewer frames: compare times
+            short = self._ended_early(last_pts)
         if not (short or self._skipped or self._stopped):
             return
         declared = "the container declares" if self.stream.frames else "the container's duration implies"
@@ -196,6 +199,23 @@ class VideoReader:
             raise InputError(f"{self.damage} (--strict: nothing was written)")
         if self.warn:
             log.warning("%s", self.damage)
+
+    def _ended_early(self, last_pts: int | None) -> bool:
+        """The frames stop well before the video's duration (its own, else the container's)."""
+        rate, tag = self.rate, _clock_seconds(self.stream.metadata.get("DURATION"))  # Matroska's per-track duration
+        if last_pts is None or not rate:
+            return False
+        begins = float((self.stream.start_time or 0) * self.time_base)
+        if self.stream.duration:
+            seconds = float(self.stream.duration * self.time_base)
+        elif tag is not None:
+            seconds = tag
+        elif self._container.duration:
+            seconds, begins = self._container.duration / av.time_base, (self._container.start_time or 0) / av.time_base
+        else:
+            return False
+        covered = float(last_pts * self.time_base) - begins + 1 / float(rate)  # the last frame lasts a frame
+        return covered < seconds - max(2 / float(rate), 0.02 * seconds)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
         """The video stream's frames, each once, in presentation order.
@@ -288,3 +308,10 @@ class VideoReader:
         self.close()
 
 
+def _clock_seconds(text: str | None) -> float | None:
+    """'HH:MM:SS.fraction' (Matroska's DURATION tag) in seconds; None if it is not one."""
+    try:
+        hours, minutes, seconds = (text or "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
