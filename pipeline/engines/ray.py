@@ -327,22 +327,20 @@ class _Video:
         run on the driver's node, whose files they read and write; with it, anywhere (spread)."""
         place = "SPREAD" if cfg.engine.shared_storage else NodeAffinitySchedulingStrategy(
             node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        mine, encoder = [], None
+        first, encoder = len(started.actors), None
         try:
             decoder = DecodeActor.options(scheduling_strategy=place).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
-            mine.append(decoder)
             started.actors.append(decoder)
             get(decoder.ready.remote())  # input opened
             info = get(decoder.info.remote())
             tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.info[0]["out_size"])
             encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite, str(input_path))
-            mine += [tracker, encoder]
             started.actors += [tracker, encoder]
             started.encoders.append(encoder)
             get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
             nodes = dict(zip(("decode", "track", "encode"), get([a.node.remote() for a in (decoder, tracker, encoder)])))
         except (UserError, ModelError):
-            started.drop(mine, abort=encoder)  # a folder's next videos go on without this one's actors
+            started.drop(started.actors[first:], abort=encoder)  # a folder's next videos go on without this one's actors
             raise
         actors = {"decoder": decoder, "tracker": tracker, "encoder": encoder, "info": info, "nodes": nodes}
         return cls(number, input_path, output_path, cfg, pool, actors, **kwargs)

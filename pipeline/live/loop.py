@@ -109,8 +109,7 @@ def _run(run: "_LiveRun", output, stop: threading.Event, duration: float | None)
     try:
         if output is not None:
             run.open_recorder(output)
-        if run.spec.kind != "file":
-            run.source.start()  # a stream or camera is drained from now on; a file plays from the loop's first take
+        run.source.start()
         if run.device is not None:
             run.device.start(video_lead=lambda: run.source.lead)
         run.loop(stop, duration)

@@ -72,7 +72,7 @@ class LiveSource:
 
     Opening (and the first frame) happens in the constructor, so a bad source raises at once.
     A network source or camera is read from then on (from `start()` with `autostart=False`); a
-    file starts playing at `start()` or the first `take`. Counters: `frames_read`, `frames_dropped` (decoded
+    file starts playing at its first `take`. Counters: `frames_read`, `frames_dropped` (decoded
     but replaced by a newer frame before anyone took them), `reconnects`, `damaged_packets`.
     """
 
@@ -115,7 +115,7 @@ class LiveSource:
             self.width, self.height = self.height, self.width
         self._publish(first, self._timeline.at(first.time, time.monotonic()))
         self._thread = threading.Thread(target=self._run, name="facezoom-live-reader", daemon=True)
-        if spec.kind != "file" and autostart:  # a live source is drained at once; a file starts playing when first asked
+        if autostart:
             self.start()
 
     @property
@@ -124,7 +124,12 @@ class LiveSource:
         return self._timeline.lead
 
     def start(self) -> None:
-        """Start the reader thread (once; `take` starts it too)."""
+        """Start draining a stream or camera (once). A file plays from its first `take` instead,
+        which gets the frame read at open however loaded the machine is."""
+        if self.spec.kind != "file":
+            self._play()
+
+    def _play(self) -> None:
         if self._thread.ident is None and not self._stop.is_set():
             self._thread.start()
 
@@ -141,7 +146,7 @@ class LiveSource:
             if self._latest is None and self._thread.ident is not None and not (self._ended or self._error):
                 self._cond.wait(timeout)
             item, self._latest = self._latest, None
-        self.start()  # a file plays from its first take, which gets the frame read at open whatever the machine's load
+        self._play()
         with self._cond:
             if item is not None:
                 return item

@@ -150,11 +150,20 @@ class VideoReader:
         """The number of frames, if the container records it or it can be estimated from the duration."""
         if self.stream.frames:
             return self.stream.frames
-        duration = self.stream.duration
-        if duration and self.rate:
-            return round(float(duration * self.time_base * self.rate))
-        if self._container.duration and self.rate:
-            return round(self._container.duration / av.time_base * float(self.rate))
+        span = self._span()
+        return round(span[1] * float(self.rate)) if span and self.rate else None
+
+    def _span(self) -> tuple[float, float] | None:
+        """(start, duration) of the video in seconds: its own duration, else Matroska's per-track
+        DURATION tag, else the container's; None if none is known."""
+        start = float((self.stream.start_time or 0) * self.time_base)
+        if self.stream.duration:
+            return start, float(self.stream.duration * self.time_base)
+        tag = _clock_seconds(self.stream.metadata.get("DURATION"))
+        if tag is not None:
+            return start, tag
+        if self._container.duration:
+            return (self._container.start_time or 0) / av.time_base, self._container.duration / av.time_base
         return None
 
     def __iter__(self) -> Iterator[Frame]:
@@ -201,19 +210,11 @@ class VideoReader:
             log.warning("%s", self.damage)
 
     def _ended_early(self, last_pts: int | None) -> bool:
-        """The frames stop well before the video's duration (its own, else the container's)."""
-        rate, tag = self.rate, _clock_seconds(self.stream.metadata.get("DURATION"))  # Matroska's per-track duration
-        if last_pts is None or not rate:
+        """The frames stop well before the video's duration."""
+        span, rate = self._span(), self.rate
+        if last_pts is None or span is None or not rate:
             return False
-        begins = float((self.stream.start_time or 0) * self.time_base)
-        if self.stream.duration:
-            seconds = float(self.stream.duration * self.time_base)
-        elif tag is not None:
-            seconds = tag
-        elif self._container.duration:
-            seconds, begins = self._container.duration / av.time_base, (self._container.start_time or 0) / av.time_base
-        else:
-            return False
+        begins, seconds = span
         covered = float(last_pts * self.time_base) - begins + 1 / float(rate)  # the last frame lasts a frame
         return covered < seconds - max(2 / float(rate), 0.02 * seconds)
 
