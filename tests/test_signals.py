@@ -33,10 +33,13 @@ def _wait_for_partial(folder: Path, proc, timeout=120.0) -> None:
     raise AssertionError("the run never started writing")
 
 
-def _ray_processes_of(session: int) -> list[int]:
-    """Pids still alive in the run's process group (its embedded Ray's raylet, workers...)."""
-    out = subprocess.run(["ps", "-o", "pid=,pgid=", "-e"], capture_output=True, text=True).stdout
-    return [int(p) for p, g in (line.split() for line in out.splitlines()) if int(g) == session]
+def _ray_processes_of(session: int) -> list[str]:
+    """Processes still alive in the run's process group (its embedded Ray's raylet, workers...), as
+    "pid state command" lines. A zombie has ended (only its exit status waits for a parent, and
+    once the run is gone that parent is whatever the machine's init is, which may never reap it)."""
+    out = subprocess.run(["ps", "-o", "pgid=,pid=,stat=,args=", "-e"], capture_output=True, text=True).stdout
+    rows = (line.split(None, 3) for line in out.splitlines())
+    return [" ".join(r)[:200] for r in rows if len(r) >= 3 and int(r[0]) == session and not r[2].startswith("Z")]
 
 
 @pytest.mark.slow
