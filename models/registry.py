@@ -36,6 +36,7 @@ class WeightsEntry:
     package: str | None = None  # "module/file": ships inside an installed Python package instead of the cache
     install: str | None = None  # the pip command that installs `package`
     companions: tuple[tuple[str, str, bool], ...] = ()  # (file name, URL, required) of files that go with it
+    framing: str = "ffhq"  # how the model's training faces were cropped (the alignment template)
 
 
 PFSR_RAW = "https://raw.githubusercontent.com/DeokyunKim/Progressive-Face-Super-Resolution/master/checkpoints/"
@@ -144,6 +145,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             arch=(("resolution", 64), ("z_dim", 100), ("ngf", 64)),
             description="a small demonstration face prior, 64x64 (z of 100): it invents rendered-looking faces, not photographs",
             package="gan_face_generate/weights.tar",
+            framing="arcface",  # DigiFace-1M's 112x112 face-recognition crops, resized to 64
             install="pip install gan-face-generate==1.1.1",
         ),
     )

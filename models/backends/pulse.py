@@ -93,7 +93,9 @@ class PulseBackend(SRBackend):
         path = weights.resolve(name)
         model = load_generator(path, device=device, layout=pinned.layout if pinned else None, arch=dict(pinned.arch) if pinned else None)
         fit = gaussian_fit(model, path, device=device)
-        return cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
+        backend = cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
+        backend.framing = pinned.framing if pinned is not None else "ffhq"
+        return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """PULSE's bicubic downscaler: `[B, 3, H, W]` -> `[B, 3, size, size]`."""
