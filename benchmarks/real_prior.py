@@ -253,10 +253,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="the faces' latent paths")
     p.add_argument("--live-seconds", type=float, default=15.0)
     p.add_argument("--skip-live", action="store_true", help="leave out the live row")
-    p.add_argument("--quick", action="store_true", help="8 frames, 20-step budgets, no photos or live: checks the script runs")
+    p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
     args = p.parse_args()
     if args.quick:
-        args.frames, args.steps, args.skip_live = 8, 20, True
+        args.frames, args.steps, args.skip_live = 6, 10, True
     torch.set_num_threads(max(1, torch.get_num_threads()))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
