@@ -45,6 +45,9 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         raise InputError(f"input not found: {path}")
     if path.is_dir():
         raise InputError(f"input is a folder, not a video file: {path}")
+    if not path.is_file():  # /dev/zero would be read for ever, a FIFO blocks until someone writes
+        raise InputError(f"input {path} is not a regular file (a device, FIFO or socket): give a video file; "
+                         "for a camera or a stream use `facezoom live`")
     if path.stat().st_size == 0:
         raise InputError(f"input is an empty file: {path}")
     try:
