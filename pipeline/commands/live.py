@@ -70,10 +70,34 @@ def cmd_live(args: argparse.Namespace) -> int:
         if not args.output:
             raise UserError("--audio-input records sound into the recording: give -o FILE too")
         audio_input = parse_audio_input(args.audio_input)
-    if args.output:
-        from pipeline.media.files import check_output_video
+    _check_paths(spec, output=Path(args.output) if args.output else None, report=Path(args.report) if args.report else None,
+                 overwrite=args.overwrite)  # before the source is opened and the models loaded
+    from pipeline.report import ReportFile
 
-        check_output_video(Path(args.output))  # before the source is opened and the models loaded
+    report_file = ReportFile(Path(args.report)) if args.report else None  # reserved now: written with the recording
+    try:
+        return _run(args, spec, cfg=cfg, live=live, audio_input=audio_input, report_file=report_file)
+    finally:
+        if report_file is not None:
+            report_file.discard()
+
+
+def _check_paths(spec, *, output: Path | None, report: Path | None, overwrite: bool) -> None:
+    """The output policy for a live run (as `video`'s): the recording and the report are neither
+    the source (a file played with --realtime, a device) nor each other, and may be written."""
+    from pipeline.media.files import check_distinct, check_output_video, check_outputs
+
+    inputs = {"the source": Path(spec.url)} if spec.kind == "file" or spec.url.startswith("/dev/") else {}
+    outputs = {**({"the recording (-o)": output} if output is not None else {}),
+               **({"the report (--report)": report} if report is not None else {})}
+    check_distinct(inputs, outputs)
+    if output is not None:
+        check_output_video(output, what="the recording (-o)")
+    check_outputs(inputs, outputs, overwrite=overwrite)
+
+
+def _run(args: argparse.Namespace, spec, *, cfg, live: LiveConfig, audio_input, report_file) -> int:
+    """The live loop with its preview; the report written with the recording."""
     preview = None
     if args.preview:
         from pipeline.live.preview import PreviewServer, parse_address
@@ -86,10 +110,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     finally:
         if preview is not None:
             preview.close()
-    if args.report:
-        from pipeline.report import write_report
-
-        write_report(Path(args.report), report)
+    if report_file is not None:
+        report_file.commit(report, together=(Path(report["output"]),) if report["output"] else ())
     if not args.quiet:
         sound = f" and {report['audio']['seconds']:.1f} s of {report['audio']['codec']} sound" if report["audio"] else ""
         recorded = f"; recorded {report['frames_recorded']} frames{sound} to {report['output']}" if report["output"] else ""

@@ -24,6 +24,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in (".mp4", ".mkv", ".mov"):
         raise UserError(f"the sample is H.264 with AAC audio: write it to .mp4, .mkv or .mov, not {output.name!r}")
+    from pipeline.media.files import check_outputs
+
+    check_outputs({}, {"the output": output}, overwrite=args.overwrite)  # the output policy: an existing file needs -y
     write_sample(output, seconds=args.seconds)
     if not args.quiet:
         print(f"facezoom: wrote the sample clip to {output}", file=sys.stderr)

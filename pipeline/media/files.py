@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -64,7 +65,7 @@ def check_output_folder(path: Path, *, what: str = "the output") -> None:
         blocker = _file_on_the_way(folder)
         if blocker is not None:
             raise UserError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
-        raise UserError(f"the folder of {what} does not exist: {folder} (make it first, e.g. mkdir -p {folder})")
+        raise UserError(f"cannot write {what} {path}: the folder {folder} does not exist (make it first: mkdir -p {folder})")
     if not os.access(folder, os.W_OK):
         raise UserError(f"cannot write {what} {path}: its folder {folder} is not writable")
     try:
@@ -138,6 +139,9 @@ def check_new_output(path: Path, *, what: str = "the output", overwrite: bool, f
     if path.exists() or path.is_symlink():
         if frames_folder and not path.is_dir():
             raise UserError(f"{what} {path} is a file; a folder of PNG frames needs a name that is not taken")
+        if frames_folder and not is_frame_folder(path):
+            raise UserError(f"{what} {path} already exists and holds files other than frame_00000.png, ...; "
+                            "choose a new folder name or remove it")
         if not frames_folder and path.is_dir():
             raise UserError(f"{what} {path} is a folder; give a file name such as {path / ('out' + (path.suffix or '.mp4'))}")
         if path.exists() and not path.is_dir() and not path.is_file() and not path.is_symlink():
@@ -145,6 +149,11 @@ def check_new_output(path: Path, *, what: str = "the output", overwrite: bool, f
         if not overwrite:
             raise UserError(f"{what} {path} exists; pass -y (--overwrite) to replace it, or choose another name")
     check_output_folder(path, what=what)
+
+
+def is_frame_folder(path: Path) -> bool:
+    """Whether `path` is a folder holding only PNG frames as `PngFolderWriter` names them (a previous run's)."""
+    return path.is_dir() and all(re.fullmatch(r"frame_\d{5,}\.png", p.name) for p in path.iterdir())
 
 
 def check_outputs(inputs: dict[str, Path], outputs: dict[str, Path], *, overwrite: bool, frames_folders: tuple[str, ...] = ()) -> None:
