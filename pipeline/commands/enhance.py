@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.commands.common import report_skipped, say_backend_note
 from pipeline.creative.enhance import enhance_picture, write_enhanced
-from pipeline.errors import InputError, UserError
+from pipeline.errors import InputError, RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
                 _enhance_one(path, target, args=args, cfg=cfg, choice=choice, background=background, pre_blur=pre_blur,
                              grid_path=grid_path, backends=backends)
             except UserError as err:
-                if not batch:
+                if not batch or isinstance(err, RunAborted):  # RunAborted: the model, not this picture
                     raise
                 skipped += 1
                 log.warning("skipped %s: %s", path, err)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.commands.common import say_backend_note
 from models.errors import ModelError
-from pipeline.errors import InputError, UserError
+from pipeline.errors import InputError, RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,8 @@ def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool, written: lis
             for path, target in jobs:
                 try:
                     result = run(path, target, cfg=cfg, progress=not quiet, processor=FaceProcessor(cfg, like=shared))
+                except RunAborted:  # the model, not this video: every other one would fail the same way
+                    raise
                 except (UserError, ModelError) as err:
                     skip(path, err)
                     continue

@@ -22,7 +22,7 @@ from pipeline.creative.zoom import (
     zoom_picture,
     zoom_video,
 )
-from pipeline.errors import UserError
+from pipeline.errors import RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice,
         for path, target in targets.items():
             try:
                 summary = zoom_picture(path, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not quiet)
+            except RunAborted:  # the model, not this picture: every other one would fail the same way
+                raise
             except UserError as err:
                 skipped += 1
                 log.warning("skipped %s: %s", path, err)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from models.backends.base import SRBackend, TrackState, resolve_device
 from pipeline.config.sections import SRConfig
+from pipeline.errors import RunAborted
 from pipeline.stages.fidelity import FacePlan, replacement, to_detail, transfer
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,10 @@ def solve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | No
     Every caller of a backend goes through here: `run_batch` (video, live), zoom and enhance.
     """
     result = backend.super_resolve(lr, list(states), seeds=list(seeds), gaps=None if gaps is None else list(gaps))
+    if not bool(torch.isfinite(result.images).all()):  # NaN weights: nothing derived from them may be pasted
+        raise RunAborted(f"sr.backend={getattr(backend, 'name', type(backend).__name__)} made faces that are not finite numbers (NaN or inf) from finite inputs: "
+                         "its weights are damaged or were trained into NaN; nothing was written. Check them with "
+                         "`facezoom weights verify`, or use another checkpoint")
     return result, [None if s is None else {k: v.detach().cpu() for k, v in s.items()} for s in result.states]
 
 
