@@ -102,10 +102,14 @@ def _run(args: argparse.Namespace, spec, *, cfg, live: LiveConfig, audio_input, 
     if args.preview:
         from pipeline.live.preview import PreviewServer, parse_address
 
-        preview = PreviewServer(*parse_address(args.preview))
-        print(f"facezoom: preview at {preview.url}", file=sys.stderr, flush=True)
+        preview = PreviewServer(*parse_address(args.preview))  # bound now: a port in use fails before the models load
+
+    def say_preview() -> None:  # once the source is open: an address that would show nothing is not given
+        if preview is not None:
+            print(f"facezoom: preview at {preview.url}", file=sys.stderr, flush=True)
+
     try:
-        report = run_live(spec, cfg=cfg, live=live, output=args.output, preview=preview, duration=args.duration,
+        report = run_live(spec, cfg=cfg, live=live, output=args.output, preview=preview, duration=args.duration, on_open=say_preview,
                           audio_input=audio_input, on_status=None if args.quiet or not sys.stderr.isatty() else _print_status)
     finally:
         if preview is not None:
