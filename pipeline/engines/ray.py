@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from models.errors import ModelError
 from pipeline.engines.ray_actors import DecodeActor, EncodeActor, SRActor, TrackActor, get
-from pipeline.errors import RunAborted, UserError, library_log_level, terminate_as_interrupt
+from pipeline.engines.ray_start import connect
+from pipeline.errors import RunAborted, UserError
 from pipeline.report import FaceReport
 from pipeline.stages.chunk import TrackedChunk, finish_batch, schedule_chunk
 from pipeline.stages.fidelity import FidelityPlanner
@@ -44,27 +45,6 @@ log = logging.getLogger(__name__)
 
 BATCHES_PER_ACTOR = 2  # one running, one waiting: the next batch's transfer hides behind compute
 RESTART_POLL = 0.1  # s between batches offered to an SR actor that Ray is restarting
-
-
-def connect(cfg) -> bool:
-    """Start an embedded Ray or join `engine.ray_address`; True if this call started it."""
-    if ray.is_initialized():
-        return False
-    if cfg.ray_address is None:
-        # Ray starts its workers at niceness 15; here they do the work, and beside any busy process
-        # they got a few per cent of a core (a 10 s job took 3 minutes next to two CPU-bound ones).
-        os.environ.setdefault("RAY_worker_niceness", "0")
-    try:
-        ray.init(
-            address=cfg.ray_address,
-            include_dashboard=cfg.dashboard,
-            logging_level=library_log_level(),  # ERROR under -q
-            log_to_driver=True,
-        )
-    except ConnectionError as err:
-        raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
-    terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
-    return True
 
 
 def _sr_options(cfg) -> dict[str, Any]:
