@@ -1,6 +1,8 @@
-"""Writing outputs safely: what the writers accept, checks made before a run, the atomic
-temporary-file-then-rename that every output goes through (`AtomicWriter`), and a full disk
-said as such (`room_to_write`)."""
+"""Writing outputs safely: the output policy every command follows before any work
+(`check_outputs`, `make_output_folder` for folder runs: no output is an input or another output,
+an existing one is replaced only with -y, every folder takes a file), what the writers accept,
+the atomic temporary-file-then-rename that every output goes through (`AtomicWriter`), and a full
+disk said as such (`room_to_write`)."""
 
 from __future__ import annotations
 
