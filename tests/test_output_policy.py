@@ -196,3 +196,17 @@ def test_a_deeply_nested_config_is_a_config_error(tmp_path, capsys):
     clip = make_video(tmp_path / "in.mp4", frames=3)
     assert main(["-q", "video", str(clip), "-o", str(tmp_path / "o.mp4"), "--config", str(config)]) == 2
     assert "nested too deeply" in _one_error_line(capsys)
+
+
+def test_an_enhance_batch_refuses_an_existing_result_before_its_first_picture(tmp_path, capsys, sprite):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name in ("a.png", "b.png"):
+        (src / name).write_bytes(sprite.read_bytes())
+    (out / "b.png").write_bytes(b"last week's")
+    assert main(["-q", "enhance", str(src), "-o", str(out), "--iterations", "1"]) == 2
+    assert f"the output of {src / 'b.png'} {out / 'b.png'} exists; pass -y" in _one_error_line(capsys)
+    assert sorted(p.name for p in out.iterdir()) == ["b.png"]  # a.png was not made either
+    assert main(["-q", "enhance", str(src), "-o", str(out), "--iterations", "1", "-y"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"] and (out / "b.png").read_bytes() != b"last week's"
