@@ -210,3 +210,17 @@ def test_an_enhance_batch_refuses_an_existing_result_before_its_first_picture(tm
     assert sorted(p.name for p in out.iterdir()) == ["b.png"]  # a.png was not made either
     assert main(["-q", "enhance", str(src), "-o", str(out), "--iterations", "1", "-y"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"] and (out / "b.png").read_bytes() != b"last week's"
+
+
+def test_no_output_replaces_the_config_or_the_weights_a_run_reads_even_with_y(tmp_path, capsys):
+    clip = make_video(tmp_path / "in.mp4", frames=3)
+    config = tmp_path / "mine.yaml"
+    config.write_text("video:\n  crf: 20\n")
+    weights = tmp_path / "g.ckpt"
+    weights.write_bytes(b"weights")
+    base = ["-q", "-y", "video", str(clip), "-o", str(tmp_path / "o.mp4")]
+    assert main([*base, "--config", str(config), "--report", str(config)]) == 2
+    assert "is the --config file" in _one_error_line(capsys)
+    assert main([*base, "--set", f"sr.generator={weights}", "--report", str(weights)]) == 2
+    assert "is the sr.generator checkpoint" in _one_error_line(capsys)
+    assert config.read_text() == "video:\n  crf: 20\n" and weights.read_bytes() == b"weights"

@@ -1,9 +1,11 @@
-"""What several commands share: the classical backend's note, a batch's exit status."""
+"""What several commands share: the classical backend's note, a batch's exit status, the files a
+run reads besides its input."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +32,15 @@ def say_backend_note(cfg, *, quiet: bool, fidelity: float = 1.0) -> None:
         what = f"faces are replaced by a bicubic enlargement of their {seen} version (sr.fidelity=0)"
     print(f"facezoom: note: sr.backend=classical invents no detail: {what}; "
           "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution", file=sys.stderr)
+
+
+def setting_inputs(args, cfg) -> dict[str, Path]:
+    """The files a run reads besides its input, which no output may replace either: the --config
+    YAML and the sr.generator checkpoint, where they name files (not a preset or a registry name)."""
+    found = {}
+    if getattr(args, "config", None) and Path(args.config).is_file():
+        found["the --config file"] = Path(args.config)
+    generator = getattr(getattr(cfg, "sr", None), "generator", None)
+    if generator and Path(generator).is_file():
+        found["the sr.generator checkpoint"] = Path(generator)
+    return found

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.commands.common import report_skipped, say_backend_note
+from pipeline.commands.common import report_skipped, say_backend_note, setting_inputs
 from pipeline.creative.enhance import enhance_picture, write_enhanced
 from pipeline.errors import InputError, RunAborted, UserError
 
@@ -62,7 +62,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     source, output = Path(args.input), Path(args.output)
     grid_path = Path(args.grid) if args.grid else None
     batch = source.is_dir()
-    targets = _targets(source, output, grid_path, overwrite=args.overwrite)
+    targets = _targets(source, output, grid_path, overwrite=args.overwrite, settings=setting_inputs(args, cfg))
     pre_blur = args.pre_blur or cfg.sr.pre_blur
     say_backend_note(cfg, quiet=args.quiet, fidelity=0.0)
     backends: list = []  # made once the first input proved readable: a backend may load (or fetch) weights
@@ -107,7 +107,7 @@ def _enhance_one(path: Path, target: Path, *, args, cfg, choice, background, pre
     write_enhanced(enhanced, target, grid_path=grid_path, fps=args.fps)
 
 
-def _targets(source: Path, output: Path, grid_path: Path | None, *, overwrite: bool) -> dict[Path, Path]:
+def _targets(source: Path, output: Path, grid_path: Path | None, *, overwrite: bool, settings: dict[str, Path]) -> dict[Path, Path]:
     """Each picture to enhance and where its result goes, once every output path is known to be
     writable under the output policy (`files.check_outputs`; for a folder, `stills.batch_output`)."""
     from pipeline.media.stills import batch_output, is_animated, is_picture, output_kind
@@ -125,6 +125,6 @@ def _targets(source: Path, output: Path, grid_path: Path | None, *, overwrite: b
 
     outputs = {"the output": output, **({"the grid (--grid)": grid_path} if grid_path is not None else {})}
     frames = tuple(what for what, path in outputs.items() if output_kind(path) == "frames")  # a name it cannot write is refused here
-    check_outputs({"the input": source}, {what: Path(str(path).rstrip("/") or str(path)) for what, path in outputs.items()},
+    check_outputs({"the input": source, **settings}, {what: Path(str(path).rstrip("/") or str(path)) for what, path in outputs.items()},
                   overwrite=overwrite, frames_folders=frames)  # before any work
     return {source: output}

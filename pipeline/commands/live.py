@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config.sections import LiveConfig
+from pipeline.commands.common import setting_inputs
 from pipeline.errors import UserError
 from pipeline.live.loop import run_live
 
@@ -71,7 +72,7 @@ def cmd_live(args: argparse.Namespace) -> int:
             raise UserError("--audio-input records sound into the recording: give -o FILE too")
         audio_input = parse_audio_input(args.audio_input)
     _check_paths(spec, output=Path(args.output) if args.output else None, report=Path(args.report) if args.report else None,
-                 overwrite=args.overwrite)  # before the source is opened and the models loaded
+                 overwrite=args.overwrite, settings=setting_inputs(args, cfg))  # before the source is opened and the models loaded
     from pipeline.report import ReportFile
 
     report_file = ReportFile(Path(args.report)) if args.report else None  # reserved now: written with the recording
@@ -82,12 +83,12 @@ def cmd_live(args: argparse.Namespace) -> int:
             report_file.discard()
 
 
-def _check_paths(spec, *, output: Path | None, report: Path | None, overwrite: bool) -> None:
+def _check_paths(spec, *, output: Path | None, report: Path | None, overwrite: bool, settings: dict[str, Path]) -> None:
     """The output policy for a live run (as `video`'s): the recording and the report are neither
     the source (a file played with --realtime, a device) nor each other, and may be written."""
     from pipeline.media.files import check_distinct, check_output_video, check_outputs
 
-    inputs = {"the source": Path(spec.url)} if spec.kind == "file" or spec.url.startswith("/dev/") else {}
+    inputs = {**({"the source": Path(spec.url)} if spec.kind == "file" or spec.url.startswith("/dev/") else {}), **settings}
     outputs = {**({"the recording (-o)": output} if output is not None else {}),
                **({"the report (--report)": report} if report is not None else {})}
     check_distinct(inputs, outputs)

@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.commands.common import setting_inputs
 from pipeline.errors import UserError
 from pipeline.training.train import FaceSet, collect_faces, find_images, train_pfsr
 
@@ -62,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if resume is not None and not resume.is_file():
         raise UserError(f"--resume: {resume} does not exist")
     _check_paths(Path(args.input), output, resume=resume, cache=Path(args.faces_cache) if args.faces_cache else None,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, settings=setting_inputs(args, cfg))
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")  # before the faces are searched for
 
@@ -93,7 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_paths(source: Path, output: Path, *, resume: Path | None, cache: Path | None, overwrite: bool) -> None:
+def _check_paths(source: Path, output: Path, *, resume: Path | None, cache: Path | None, overwrite: bool,
+                 settings: dict[str, Path]) -> None:
     """The output policy for training, before the faces are searched for: the checkpoint is not
     an input (the folder, the faces cache, another --resume checkpoint), and an existing one is
     replaced only when it is the one --resume continues, or with -y."""
@@ -105,7 +107,7 @@ def _check_paths(source: Path, output: Path, *, resume: Path | None, cache: Path
     if output.exists() and not continued and not overwrite:
         raise UserError(f"{output} exists; pass --resume to continue training it, -y (--overwrite) to replace it, "
                         "or choose another --output")
-    inputs = {"the input folder": source, **({"the faces cache (--faces-cache)": cache} if cache is not None else {}),
+    inputs = {"the input folder": source, **settings, **({"the faces cache (--faces-cache)": cache} if cache is not None else {}),
               **({"the --resume checkpoint": resume} if resume is not None and not continued else {})}
     check_distinct(inputs, {"the checkpoint (--output)": output})
     check_new_output(output, what="the checkpoint (--output)", overwrite=True)  # its folder takes a file: /proc, read-only

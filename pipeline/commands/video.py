@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import say_backend_note
+from pipeline.commands.common import say_backend_note, setting_inputs
 from models.errors import ModelError
 from pipeline.errors import InputError, RunAborted, UserError
 
@@ -51,7 +51,8 @@ def cmd_video(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if Path(args.input).is_dir():
         return _video_folder(Path(args.input), Path(args.output), cfg=cfg, quiet=args.quiet, report=args.report, overwrite=args.overwrite)
-    _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None, overwrite=args.overwrite)
+    _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None, overwrite=args.overwrite,
+                 settings=setting_inputs(args, cfg))
     from pipeline.engines import run  # only now: the checks above answer without importing PyAV or torch
     from pipeline.media.reader import VideoReader
 
@@ -166,7 +167,8 @@ def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool, written: lis
     return frames, skipped
 
 
-def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None, overwrite: bool) -> None:
+def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None, overwrite: bool,
+                 settings: dict[str, Path] | None = None) -> None:
     """Everything about the paths that can be known before a run, so a run never ends in an error
     that was there from the start (leaving its output behind, or none after an hour)."""
     from pipeline.media.files import check_distinct, check_output_video, check_outputs
@@ -174,6 +176,7 @@ def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = N
     if not input_path.exists():
         raise InputError(f"input not found: {input_path}")
     outputs = {"the output": output_path, **({"the report (--report)": report} if report is not None else {})}
-    check_distinct({"the input": input_path}, outputs)
+    inputs = {"the input": input_path, **(settings or {})}
+    check_distinct(inputs, outputs)
     check_output_video(output_path)  # a name it cannot write is refused before "exists, pass -y"
-    check_outputs({"the input": input_path}, outputs, overwrite=overwrite)
+    check_outputs(inputs, outputs, overwrite=overwrite)

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import report_skipped, say_backend_note
+from pipeline.commands.common import report_skipped, say_backend_note, setting_inputs
 from pipeline.creative.zoom import (
     DIRECTIONS,
     EASINGS,
@@ -101,7 +101,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
 
     frames = output_kind(target) == "frames"
     target_path = Path(str(target).rstrip("/") or str(target)) if frames else target
-    check_outputs({"the input": source}, {"the output": target_path}, overwrite=args.overwrite,  # before any work
+    check_outputs({"the input": source, **setting_inputs(args, cfg)}, {"the output": target_path}, overwrite=args.overwrite,  # before any work
                   frames_folders=("the output",) if frames else ())
     say_backend_note(cfg, quiet=args.quiet)
     if is_picture(source):
