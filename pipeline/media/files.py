@@ -133,11 +133,11 @@ def check_distinct(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
             seen.setdefault(k, what)
 
 
-def check_new_output(path: Path, *, what: str = "the output", overwrite: bool, frames_folder: bool = False) -> None:
+def check_new_output(path: Path, *, what: str = "the output", overwrite: bool, frames_folder: bool = False, probe: bool = True) -> None:
     """The output policy for one output, before any work: a folder does not stand where a file
     goes (nor a file where a folder of frames goes); a device or FIFO is never replaced; an
     existing output is refused unless `overwrite` (the CLI's -y/--overwrite, as in ffmpeg);
-    and its folder takes a file (`check_output_folder`)."""
+    and its folder takes a file (`check_output_folder`; `probe=False`: the caller tried it)."""
     if path.exists() or path.is_symlink():
         if frames_folder and not path.is_dir():
             raise UserError(f"{what} {path} is a file; a folder of PNG frames needs a name that is not taken")
@@ -150,7 +150,8 @@ def check_new_output(path: Path, *, what: str = "the output", overwrite: bool, f
             raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket); give a file name")
         if not overwrite:
             raise UserError(f"{what} {path} exists; pass -y (--overwrite) to replace it, or choose another name")
-    check_output_folder(path, what=what)
+    if probe:
+        check_output_folder(path, what=what)
 
 
 def is_frame_folder(path: Path) -> bool:
@@ -182,8 +183,8 @@ def make_output_folder(folder: Path, *, source: Path, targets: dict[Path, Path],
     named = {f"the output of {src}": dst for src, dst in targets.items()}
     check_distinct({f"the input {src}": src for src in targets}, named)
     if folder.exists():
-        for what, path in named.items():
-            check_new_output(path, what=what, overwrite=overwrite)
+        for i, (what, path) in enumerate(named.items()):
+            check_new_output(path, what=what, overwrite=overwrite, probe=i == 0)  # one folder: tried once
         return
     try:
         folder.mkdir()
