@@ -179,12 +179,16 @@ def video_rows(args, workdir: Path) -> list[dict]:
         row["flicker_vs_truth"] = round(row["flicker"] / row["truth_change"], 2)
         rows.append(row)
         print(f"  {name}: done in {done['report']['wall_seconds']:.0f} s", file=sys.stderr)
+    return with_ratios(rows, flicker="flicker")
+
+
+def with_ratios(rows: list[dict], *, flicker: str) -> list[dict]:
+    """`rows` with each schedule's steps and flicker (the column `flicker`) over the cold search's and the chain's."""
     by = {r["schedule"]: r for r in rows}
     for r in rows:
-        r["steps_vs_cold"] = round(r["steps_per_face"] / by["cold"]["steps_per_face"], 3)
-        r["flicker_vs_cold"] = round(r["flicker"] / by["cold"]["flicker"], 3)
-        r["steps_vs_chain"] = round(r["steps_per_face"] / by["chain"]["steps_per_face"], 3)
-        r["flicker_vs_chain"] = round(r["flicker"] / by["chain"]["flicker"], 3)
+        for base in ("cold", "chain"):
+            r[f"steps_vs_{base}"] = round(r["steps_per_face"] / by[base]["steps_per_face"], 3)
+            r[f"flicker_vs_{base}"] = round(r[flicker] / by[base][flicker], 3)
     return rows
 
 
@@ -207,13 +211,7 @@ def direct_rows(args) -> list[dict]:
     out = [{"schedule": name, "reach_eps": round(float(np.mean([r["reached_eps"] for r in runs])), 3),
             "steps_per_face": round(float(np.mean([r["steps_per_frame"] for r in runs])), 1),
             "flicker_vs_truth": round(float(np.mean([r["flicker"] for r in runs])), 2)} for name, runs in rows.items()]
-    by = {r["schedule"]: r for r in out}
-    for r in out:
-        r["steps_vs_cold"] = round(r["steps_per_face"] / by["cold"]["steps_per_face"], 3)
-        r["flicker_vs_cold"] = round(r["flicker_vs_truth"] / by["cold"]["flicker_vs_truth"], 3)
-        r["steps_vs_chain"] = round(r["steps_per_face"] / by["chain"]["steps_per_face"], 3)
-        r["flicker_vs_chain"] = round(r["flicker_vs_truth"] / by["chain"]["flicker_vs_truth"], 3)
-    return out
+    return with_ratios(out, flicker="flicker_vs_truth")
 
 
 def goals(rows: list[dict]) -> list[dict]:
