@@ -42,13 +42,22 @@ def _ray_processes_of(session: int) -> list[str]:
     return [" ".join(r)[:200] for r in rows if len(r) >= 3 and int(r[0]) == session and not r[2].startswith("Z")]
 
 
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """The sample at 8 s: a run at preset veryslow lasts long enough to be caught mid-run even when
+    the test's own process gets little CPU beside it (1.5 s was once written whole between two polls)."""
+    from pipeline.media.sample import write_sample
+
+    return write_sample(tmp_path_factory.mktemp("long") / "sample.mp4", seconds=8)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "ray"])
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(sample_clip, tmp_path, engine, sig, code):
+def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(long_clip, tmp_path, engine, sig, code):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = _start(["video", str(sample_clip), "-o", str(out_dir / "out.mp4"), "--report", str(out_dir / "r.json"),
+    proc = _start(["video", str(long_clip), "-o", str(out_dir / "out.mp4"), "--report", str(out_dir / "r.json"),
                    "--engine", engine, "--set", "video.preset=veryslow"], cwd=tmp_path)
     try:
         _wait_for_partial(out_dir, proc)
