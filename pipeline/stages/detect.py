@@ -2,9 +2,11 @@
 
 MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded
 Convolutional Networks", IEEE SPL 2016) as packaged by facenet-pytorch, with the weights that
-ship inside its wheel (nothing is downloaded). It returns a box, a score and five landmarks per
-face. Frames are detected in batches: MTCNN runs its three networks on a batch of equal-size
-images at once, so frames are grouped by size and fed `batch_size` at a time.
+ship inside its wheel (nothing is downloaded; models/networks/mtcnn.py), run by
+pipeline/stages/mtcnn.py: facenet-pytorch's cascade with each stage's candidates cut out at
+once. It returns a box, a score and five landmarks per face. Frames are detected in batches:
+MTCNN runs its three networks on a batch of equal-size images at once, so frames are grouped by
+size and fed `batch_size` at a time.
 
 Large frames are shrunk to a working size for detection (its cost grows with the pixel count)
 and the boxes and landmarks are mapped back to source pixels. `working_size` is the speed knob:
@@ -88,25 +90,18 @@ class FaceDetector:
     def __init__(self, cfg: DetectConfig):
         # Imported here so that importing this module (e.g. for DetectConfig) does not load torch.
         import torch
-        from facenet_pytorch import MTCNN
 
         from models.backends.base import resolve_device
+        from models.networks.mtcnn import load_mtcnn
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device, "detect.device")
         self.threads = detection_threads(cfg)
-        self._mtcnn = MTCNN(
-            min_face_size=MTCNN_MIN_FACE,  # replaced per frame size in _detect_batch
-            thresholds=list(cfg.thresholds),
-            factor=cfg.factor,
-            select_largest=False,  # order by score, not size
-            keep_all=True,
-            device=self.device,
-        ).eval()
+        self.pnet, self.rnet, self.onet = load_mtcnn(self.device)
         # NHWC weights: oneDNN runs MTCNN's networks faster on CPU than NCHW (1.23x on a batch of
         # 16 frames, boxes equal to 1e-4 px: benchmarks/detect_layout.py). The convolutions take
         # their layout from the weights, so the inputs need no change.
-        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+        for net in (self.pnet, self.rnet, self.onet):
             net.to(memory_format=torch.channels_last)
         self._warned_sizes: set[tuple[int, int]] = set()
 
@@ -131,14 +126,21 @@ class FaceDetector:
                     results[i] = dets
         return results  # type: ignore[return-value]
 
-    def _run_mtcnn(self, batch: np.ndarray):
-        """MTCNN with `detection_threads` torch threads; the caller's thread count is restored."""
+    def _run_mtcnn(self, batch: np.ndarray, min_face: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """MTCNN on `batch` `[B, H, W, 3] uint8` (`pipeline/stages/mtcnn.py`: facenet-pytorch's cascade,
+        its candidates cut out all at once) with `detection_threads` torch threads; the caller's
+        thread count is restored. Per frame: boxes `[N, 5]` (with the score) and points `[N, 5, 2]`."""
         import torch
+
+        from pipeline.stages.mtcnn import detect_faces
 
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            return self._mtcnn.detect(batch, landmarks=True)
+            with torch.no_grad():
+                imgs = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, H, W], NHWC in memory
+                return detect_faces(imgs, self.pnet, self.rnet, self.onet, min_face=min_face,
+                                    thresholds=self.cfg.thresholds, factor=self.cfg.factor)
         finally:
             torch.set_num_threads(before)
 
@@ -159,20 +161,20 @@ class FaceDetector:
                 width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
             )
         # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
-        self._mtcnn.min_face_size = smallest * min(sx, sy)
-        if min(size) * (MTCNN_MIN_FACE / self._mtcnn.min_face_size) < MTCNN_MIN_FACE:  # no face that large fits:
+        min_face = smallest * min(sx, sy)
+        if min(size) * (MTCNN_MIN_FACE / min_face) < MTCNN_MIN_FACE:  # no face that large fits:
             # MTCNN would have no pyramid level (the test is its own, float for float)
             return [Detections.empty() for _ in frames]
-        boxes, scores, points = self._run_mtcnn(batch)
+        boxes, points = self._run_mtcnn(batch, min_face)
         # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
         out = []
-        for b, s, p in zip(boxes, scores, points):
-            if b is None:
+        for b, p in zip(boxes, points):
+            if len(b) == 0:
                 out.append(Detections.empty())
                 continue
-            b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+            s = np.asarray(b[:, 4], dtype=np.float64)
+            b = np.asarray(b[:, :4], dtype=np.float64)
             p = np.asarray(p, dtype=np.float64).reshape(-1, 5, 2)
-            s = np.asarray(s, dtype=np.float64).reshape(-1)
             b[:, 0::2] = (b[:, 0::2] + 0.5) / sx - 0.5
             b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
             p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
