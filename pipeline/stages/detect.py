@@ -138,8 +138,7 @@ class FaceDetector:
         torch.set_num_threads(self.threads)
         try:
             with torch.no_grad():
-                imgs = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, H, W], NHWC in memory
-                return detect_faces(imgs, self.pnet, self.rnet, self.onet, min_face=min_face,
+                return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
                                     thresholds=self.cfg.thresholds, factor=self.cfg.factor)
         finally:
             torch.set_num_threads(before)

@@ -3,7 +3,7 @@ networks, weights and arithmetic).
 
 This is facenet-pytorch's `detect_face` (models/utils/detect_face.py, v2.5.3) step for step, on
 its networks and weights (models/networks/mtcnn.py), with its helpers written out below (its
-module imports torchvision, seconds of a run's start), changed in two places:
+module imports torchvision, seconds of a run's start), changed in two ways:
 
 1. The R- and O-net inputs. facenet-pytorch cuts each candidate box out of its frame and shrinks
    it to 24x24 (48x48) with one `interpolate(mode="area")` call per box: thousands of calls a
@@ -12,11 +12,9 @@ module imports torchvision, seconds of a run's start), changed in two places:
    floor(i L / S) .. ceil((i+1) L / S) - 1. `crop_area` makes every cell of every box at once
    from a summed-area table of the batch (four lookups per cell), the same averages to float
    rounding (tests/test_mtcnn.py: the same boxes and landmarks as `MTCNN.detect`).
-2. The pyramid. `max_face` (source pixels of the working image) drops the levels whose
-   smallest face (12 / scale) is larger than it: the caller passes the face sizes a shot makes
-   plausible (`pipeline/stages/detect.py`), or None for the full pyramid.
+2. Its helpers' imports: torchvision's NMS is replaced by OpenCV's (the same greedy rule).
 
-Contract: `imgs` `[B, 3, H, W]` float32 in 0..255 (RGB); returns per image `boxes [N, 5]`
+Contract: `frames` `[B, H, W, 3]` uint8 RGB; returns per image `boxes [N, 5]`
 (x0, y0, x1, y1, score, working pixels) and `points [N, 5, 2]`, as facenet-pytorch's
 `detect_face` does.
 """
@@ -31,17 +29,14 @@ import torch.nn.functional as F
 PNET_WINDOW = 12  # px: the face size PNet sees at scale 1
 
 
-def pyramid(height: int, width: int, min_face: float, factor: float, max_face: float | None = None) -> list[float]:
-    """facenet-pytorch's scales (12 / min_face, times `factor` while the image still holds a
-    12 px window), less those whose smallest face is above `max_face`."""
+def pyramid(height: int, width: int, min_face: float, factor: float) -> list[float]:
+    """facenet-pytorch's scales: 12 / min_face, times `factor` while the image still holds a 12 px window."""
     m = PNET_WINDOW / min_face
     minl = min(height, width) * m
     scales, scale = [], m
     while minl >= PNET_WINDOW:
         scales.append(scale)
         scale, minl = scale * factor, minl * factor
-    if max_face is not None:
-        scales = [s for s in scales if PNET_WINDOW / s <= max_face] or scales[:1]
     return scales
 
 
@@ -143,10 +138,11 @@ def run_net(net, im_data: torch.Tensor, batch_size: int = 512) -> tuple[torch.Te
     return tuple(torch.cat(v, dim=0) for v in zip(*out))
 
 
-def summed_area(imgs: torch.Tensor) -> torch.Tensor:
-    """`[B, C, H, W]` -> `[B, C, H + 1, W + 1]` float64: sums of the pixels above and left of each corner."""
-    table = torch.zeros(imgs.shape[0], imgs.shape[1], imgs.shape[2] + 1, imgs.shape[3] + 1, dtype=torch.float64, device=imgs.device)
-    table[:, :, 1:, 1:] = imgs.to(torch.float64).cumsum(2).cumsum(3)
+def summed_area(frames: torch.Tensor) -> torch.Tensor:
+    """`[B, H, W, C]` uint8 -> `[B, H + 1, W + 1, C]` int32: the sum of the pixels above and left of
+    each corner (exact: at most 255 x H x W, under 2^31 up to 8k frames)."""
+    table = torch.zeros(frames.shape[0], frames.shape[1] + 1, frames.shape[2] + 1, frames.shape[3], dtype=torch.int32, device=frames.device)
+    table[:, 1:, 1:] = frames.to(torch.int32).cumsum(1).cumsum(2)
     return table
 
 
@@ -160,16 +156,21 @@ def _cells(start: torch.Tensor, end: torch.Tensor, size: int) -> tuple[torch.Ten
 
 
 def crop_area(table: torch.Tensor, image: torch.Tensor, y0, y1, x0, x1, size: int) -> torch.Tensor:
-    """Each box `image[n], rows y0..y1-1, columns x0..x1-1` (integer tensors `[N]`) shrunk to
-    `size` x `size` by area averaging: `[N, C, size, size]` float32."""
+    """Each box `image[n], rows y0..y1-1, columns x0..x1-1` (integer tensors `[N]`) of the frames
+    whose `summed_area` is `table`, shrunk to `size` x `size` by area averaging: `[N, C, size, size]` float32."""
+    _, rows, cols, channels = table.shape
     ya, yb = _cells(y0, y1, size)  # [N, S]
     xa, xb = _cells(x0, x1, size)
-    n = image[:, None, None, None]
-    c = torch.arange(table.shape[1], device=table.device)[None, :, None, None]
-    ya, yb = ya[:, None, :, None], yb[:, None, :, None]
-    xa, xb = xa[:, None, None, :], xb[:, None, None, :]
-    sums = table[n, c, yb, xb] - table[n, c, ya, xb] - table[n, c, yb, xa] + table[n, c, ya, xa]
-    return (sums / ((yb - ya) * (xb - xa))).to(torch.float32)
+    flat = table.reshape(-1)
+    c = torch.arange(channels, device=table.device)
+
+    def at(y, x):  # table[image, y, x, :] for every cell: [N, S, S, C]
+        offset = ((image[:, None] * rows + y) * cols)[:, :, None] + x[:, None, :]  # [N, S, S]
+        return flat.take(offset[..., None] * channels + c)
+
+    sums = at(yb, xb) - at(ya, xb) - at(yb, xa) + at(ya, xa)
+    area = (yb - ya)[:, :, None] * (xb - xa)[:, None, :]  # [N, S, S]
+    return (sums.to(torch.float32) / area[..., None].to(torch.float32)).permute(0, 3, 1, 2)
 
 
 def _crops(table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int, size: int):
@@ -181,13 +182,15 @@ def _crops(table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, w
     return (im - 127.5) * 0.0078125, keep
 
 
-def detect_faces(imgs: torch.Tensor, pnet, rnet, onet, *, min_face: float, thresholds, factor: float,
-                 max_face: float | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """MTCNN on a batch (see the module docstring): per image, boxes `[N, 5]` and points `[N, 5, 2]`."""
-    batch_size, _, h, w = imgs.shape
+def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thresholds, factor: float
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """MTCNN on a batch `[B, H, W, 3]` uint8 RGB (see the module docstring): per image, boxes `[N, 5]`
+    and points `[N, 5, 2]`."""
+    batch_size, h, w, _ = frames.shape
+    imgs = frames.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, H, W], NHWC in memory, as facenet-pytorch makes it
     # 1. P-net over the pyramid; NMS within each scale and image, then within each image.
     boxes, image_inds = [], []
-    for scale in pyramid(h, w, min_face, factor, max_face):
+    for scale in pyramid(h, w, min_face, factor):
         im_data = (imresample(imgs, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
         reg, probs = pnet(im_data)
         boxes_scale, inds_scale = generate_boxes(reg, probs[:, 1], scale, thresholds[0])
@@ -201,7 +204,7 @@ def detect_faces(imgs: torch.Tensor, pnet, rnet, onet, *, min_face: float, thres
     boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
                          boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh, boxes[:, 4]]).permute(1, 0)
     boxes = rerec(boxes)
-    table = summed_area(imgs) if len(boxes) else None
+    table = summed_area(frames) if len(boxes) else None
 
     # 2. R-net on every candidate at once.
     if len(boxes):
