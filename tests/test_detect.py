@@ -103,3 +103,14 @@ def test_bad_frames_raise_with_got_and_expected(detector):
 def test_config_errors_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=rf"^{key} must be .*, got"):
         DetectConfig(**kwargs)
+
+
+def test_detect_regions_finds_the_face_near_a_box_as_the_whole_frame_does_and_only_there(detector):
+    faces = [Face(80, 120, 60), Face(240, 130, 64)]
+    frame = render(background(240, 320, seed=7), faces)
+    (whole,) = detector.detect([frame])
+    near = detector.detect_regions(frame, [faces[1].box()])
+    assert len(near) == 1 and near.covers(faces[1].box()) and not near.covers(faces[0].box())
+    j = int(iou_matrix(near.boxes, whole.boxes)[0].argmax())
+    assert np.abs(near.boxes[0] - whole.boxes[j]).max() < 0.05 * faces[1].width  # the same face, found again
+    assert Detections.empty().covers(faces[0].box())  # no regions: the whole frame was looked at

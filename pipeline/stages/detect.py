@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from typing import Sequence
 
@@ -40,11 +41,16 @@ MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsamp
 
 @dataclasses.dataclass
 class Detections:
-    """The faces found in one frame, best score first. All coordinates in source pixels."""
+    """The faces found in one frame, best score first. All coordinates in source pixels.
+
+    `regions`: where the detector looked, `[K, 4]` boxes, or None for the whole frame. A face
+    outside every region was not looked for: its absence says nothing (the tracker leaves it be).
+    """
 
     boxes: np.ndarray  # [N, 4] float32: x0, y0, x1, y1
     scores: np.ndarray  # [N] float32 in (0, 1]
     landmarks: np.ndarray  # [N, 5, 2] float32: x, y of left eye, right eye, nose, mouth left, mouth right
+    regions: np.ndarray | None = None  # [K, 4] float64: x0, y0, x1, y1 searched; None = the whole frame
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -57,6 +63,8 @@ class Detections:
             raise ValueError(f"Detections.scores must be [N] = [{n}], got shape {list(self.scores.shape)}")
         if self.landmarks.shape != (n, 5, 2):
             raise ValueError(f"Detections.landmarks must be [N, 5, 2] = [{n}, 5, 2], got shape {list(self.landmarks.shape)}")
+        if self.regions is not None:
+            self.regions = np.asarray(self.regions, dtype=np.float64).reshape(-1, 4)
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -64,6 +72,13 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def covers(self, box: np.ndarray) -> bool:
+        """Whether the detector looked everywhere `box` (x0, y0, x1, y1) lies."""
+        if self.regions is None:
+            return True
+        r = self.regions
+        return bool(((r[:, 0] <= box[0]) & (r[:, 1] <= box[1]) & (r[:, 2] >= box[2]) & (r[:, 3] >= box[3])).any())
 
 
 def detection_threads(cfg: DetectConfig) -> int:
@@ -143,22 +158,58 @@ class FaceDetector:
         finally:
             torch.set_num_threads(before)
 
-    def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
-        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
+    def detect_regions(self, frame: np.ndarray, boxes: Sequence[np.ndarray]) -> Detections:
+        """Detect faces near `boxes` only (x0, y0, x1, y1 source px): each box and a face width
+        around it, at the scale the whole frame would be detected at. Where a face was lost, this
+        finds it again at a fraction of a whole frame's cost; faces outside these regions are not
+        looked for (`Detections.regions`). A face cut by a region's edge is left out."""
+        check_frame(frame)
+        height, width = frame.shape[:2]
         scale, smallest = working_scale(height, width, self.cfg)
+        regions, found = [], []
+        for box in boxes:
+            w, h = box[2] - box[0], box[3] - box[1]
+            x0, y0 = max(0, int(box[0] - w)), max(0, int(box[1] - h))
+            x1, y1 = min(width, int(math.ceil(box[2] + w))), min(height, int(math.ceil(box[3] + h)))
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            regions.append((x0, y0, x1, y1))
+            dets = self._mtcnn_at([np.ascontiguousarray(frame[y0:y1, x0:x1])], scale, smallest)[0]
+            b = dets.boxes + np.array([x0, y0, x0, y0], np.float32)
+            inside = (b[:, 0] >= x0 - 1) & (b[:, 1] >= y0 - 1) & (b[:, 2] <= x1 + 1) & (b[:, 3] <= y1 + 1)
+            found.append((b[inside], dets.scores[inside], dets.landmarks[inside] + np.array([x0, y0], np.float32)))
+        searched = np.array(regions, np.float64).reshape(-1, 4)
+        if not found:
+            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=searched)
+        b, s, p = (np.concatenate(v) for v in zip(*found))
+        keep = []  # regions may overlap: a face found twice is kept once, at its best score
+        for i in np.argsort(-s, kind="stable"):
+            if not keep or _overlap(b[i], b[keep]).max() <= 0.5:
+                keep.append(i)
+        return Detections(b[keep], s[keep], p[keep], regions=searched)
+
+    def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
+        scale, smallest = working_scale(height, width, self.cfg)
+        if smallest > self.cfg.min_face and (height, width) not in self._warned_sizes:
+            self._warned_sizes.add((height, width))
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            log.info(
+                "detecting %dx%d frames at %dx%d (detect.working_size=%d): faces under %.0f px are not found; "
+                "raise working_size (0 = native size) to find faces down to detect.min_face=%d px, at a higher cost",
+                width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
+            )
+        return self._mtcnn_at(frames, scale, smallest)
+
+    def _mtcnn_at(self, frames: list[np.ndarray], scale: float, smallest: float) -> list[Detections]:
+        """MTCNN on equal-size `frames` shrunk by `scale`, faces from `smallest` source px; source coordinates out."""
+        height, width = frames[0].shape[:2]
+        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         sx, sy = size[0] / width, size[1] / height
         if size == (width, height):
             batch = np.stack(frames)  # [B, H, W, 3] uint8
         else:
             batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        if smallest > self.cfg.min_face and (height, width) not in self._warned_sizes:
-            self._warned_sizes.add((height, width))
-            log.info(
-                "detecting %dx%d frames at %dx%d (detect.working_size=%d): faces under %.0f px are not found; "
-                "raise working_size (0 = native size) to find faces down to detect.min_face=%d px, at a higher cost",
-                width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
-            )
         # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
         min_face = smallest * min(sx, sy)
         if min(size) * (MTCNN_MIN_FACE / min_face) < MTCNN_MIN_FACE:  # no face that large fits:
@@ -182,3 +233,12 @@ class FaceDetector:
             order = np.argsort(-s[keep], kind="stable")
             out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
         return out
+
+
+def _overlap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of `box` [4] with each of `others` [M, 4]."""
+    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = iw * ih
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)

@@ -12,7 +12,7 @@ detection frames (every `detect.every`-th) as one batch, then the tracker steps 
 frame in order. Two more kinds of frame are detected on, one at a time, as the stream reaches
 them: the first frame of a shot (`pipeline/stages/cuts.py`: every track ends there), and the
 frame after one where a face was lost, so a missed face comes back at once instead of a
-cadence later.
+cadence later (there only around the lost faces: `FaceDetector.detect_regions`).
 
 For the run report, `last_detections` holds the raw detections of the latest chunk,
 `last_cuts` its shot cuts (frame indices), and `pop_finished_tracks()` / `close()` hand over the
@@ -129,8 +129,9 @@ class FaceAnalyzer:
                 self.tracker.cut(index)
             self.seconds["track"] += time.perf_counter() - start
             if i not in by_position and (cut or self.tracker.wants_detection):
-                start = time.perf_counter()
-                by_position[i] = self.detector.detect([frame])[0]
+                start = time.perf_counter()  # a cut: the whole frame; a lost face: around it only
+                lost = self.tracker.lost_boxes
+                by_position[i] = self.detector.detect_regions(frame, lost) if lost and not cut else self.detector.detect([frame])[0]
                 self.seconds["detect"] += time.perf_counter() - start
             start = time.perf_counter()
             tracked = self.tracker.update(frame, by_position.get(i), index)

@@ -241,7 +241,8 @@ class FaceTracker:
 
     Contract of `update` (SORT-style): call it once per frame, in frame order, with that frame;
     pass the frame's `Detections` on detection frames (an empty `Detections` when the detector
-    found nothing) and None on frames the detector skipped. Boxes are `x0, y0, x1, y1` in
+    found nothing; faces outside its `regions`, where it did not look, are left as they are) and
+    None on frames the detector skipped. Boxes are `x0, y0, x1, y1` in
     source pixels, landmarks `[5, 2]` in MTCNN's order. Frame indices must increase; a gap is
     allowed (tracks coast over it). Tracks that end are collected until `pop_finished()`; at the
     end of a stream, `close()` ends the rest.
@@ -257,6 +258,7 @@ class FaceTracker:
         self._prev_index: int | None = None
         self._shot_start: int | None = None  # the first frame of the current shot
         self.wants_detection = False  # a face was lost on the latest frame: detect on the next one
+        self.lost_boxes: list[np.ndarray] = []  # where (`[4]` boxes): `FaceDetector.detect_regions` looks there
 
     def cut(self, frame_index: int) -> None:
         """A shot cut before frame `frame_index`: every track ends, and flow does not cross it."""
@@ -281,24 +283,26 @@ class FaceTracker:
         flowed = {}
         if self.cfg.flow and same_size and visible:
             flowed = self._flow(self._prev_gray, gray, visible)
-        lost = False
+        lost = set()
         for track in self._tracks:
             track.followed = flowed.get(track.id) is not None
             if track.followed:
                 track.move(flowed[track.id])
             elif track.id in flowed:  # flow was tried and failed: lost sight (occluded, turned away)
                 track.hide(frame_index)
-                lost = True
+                lost.add(track.id)
             else:
                 track.predict(frame_index)
 
-        # 2. Associate on detection frames.
+        # 2. Associate on detection frames (with the tracks the detector looked for: `Detections.regions`).
         seen = {t.id for t in self._tracks if t.visible}
+        looked = {t.id for t in self._tracks if detections is not None and detections.covers(t.box)}
         matched: set[int] = set()
         if detections is not None:
-            matched = self._associate(detections, frame_index, frame)
-        # A face lost on this frame (its flow failed, or the detector missed it): detect on the next.
-        self.wants_detection = lost or any(t.id in seen and not t.visible for t in self._tracks)
+            matched = self._associate(detections, frame_index, frame, looked)
+        # A face lost on this frame (its flow failed, or the detector missed it): detect on the next, near it.
+        self.lost_boxes = [t.box.copy() for t in self._tracks if (t.id in seen or t.id in lost) and not t.visible]
+        self.wants_detection = bool(self.lost_boxes)
 
         # 3. End tracks that left the frame, and, on detection frames (the only frames that can
         #    tell a face is gone), tracks unmatched for over max_age frames or still unconfirmed.
@@ -306,7 +310,7 @@ class FaceTracker:
         alive = []
         for track in self._tracks:
             gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
-            missed = detections is not None and track.id not in matched
+            missed = track.id in looked and track.id not in matched
             too_old = missed and frame_index - track.last_detected > self.cfg.max_age
             missed_tentative = missed and track.hits < self.cfg.min_hits
             if gone or too_old or missed_tentative:
@@ -377,8 +381,8 @@ class FaceTracker:
             visible=track.visible,
         )
 
-    def _associate(self, detections: Detections, frame_index: int, frame: np.ndarray) -> set[int]:
-        tracks = self._tracks
+    def _associate(self, detections: Detections, frame_index: int, frame: np.ndarray, looked: set[int]) -> set[int]:
+        tracks = [t for t in self._tracks if t.id in looked]
         det_boxes = detections.boxes.astype(np.float64)
         pairs: list[tuple[int, int]] = []
         free_tracks, free_dets = list(range(len(tracks))), list(range(len(det_boxes)))
