@@ -62,6 +62,10 @@ class VideoConfig:
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:
     every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
+    # every n-th detection frame scans the whole frame; those between look only around the faces
+    # being tracked (a face width each side): a new face shows within every x full_every frames
+    # (0.5 s at 30 fps), a tracked one is checked as often as before (benchmarks/real_footage.py)
+    full_every: int = 3
     working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels
     # source px: smaller faces are not looked for (fewer pyramid levels). MTCNN's default; a 20 px
     # face's FFHQ crop is ~40 px, more than a 16x16 input. At working_size the floor is 12 working px.
@@ -81,6 +85,8 @@ class DetectConfig:
     def __post_init__(self):
         if not 1 <= self.every <= 1000:
             raise ValueError(f"every must be in 1..1000 (detect on every k-th frame), got {self.every}")
+        if not 1 <= self.full_every <= 1000:
+            raise ValueError(f"full_every must be in 1..1000 (every n-th detection frame scans the whole frame), got {self.full_every}")
         if self.working_size != 0 and not 64 <= self.working_size <= 8192:
             raise ValueError(f"working_size must be 0 (native) or in 64..8192, got {self.working_size}")
         if not 8 <= self.min_face <= 4096:

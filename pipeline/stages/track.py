@@ -340,6 +340,10 @@ class FaceTracker:
         finished, self._finished = self._finished, []
         return finished
 
+    def boxes(self) -> list[np.ndarray]:
+        """Where every live track is (shown, or predicted while hidden): `[4]` boxes on the latest frame."""
+        return [t.box.copy() for t in self._tracks]
+
     def active(self) -> list[TrackRecord]:
         """The live tracks that have been reported so far, with their frames up to now."""
         return [
