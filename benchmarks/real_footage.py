@@ -66,14 +66,15 @@ def write_clip(name: str, folder: Path) -> tuple[Path, CrowdClip]:
     return path, clip
 
 
-def run_facezoom(repo: Path, clip: Path, folder: Path) -> tuple[float, dict]:
+def run_facezoom(repo: Path, clip: Path, folder: Path, overrides: list[str] = ()) -> tuple[float, dict]:
     """The whole process as a user runs it; returns its wall seconds, timed from outside, and its report."""
     out, report = folder / f"{clip.stem}.out.mp4", folder / f"{clip.stem}.report.json"
     out.unlink(missing_ok=True)
     report.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(repo / "run_pipeline.py"), "-q", "video", str(clip), "-o", str(out), "--report", str(report)],
+    sets = [a for o in overrides for a in ("--set", o)]
+    subprocess.run([sys.executable, str(repo / "run_pipeline.py"), "-q", "video", str(clip), "-o", str(out), "--report", str(report), *sets],
                    cwd=repo, env=env, check=True)
     return time.perf_counter() - start, json.loads(report.read_text())
 
@@ -158,6 +159,7 @@ def main() -> None:
     p.add_argument("--repo", type=Path, default=ROOT, help="the facezoom checkout to run (default: this one)")
     p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS))
     p.add_argument("--repeats", type=int, default=1, help="runs of each; the fastest is kept")
+    p.add_argument("--set", dest="overrides", action="append", default=[], help="a config override for facezoom, repeatable")
     args = p.parse_args()
     folder = Path(args.workdir) / "real_footage"
     speed, tracking = [], []
@@ -167,19 +169,20 @@ def main() -> None:
         runs = []
         for _ in range(args.repeats):  # alternate, so both see the same load
             plain = plain_loop(path, folder / f"{name}.plain.mp4", cfg)
-            runs.append((plain, *run_facezoom(args.repo.resolve(), path, folder)))
+            runs.append((plain, *run_facezoom(args.repo.resolve(), path, folder, args.overrides)))
         plain = min(r[0] for r in runs)
         _, wall, report = min(runs, key=lambda r: r[1])
         speed.append(speed_row(name, clip.frames, plain, wall, report))
         tracking.append(tracking_row(name, clip, report))
-    print(f"facezoom -q video IN -o OUT --report R (checkout {args.repo}) against a plain PyAV loop, best of {args.repeats}")
+    sets = "".join(f" --set {o}" for o in args.overrides)
+    print(f"facezoom -q video IN -o OUT --report R{sets} (checkout {args.repo}) against a plain PyAV loop, best of {args.repeats}")
     print(table(speed, ["clip", "frames", "plain_s", "facezoom_s", "ratio", "goal", "detect_track_ms", "ms_goal", "encode_s",
                         "setup_s", "reported_wall_s", "unreported_s", "first_frame_s"]))
     print(f"(first_frame_s: process start to the first frame in the pipeline, goal <= {FIRST_FRAME_GOAL}; "
           "unreported_s: the process's wall time the report's wall_seconds leaves out)\n")
     print(table(tracking, ["clip", "people", "ids", "id_switches", "max_ids_person", "recall", "holes", "jitter_max_pct",
                            "jitter_mean_pct", "cuts", "tracks_across_cuts", "new_shot_first_frame"]))
-    write_json(args.json, {"repo": str(args.repo), "speed": speed, "tracking": tracking, "goals": GOALS,
+    write_json(args.json, {"repo": str(args.repo), "overrides": args.overrides, "speed": speed, "tracking": tracking, "goals": GOALS,
                            "first_frame_goal": FIRST_FRAME_GOAL})
 
 
