@@ -63,9 +63,11 @@ class VideoConfig:
 class DetectConfig:
     every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
     # every n-th detection frame scans the whole frame; those between look only around the faces
-    # being tracked (a face width each side): a new face shows within every x full_every frames
-    # (0.5 s at 30 fps), a tracked one is checked as often as before (benchmarks/real_footage.py)
-    full_every: int = 3
+    # being tracked (a face width each side): cheaper, and a tracked face is checked as often, but a
+    # new face waits up to every x full_every frames, and MTCNN's boxes there move with the region's
+    # pixel phase: at 2, recall -0.5% and still-face jitter 0.2 -> 0.9% on benchmarks/real_footage.py's
+    # clips. 1 (every detection frame a full scan) loses nothing, so it is the default.
+    full_every: int = 1
     working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels
     # source px: smaller faces are not looked for (fewer pyramid levels). MTCNN's default; a 20 px
     # face's FFHQ crop is ~40 px, more than a 16x16 input. At working_size the floor is 12 working px.

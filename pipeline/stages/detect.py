@@ -37,6 +37,7 @@ from pipeline.config.sections import DetectConfig
 log = logging.getLogger(__name__)
 
 MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsampling the frame
+REGION_GRID = 16  # working px: `detect_regions` regions start and end on this grid
 
 
 @dataclasses.dataclass
@@ -166,11 +167,16 @@ class FaceDetector:
         check_frame(frame)
         height, width = frame.shape[:2]
         scale, smallest = working_scale(height, width, self.cfg)
+        # Regions snap to a grid of REGION_GRID working pixels: MTCNN's boxes move by several % of
+        # a small face with the pixel phase of its input, so a face that stays put is looked for in
+        # the very same region, and gets the very same box, each time.
+        step = REGION_GRID * (round(1 / scale) if abs(1 / scale - round(1 / scale)) < 1e-6 else 1)
         regions, found = [], []
         for box in boxes:
             w, h = box[2] - box[0], box[3] - box[1]
-            x0, y0 = max(0, int(box[0] - w)), max(0, int(box[1] - h))
-            x1, y1 = min(width, int(math.ceil(box[2] + w))), min(height, int(math.ceil(box[3] + h)))
+            x0, y0 = max(0, int(box[0] - w) // step * step), max(0, int(box[1] - h) // step * step)
+            x1 = min(width // step * step, x0 + math.ceil((box[2] + w - x0) / step) * step)
+            y1 = min(height // step * step, y0 + math.ceil((box[3] + h - y0) / step) * step)
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
             regions.append((x0, y0, x1, y1))
