@@ -21,7 +21,10 @@ demo: $(STAMP)
 	$(BIN)/facezoom sample -o $(OUT)/sample.mp4
 	$(BIN)/facezoom video $(OUT)/sample.mp4 -o $(OUT)/sample_facezoom.mp4 --report $(OUT)/sample_report.json
 	$(BIN)/facezoom -q video $(OUT)/sample.mp4 -o $(OUT)/sample_side_by_side.mp4 --side-by-side --draw-boxes
+	$(BIN)/facezoom -q sample -o $(OUT)/sample_face.png
+	$(BIN)/facezoom -q enhance $(OUT)/sample_face.png -o $(OUT)/sample_invented.png --iterations 2 --samples 3 --set sr.backend=pulse --set sr.generator=dcgan-digiface-64
 	@echo "wrote $(OUT)/sample_facezoom.mp4, $(OUT)/sample_report.json and $(OUT)/sample_side_by_side.mp4 (input | output, tracked boxes)"
+	@echo "wrote $(OUT)/sample_invented.png: faces the demonstration prior dcgan-digiface-64 INVENTED from the sample's 16x16 face (not the person pictured)"
 
 docs: $(STAMP)
 	$(BIN)/python docs/make_pictures.py

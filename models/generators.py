@@ -1,12 +1,19 @@
 """Generators behind one interface: recognise a checkpoint's layout, load it strictly, fit its W.
 
-Two published key layouts are understood, each recognised from its keys:
+Three published key layouts are understood, each recognised from its keys:
 - `basicsr-stylegan2`: BasicSR's `StyleGAN2Generator` state dict, usually wrapped in
   `{"params_ema": ...}` (GFPGAN's `StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth`);
   rosinality/stylegan2-pytorch checkpoints (`{"g_ema": ...}`, e.g. `stylegan2-ffhq-config-f.pt`)
   hold the same network under other names and are renamed to it (`_ROSINALITY`);
 - `lernapparat-stylegan1`: the flat `g_mapping.* / g_synthesis.*` state dict of the StyleGAN
-  (v1) PyTorch port PULSE used (`karras2019stylegan-ffhq-1024x1024.for_g_all.pt`).
+  (v1) PyTorch port PULSE used (`karras2019stylegan-ffhq-1024x1024.for_g_all.pt`). PULSE's own
+  cache holds the same network split in two files, `synthesis.pt` (`blocks.4x4.const`,
+  `torgb.weight`, ...) and `mapping.pt` (`dense0.weight`, ...), each possibly behind the hash
+  PULSE's downloader puts in front of the name: `read_state` joins them under the port's
+  `g_synthesis.`/`g_mapping.` prefixes, and PULSE's `gaussian_fit.pt` ({"mean", "std"}) is used
+  instead of a new fit;
+- `dcgan`: the PyTorch DCGAN tutorial's `main.N.*` (`{"netG_state_dict": ...}` as the tutorial
+  saves it), a generator with one latent vector and no mapping network (models/networks/dcgan.py).
 Data-parallel `module.` prefixes are dropped.
 Loading builds the architecture (from the registry's settings, or inferred from the tensor
 shapes for a local file), compares every key and shape, and raises `ModelError` with a readable
@@ -15,6 +22,7 @@ diff on any mismatch: never `strict=False`.
 The PULSE search (Menon et al., CVPR 2020) uses every generator the same way (`Generator`), and
 needs the "gaussian fit" of its mapping network: mean and std of `leaky_relu(mapping(z), 5)`
 over many z (PULSE: 10^6 with seed 0). It is computed on first use and cached beside the weights.
+A generator without a mapping network (DCGAN) searches its z directly and needs no fit.
 """
 
 from __future__ import annotations
@@ -30,27 +38,35 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import ModelError
+from models.networks import dcgan
+from models.networks.dcgan import DCGANConfig, DCGANGenerator
 from models.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("basicsr-stylegan2", "lernapparat-stylegan1")
+LAYOUTS = ("basicsr-stylegan2", "lernapparat-stylegan1", "dcgan")
+AnyConfig = StyleGAN1Config | StyleGAN2Config | DCGANConfig
+AnyGenerator = StyleGAN1Generator | StyleGAN2Generator | DCGANGenerator
 FIT_SAMPLES = 1_000_000  # PULSE's sample count for the gaussian fit
 FIT_SEED = 0  # PULSE's torch.manual_seed(0)
 
 
 class Generator(Protocol):
-    """What the PULSE search needs from a generator (both StyleGAN classes provide it)."""
+    """What the PULSE search needs from a generator (the StyleGAN and DCGAN classes provide it).
+
+    `mapping` is z -> w (None for a generator without a mapping network, which needs no gaussian
+    fit); `styles` turns the search's latents `[B, num_ws, w_dim]` into the synthesis input."""
 
     kind: str
     resolution: int
     w_dim: int
     render_sizes: tuple[int, ...]
+    mapping: Callable[[torch.Tensor], torch.Tensor] | None
 
     def num_ws(self, render_size: int) -> int: ...
     def noise_sizes(self, render_size: int) -> list[int]: ...
-    def mapping(self, z: torch.Tensor) -> torch.Tensor: ...
+    def styles(self, latent: torch.Tensor, fit: "GaussianFit | None") -> torch.Tensor: ...
     def synthesize(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, render_size: int | None = None) -> torch.Tensor: ...
 
 
@@ -91,7 +107,9 @@ def unwrap(checkpoint: Mapping[str, object], *, source: str = "checkpoint") -> t
     from models.weights import strip_data_parallel
 
     state = checkpoint
-    if "g_ema" in checkpoint and isinstance(checkpoint["g_ema"], Mapping):  # rosinality: {"g_ema", "latent_avg"[, "g", "d", ...]}
+    if "netG_state_dict" in checkpoint and isinstance(checkpoint["netG_state_dict"], Mapping):  # the DCGAN tutorial's save
+        state = checkpoint["netG_state_dict"]
+    elif "g_ema" in checkpoint and isinstance(checkpoint["g_ema"], Mapping):  # rosinality: {"g_ema", "latent_avg"[, "g", "d", ...]}
         state = checkpoint["g_ema"]
     elif "params_ema" in checkpoint:  # BasicSR saves {"params": ..., "params_ema": ...}; the EMA weights are the generator
         state = checkpoint["params_ema"]
@@ -109,11 +127,18 @@ def unwrap(checkpoint: Mapping[str, object], *, source: str = "checkpoint") -> t
         return "basicsr-stylegan2", _rename({k: v for k, v in state.items() if not k.endswith(".kernel")}, _ROSINALITY, source)
     if any(k.startswith("g_mapping.dense") for k in keys) or any(k.startswith("g_synthesis.blocks.") for k in keys):
         return "lernapparat-stylegan1", _rename(state, [_PULSE_NOISE], source)
+    if "main.0.weight" in keys and all(k.startswith("main.") for k in keys):
+        return "dcgan", state
+    if "blocks.4x4.const" in keys:
+        raise ModelError(f"{source} is PULSE's synthesis.pt alone; PULSE's mapping.pt must be in the same folder (pass the file or the folder)")
+    if "dense0.weight" in keys and not any(k.startswith("blocks.") for k in keys):
+        raise ModelError(f"{source} is PULSE's mapping.pt; pass its synthesis.pt (or the folder holding both) instead")
     sample = ", ".join(sorted(keys)[:5])
     raise ModelError(
         f"{source}: unrecognised key layout (first keys: {sample}); expected BasicSR StyleGAN2Generator keys "
-        "(style_mlp.*, constant_input.weight, ...), rosinality's (g_ema: style.*, input.input, ...) "
-        "or the StyleGAN port's g_mapping.dense*/g_synthesis.blocks.*"
+        "(style_mlp.*, constant_input.weight, ...), rosinality's (g_ema: style.*, input.input, ...), "
+        "the StyleGAN port's g_mapping.dense*/g_synthesis.blocks.* (or PULSE's synthesis.pt + mapping.pt) "
+        "or the DCGAN tutorial's main.N.*"
     )
 
 
@@ -128,7 +153,7 @@ def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := re.fullmatch(pattern, k))})
 
 
-def infer_config(layout: str, state: Mapping[str, torch.Tensor]) -> StyleGAN1Config | StyleGAN2Config:
+def infer_config(layout: str, state: Mapping[str, torch.Tensor]) -> AnyConfig:
     """The architecture a state dict describes, read from its tensor shapes."""
     if layout == "basicsr-stylegan2":
         mlp = _indices(state, r"style_mlp\.(\d+)\.weight")
@@ -150,26 +175,59 @@ def infer_config(layout: str, state: Mapping[str, torch.Tensor]) -> StyleGAN1Con
         if w_dim is None or not sides or None in channels or not mlp:
             raise ModelError("cannot read the StyleGAN architecture from this checkpoint: g_mapping/g_synthesis weights are missing")
         return StyleGAN1Config(resolution=max(sides), w_dim=w_dim, num_mlp=max(mlp) + 1, channels=tuple(channels))
+    if layout == "dcgan":
+        try:
+            return dcgan.infer_config(state)
+        except (ValueError, KeyError) as err:
+            raise ModelError(f"cannot read the DCGAN architecture from this checkpoint: {err}") from None
     raise ModelError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
 
 
-def config_for(layout: str, arch: Mapping[str, object]) -> StyleGAN1Config | StyleGAN2Config:
+def config_for(layout: str, arch: Mapping[str, object]) -> AnyConfig:
     """The architecture a registry entry promises (`arch` as in `models.weights`)."""
     if layout == "basicsr-stylegan2":
         return StyleGAN2Config.basicsr(**arch)
     if layout == "lernapparat-stylegan1":
         return StyleGAN1Config.karras(**arch)
+    if layout == "dcgan":
+        return DCGANConfig(**arch)
     raise ModelError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
 
 
-def build(config: StyleGAN1Config | StyleGAN2Config) -> StyleGAN1Generator | StyleGAN2Generator:
-    return StyleGAN2Generator(config) if isinstance(config, StyleGAN2Config) else StyleGAN1Generator(config)
+def build(config: AnyConfig) -> AnyGenerator:
+    kinds = {StyleGAN2Config: StyleGAN2Generator, StyleGAN1Config: StyleGAN1Generator, DCGANConfig: DCGANGenerator}
+    return kinds[type(config)](config)
 
 
-def published_state(generator: StyleGAN1Generator | StyleGAN2Generator) -> dict[str, object]:
+def published_state(generator: AnyGenerator) -> dict[str, object]:
     """The generator's weights as the published file holds them (what `torch.save` should write)."""
     state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
-    return {"params_ema": state} if generator.kind == "stylegan2" else state
+    wrapper = {"stylegan2": "params_ema", "dcgan": "netG_state_dict"}.get(generator.kind)
+    return {wrapper: state} if wrapper else state
+
+
+def pulse_split_state(generator: StyleGAN1Generator) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A StyleGAN (v1) generator's weights as PULSE's cache holds them: (synthesis.pt, mapping.pt).
+    PULSE's G_synthesis keeps each noise strength at `epiN.noise.weight` (the port: `epiN.top_epi.noise.weight`)."""
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    synthesis = {re.sub(r"\.top_epi\.noise\.", ".noise.", k.removeprefix("g_synthesis.")): v for k, v in state.items() if k.startswith("g_synthesis.")}
+    mapping = {k.removeprefix("g_mapping."): v for k, v in state.items() if k.startswith("g_mapping.")}
+    return synthesis, mapping
+
+
+def read_state(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """The layout and flat state dict of the checkpoint at `path`; PULSE's synthesis.pt is joined with its mapping.pt."""
+    from models.weights import load_checkpoint, pulse_file  # weights imports nothing from here; keep the edge one-way at import
+
+    checkpoint = load_checkpoint(path)
+    if "blocks.4x4.const" in checkpoint and "torgb.weight" in checkpoint:  # PULSE's G_synthesis
+        mapping = pulse_file([path.parent], "mapping.pt")
+        if mapping is None:
+            raise ModelError(f"{path} is PULSE's synthesis.pt, but its mapping.pt is not beside it; copy it from PULSE's cache/ folder into {path.parent}")
+        joined = {f"g_synthesis.{k}": v for k, v in checkpoint.items()} | {f"g_mapping.{k}": v for k, v in load_checkpoint(mapping).items()}
+        log.info("read PULSE's split StyleGAN from %s and %s", path, mapping)
+        return unwrap(joined, source=f"{path} + {mapping.name}")
+    return unwrap(checkpoint, source=str(path))
 
 
 def load_strictly(make: Callable[[], torch.nn.Module], state: Mapping[str, torch.Tensor], mismatch: str) -> torch.nn.Module:
@@ -211,16 +269,13 @@ def load_generator(
     device: torch.device | str = "cpu",
     layout: str | None = None,
     arch: Mapping[str, object] | None = None,
-) -> StyleGAN1Generator | StyleGAN2Generator:
+) -> AnyGenerator:
     """Load a checkpoint strictly. `layout`/`arch` (a registry entry's) pin what the file must be."""
-    from models.weights import load_checkpoint  # weights imports nothing from here; keep the edge one-way at import
-
-    checkpoint = load_checkpoint(path)
-    found, state = unwrap(checkpoint, source=str(path))
+    found, state = read_state(Path(path))
     if layout is not None and found != layout:
         raise ModelError(f"{path} has the {found} key layout, but its registry entry says {layout}; delete it and fetch it again")
     config = config_for(found, arch) if arch is not None else infer_config(found, state)
-    described = f"{config.__class__.__name__}(resolution={config.resolution}, w_dim={config.w_dim}, channels={list(config.channels)})"
+    described = repr(config)
     generator = load_strictly(lambda: build(config), state, f"{path} does not match {described}")
     log.info("loaded %s %dpx generator from %s", generator.kind, generator.resolution, path)
     return generator.eval().requires_grad_(False).to(device)
@@ -260,15 +315,39 @@ def fit_cache_path(weights_path: Path) -> Path:
     return weights_path.with_name(weights_path.name + ".gaussian_fit.pt")
 
 
-def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int = FIT_SAMPLES, seed: int = FIT_SEED, device: torch.device | str = "cpu") -> GaussianFit:
-    """The fit for the generator loaded from `weights_path`: read from its cache file, or computed and cached.
+def pulse_gaussian_fit(generator: Generator, path: Path) -> GaussianFit:
+    """PULSE's own `gaussian_fit.pt` (`{"mean": [w_dim], "std": [w_dim]}`, saved from CUDA tensors), checked."""
+    from models.weights import load_checkpoint
+
+    saved = load_checkpoint(path)
+    mean, std = saved.get("mean"), saved.get("std")
+    if not all(isinstance(t, torch.Tensor) and tuple(t.shape) == (generator.w_dim,) for t in (mean, std)):
+        raise ModelError(f"{path} is not PULSE's gaussian fit: expected {{'mean', 'std'}} tensors of shape [{generator.w_dim}]; "
+                         f"delete it and facezoom computes the fit itself")
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise ModelError(f"{path} holds non-finite or non-positive statistics; delete it and facezoom computes the fit itself")
+    log.info("gaussian fit read from PULSE's %s", path)
+    return GaussianFit(mean.float(), std.float())
+
+
+def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int = FIT_SAMPLES, seed: int = FIT_SEED,
+                 device: torch.device | str = "cpu") -> GaussianFit | None:
+    """The fit for the generator loaded from `weights_path`: None for a generator without a mapping
+    network; PULSE's own `gaussian_fit.pt` beside its `synthesis.pt` (or in the folder above its
+    cache); else read from facezoom's cache file, or computed and cached.
 
     The cache (`<weights>.gaussian_fit.pt`, beside the weights; under `FACEZOOM_HOME/fits/` if
     that folder is read-only) records the weights' SHA-256, so replaced weights are refitted.
     """
-    from models.weights import cache_dir, save_checkpoint, sha256_file
+    from models.weights import cache_dir, pulse_file, save_checkpoint, sha256_file
 
+    if generator.mapping is None:
+        return None
     weights_path = Path(weights_path)
+    if weights_path.name.endswith("synthesis.pt"):
+        pulses = pulse_file([weights_path.parent, weights_path.parent.parent], "gaussian_fit.pt")
+        if pulses is not None:
+            return pulse_gaussian_fit(generator, pulses)
     digest = sha256_file(weights_path)
     candidates = [fit_cache_path(weights_path), cache_dir() / "fits" / f"{digest}.gaussian_fit.pt"]
     for path in candidates:

@@ -14,6 +14,11 @@ looks for a generated face that, shrunk with its bicubic downscaler, matches the
   (0.1x -> 1x at 45%, back to 0.1x at 90%, then -> 0.001x);
 - loss `100 * max(L2, eps) + 0.05 * GEOCROSS`, L2 on the [0, 1] scale, eps = 2e-3;
 - success only if the best L2 reached is <= eps.
+Generators with a single latent vector and no noise inputs (DCGAN, models/networks/dcgan.py) run
+through the same search: the latent `[1, D]` is z itself (`generator.styles`; no mapping network,
+so no gaussian fit), kept on the sphere of its starting norm as PULSE keeps each W+ vector.
+GEOCROSS is zero for them (it pulls several style vectors together; there is one) and so is the
+noise (there are no maps to train or fix).
 Differences from the reference code, all per crop where it was per batch: each crop stops as
 soon as its L2 <= eps, keeps its own best image, budget and schedule, and a crop that never
 gets there is reported as failed. Adam is written out so crops can leave the batch early.
@@ -68,7 +73,10 @@ def one_cycle(step: int, budget: int) -> float:
 
 
 def geocross(w: torch.Tensor) -> torch.Tensor:
-    """PULSE's GEOCROSS per search: mean squared geodesic angle between its W+ vectors, `[N, L, D] -> [N]`."""
+    """PULSE's GEOCROSS per search: mean squared geodesic angle between its W+ vectors, `[N, L, D] -> [N]`
+    (zero for one vector: nothing to pull together)."""
+    if w.shape[1] < 2:
+        return w.new_zeros(w.shape[0])
     x, y = w[:, None, :, :], w[:, :, None, :]  # [N, 1, L, D], [N, L, 1, D]
     a = ((x - y).pow(2).sum(-1) + 1e-9).sqrt()
     b = ((x + y).pow(2).sum(-1) + 1e-9).sqrt()
@@ -87,8 +95,9 @@ def draw_start(generator: Generator, seed: int, *, render_size: int) -> tuple[to
     """A cold start on the CPU: latent `[L, D]` ~ N(0, I) and noise maps `[1, s, s]`, last one zeroed."""
     rng = torch.Generator().manual_seed(seed)
     latent = torch.randn(generator.num_ws(render_size), generator.w_dim, generator=rng)  # [L, D]
-    noise = [torch.randn(1, s, s, generator=rng) for s in generator.noise_sizes(render_size)]
-    noise[-1].zero_()  # PULSE's "bad noise layer": the finest map is zeroed and fixed
+    noise = [torch.randn(1, s, s, generator=rng) for s in generator.noise_sizes(render_size)]  # none for a DCGAN
+    if noise:
+        noise[-1].zero_()  # PULSE's "bad noise layer": the finest map is zeroed and fixed
     return latent, noise
 
 
@@ -100,7 +109,7 @@ def pulse_search(
     generator: Generator,
     lr: torch.Tensor,
     *,
-    fit: GaussianFit,
+    fit: GaussianFit | None,
     seeds: Sequence[int],
     states: Sequence[TrackState | None] | None = None,
     samples: int = 1,
@@ -134,7 +143,7 @@ def pulse_search(
     out_size = out_size or render_size
     states = _checked_states(generator, lr, seeds, states, samples=samples, render_size=render_size, out_size=out_size, device=device)
     b, n = lr.shape[0], lr.shape[0] * samples
-    trainable = min(trainable_noise, len(generator.noise_sizes(render_size)) - 1)
+    trainable = max(0, min(trainable_noise, len(generator.noise_sizes(render_size)) - 1))  # the last map stays fixed
     settings = dict(fit=fit, eps=eps, l2_weight=l2_weight, geocross_weight=geocross_weight, render_size=render_size)
 
     # 1. One search per (crop, sample): cold ones from their seed, warm ones from their state.
@@ -326,7 +335,7 @@ def _optimise(
     params: list[torch.Tensor],  # start: latent [N, L, D], then the trainable noise maps [N, 1, s, s]
     fixed: list[torch.Tensor],  # the fixed noise maps [N, 1, s, s] (the last one zero)
     *,
-    fit: GaussianFit,
+    fit: GaussianFit | None,
     budgets: torch.Tensor,  # [N] int64 steps allowed
     peak_lr: torch.Tensor,  # [N] float32 schedule peak
     prior_weight: torch.Tensor,  # [N] float32 weight of |latent - start latent|^2 (0 = none)
@@ -338,9 +347,9 @@ def _optimise(
     """Run N searches until each fits (L2 <= eps) or spends its budget; each keeps its best render."""
     # 1. The loss (with the start latents as the prior's anchor), the optimiser, no best render yet.
     device = target.device
-    mean, std = fit.mean.to(device), fit.std.to(device)
     prior = params[0] if bool((prior_weight > 0).any()) else None
-    objective = _Objective(generator, target, fixed, mean, std, prior, prior_weight, eps, l2_weight, geocross_weight, render_size)
+    fit = fit.to(device) if fit is not None else None
+    objective = _Objective(generator, target, fixed, fit, prior, prior_weight, eps, l2_weight, geocross_weight, render_size)
     adam = _SphericalAdam(params, budgets=budgets, peak_lr=peak_lr)
     best = _Best.start(adam.params, render_size, device)
     for step in range(int(budgets.max())):
@@ -367,8 +376,7 @@ class _Objective:
     generator: Generator
     target: torch.Tensor  # [N, 3, in, in] in [-1, 1]
     fixed: list[torch.Tensor]  # [N, 1, s, s] fixed noise maps
-    mean: torch.Tensor  # the gaussian fit, on the device
-    std: torch.Tensor
+    fit: GaussianFit | None  # the mapping network's gaussian fit, on the device (None: the generator has no mapping)
     prior: torch.Tensor | None  # [N, L, D] the start latents; None when no search has a prior
     prior_weight: torch.Tensor  # [N]
     eps: float
@@ -384,7 +392,7 @@ class _Objective:
             return x if every else x[rows]
 
         in_size = self.target.shape[-1]
-        w = F.leaky_relu(xs[0] * self.std + self.mean, 0.2)  # [n, L, D] in W+
+        w = self.generator.styles(xs[0], self.fit)  # [n, L, D]: W+ through the fit (StyleGAN), z itself (DCGAN)
         image = self.generator.synthesize(w, xs[1:] + [take(m) for m in self.fixed], render_size=self.render_size)  # [n, 3, R, R]
         goal = take(self.target)
         l2 = ((bicubic_downscale(image, in_size) - goal) / 2).pow(2).flatten(1).mean(1)  # [n], [0, 1] scale

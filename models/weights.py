@@ -1,126 +1,53 @@
 """Pretrained weights: one registry, a cache folder, verified downloads, safe loading.
 
-Every published checkpoint facezoom can use is one `WeightsEntry` in `REGISTRY`: where it is
-published, its SHA-256 where the publisher gives one (None = not published; we never invent
-one), its licence, its key layout (see `models.generators`) and how the file becomes a state
+Every published checkpoint facezoom can use is one `WeightsEntry` in `REGISTRY` (models/registry.py): the URL of the
+file itself, what proves a copy authentic (a SHA-256 the publisher or we pinned, or the git blob
+id GitHub publishes for a file committed to a repository; None = nothing published, never
+invented), its licence, its key layout (see `models.generators`) and how the file becomes a state
 dict. Files live in the cache folder (`$FACEZOOM_HOME`, default `~/.cache/facezoom`) under
-`weights/`. A download goes to a temporary file beside its target, is hashed while it streams,
-checked, and only then renamed into place; failed attempts are retried. Each load from the
-cache hashes the file again: against the published SHA-256, or, where none is published,
-against the SHA-256 recorded when the file first arrived (`<file>.sha256`), which catches a
-truncated or altered file though it cannot prove the first copy authentic. Checkpoints are
-read with `torch.load(weights_only=True)`: no pickled code runs. Importing this module does no
-I/O. The `weights list|fetch|verify|path` command is a thin wrapper over these functions.
+`weights/`, except a file that ships inside a Python package (`package`), which is used where pip
+put it. A download goes to a temporary file beside its target, is hashed while it streams,
+checked, and only then renamed into place; a failure another attempt may fix is retried, a host
+that does not resolve is not. Each load hashes the file again: against the pinned SHA-256 or git
+blob id, or, where none is published, against the SHA-256 recorded when the file first arrived
+(`<file>.sha256`), which catches a truncated or altered file though it cannot prove the first
+copy authentic. Checkpoints are read with `torch.load(weights_only=True)`: no pickled code runs.
+Importing this module does no I/O. `facezoom weights list|fetch|verify|path` is a thin wrapper.
 
-PULSE (Menon et al., CVPR 2020) lost many users to Google Drive quota errors; both entries
-here are GitHub release assets, and the offline error says exactly where to put the file.
+PULSE (Menon et al., CVPR 2020) lost many users to Google Drive quota errors: the StyleGAN
+entries are GitHub release assets, PFSR's checkpoints are committed to its repository, and a
+PULSE user's own `cache/` files are read as they are (`pulse-stylegan1-ffhq-1024`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import http.client
+import importlib.util
 import logging
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 from models.errors import ModelError
+from models.registry import DEFAULT, PFSR_RAW, PULSE_DRIVE, REGISTRY, WeightsEntry  # noqa: F401 (the table; fetched here)
 
 log = logging.getLogger(__name__)
 
-NON_COMMERCIAL = "non-commercial use only"
-
-
-@dataclasses.dataclass(frozen=True)
-class WeightsEntry:
-    name: str  # the registry name users type (`sr.generator=...`)
-    url: str  # where the publisher hosts the file
-    filename: str  # the file name in the cache
-    sha256: str | None  # published SHA-256; None = the publisher gives none
-    size_bytes: int | None  # exact size when published (checked); None = unknown
-    approx_size: str  # for humans: what the download costs
-    licence: str
-    source: str  # who trained and published it, and where it is described
-    layout: str  # key layout: one of models.generators.LAYOUTS, or "pfsr" (models.networks.pfsr)
-    converter: str  # how the file's contents become the generator's state dict
-    arch: tuple[tuple[str, object], ...]  # architecture settings the file must match exactly
-    description: str
-    manual_only: bool = False  # hosted where no script can download it (a Google Drive page): place it by hand
-
-
-PFSR_CELEBA = WeightsEntry(
-    name="pfsr-celeba",
-    url="https://github.com/DeokyunKim/Progressive-Face-Super-Resolution",  # its README links the file (Google Drive)
-    filename="generator_checkpoint_singleGPU.ckpt",
-    sha256=None,  # not published
-    size_bytes=None,  # not published
-    approx_size="~36 MB (9.0M float32 weights)",
-    licence=f"{NON_COMMERCIAL}: trained on CelebA (non-commercial research only); the PFSR repository states no licence",
-    source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution (its demo.py/eval.py default); "
-           "hosted on Google Drive, which facezoom cannot download from: download it by hand: the Google Drive link in that repository's README",
-    layout="pfsr",
-    converter="take 'model_state_dict' (with 'step', 'alpha', 'iteration')",
-    arch=(("channels", (512, 256, 128, 64)),),
-    description="Progressive Face SR 16x16 -> 128x128, CelebA-aligned faces (sr.backend=ffsr's default); manual download",
-    manual_only=True,
-)
-
-REGISTRY: dict[str, WeightsEntry] = {
-    e.name: e
-    for e in (
-        WeightsEntry(
-            name="stylegan2-ffhq-512",
-            url="https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth",
-            filename="StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth",
-            sha256=None,  # not published by TencentARC/GFPGAN
-            size_bytes=None,  # not published
-            approx_size="~100 MB (25.6M float32 weights)",
-            licence=f"{NON_COMMERCIAL}: trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0); released with GFPGAN",
-            source="TencentARC/GFPGAN release v0.1.0 (the StyleGAN2 prior GFPGAN was trained with), BasicSR StyleGAN2Generator",
-            layout="basicsr-stylegan2",
-            converter="take the 'params_ema' state dict",
-            arch=(("resolution", 512), ("channel_multiplier", 1)),
-            description="StyleGAN2 FFHQ 512x512, channel multiplier 1 (the default: faster; can render at 128/256)",
-        ),
-        WeightsEntry(
-            name="stylegan1-ffhq-1024",
-            url="https://github.com/lernapparat/lernapparat/releases/download/v2019-02-01/karras2019stylegan-ffhq-1024x1024.for_g_all.pt",
-            filename="karras2019stylegan-ffhq-1024x1024.for_g_all.pt",
-            sha256=None,  # not published by lernapparat
-            size_bytes=None,  # not published
-            approx_size="~105 MB (26.2M float32 weights)",
-            licence=f"{NON_COMMERCIAL}: NVIDIA StyleGAN FFHQ weights, CC BY-NC 4.0",
-            source="NVlabs/stylegan FFHQ 1024 (Karras et al. 2019), converted to PyTorch by lernapparat; the network PULSE used",
-            layout="lernapparat-stylegan1",
-            converter="none (a flat g_mapping.*/g_synthesis.* state dict)",
-            arch=(("resolution", 1024),),
-            description="StyleGAN (v1) FFHQ 1024x1024, as in the PULSE paper (always renders 1024)",
-        ),
-        PFSR_CELEBA,
-        dataclasses.replace(
-            PFSR_CELEBA,
-            name="pfsr-celeba-ddp",
-            filename="generator_checkpoint.ckpt",
-            source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, the distributed (apex) training run; "
-                   "hosted on Google Drive, which facezoom cannot download from: download it by hand: the Google Drive link in that repository's README",
-            converter="take 'model_state_dict', dropping the data-parallel 'module.' prefixes",
-            description="Progressive Face SR 16x16 -> 128x128, the multi-GPU run's weights; manual download",
-        ),
-    )
-}
-DEFAULT = "stylegan2-ffhq-512"
-
 RETRY_DELAYS = (2.0, 8.0)  # seconds to wait before the 2nd and 3rd attempt
-TIMEOUT = 60.0  # seconds without data before an attempt fails
+TIMEOUT = 30.0  # seconds without data (or to connect) before an attempt fails
 CHUNK = 1 << 20
+# The OS already said no: another attempt seconds later will not do better.
+_FINAL_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 
 
 def cache_dir() -> Path:
@@ -133,12 +60,33 @@ def entry(name: str) -> WeightsEntry:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ModelError(f"unknown weights {name!r}; registry names: {', '.join(REGISTRY)} (see `weights list`)") from None
+        raise ModelError(f"unknown weights {name!r}; registry names: {', '.join(REGISTRY)} (see `facezoom weights list`)") from None
 
 
 def path_for(name: str) -> Path:
-    """Where the cache keeps (or will keep) registry entry `name`."""
-    return cache_dir() / "weights" / entry(name).filename
+    """Where entry `name`'s file is (or must be placed): in the cache, or inside its installed package.
+    A packaged entry whose package is missing is a `ModelError` giving the pip command."""
+    e = entry(name)
+    if e.package is None:
+        return cache_dir() / "weights" / e.filename
+    module, _, file = e.package.partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"{name} ships inside the {module!r} Python package, which is not installed; run `{e.install}`")
+    return Path(list(spec.submodule_search_locations)[0]) / file
+
+
+def companion_paths(name: str) -> list[tuple[Path, str, bool]]:
+    """Entry `name`'s companion files: (where they go, their URL, required)."""
+    return [(cache_dir() / "weights" / file, url, required) for file, url, required in entry(name).companions]
+
+
+def is_present(name: str) -> bool:
+    """Every required file of `name` is in place (its package installed, for a packaged entry)."""
+    try:
+        return path_for(name).is_file() and all(p.is_file() for p, _, required in companion_paths(name) if required)
+    except ModelError:
+        return False
 
 
 def _record_path(path: Path) -> Path:
@@ -153,11 +101,31 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def git_blob_id(path: str | Path) -> str:
+    """The id git (and GitHub) gives the file's contents: SHA-1 of `blob <size>\\0` followed by the bytes."""
+    digest = hashlib.sha1(f"blob {os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pulse_file(folders: Sequence[Path], part: str) -> Path | None:
+    """PULSE's `part` file (`synthesis.pt`, `mapping.pt`, `gaussian_fit.pt`) in the first of `folders`
+    that has one: under its own name, or behind the hash PULSE's downloader prefixes (`<md5>_mapping.pt`)."""
+    for folder in folders:
+        found = sorted(p for p in folder.glob(f"*{part}") if p.is_file() and (p.name == part or p.name.endswith("_" + part)))
+        if len(found) > 1:
+            raise ModelError(f"{folder} holds several PULSE {part} files ({', '.join(p.name for p in found)}); keep one")
+        if found:
+            return found[0]
+    return None
+
+
 def _manual(e: WeightsEntry, target: Path, reason: str) -> ModelError:
-    return ModelError(
-        f"could not download {e.name}: {reason}. On a machine with network access, open {e.url}, follow the "
-        f"link its README gives for {e.filename}, and place that file at {target} (then `weights verify {e.name}`)"
-    )
+    files = [(target, e.url)] + [(p, url) for p, url, required in companion_paths(e.name) if required]
+    where = " and ".join(f"{url} to {path}" for path, url in files)
+    return ModelError(f"could not download {e.name}: {reason}. Download {where}, then run `facezoom weights verify {e.name}`")
 
 
 class _Retryable(Exception):
@@ -165,7 +133,17 @@ class _Retryable(Exception):
 
 
 class _Fatal(Exception):
-    """A failure retrying will not fix (4xx)."""
+    """A failure retrying will not fix (4xx, a host that does not resolve, no route)."""
+
+
+def _connection_error(err: BaseException) -> Exception:
+    """urlopen's failure to connect as _Fatal (the name does not resolve, no network) or _Retryable."""
+    reason = getattr(err, "reason", err)
+    if isinstance(reason, socket.gaierror):
+        return _Fatal(f"the host does not resolve ({reason.strerror or reason}): no network, or the name is wrong")
+    if isinstance(reason, OSError) and reason.errno in _FINAL_ERRNOS:
+        return _Fatal(f"no route to the host ({reason.strerror})")
+    return _Retryable(str(reason))
 
 
 def _download(url: str, dest: Path, *, desc: str, progress: bool) -> tuple[str, int]:
@@ -180,7 +158,7 @@ def _download(url: str, dest: Path, *, desc: str, progress: bool) -> tuple[str, 
             raise _Retryable(f"HTTP {err.code} {err.reason}") from err
         raise _Fatal(f"HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, OSError) as err:
-        raise _Retryable(str(getattr(err, "reason", err))) from err
+        raise _connection_error(err) from err
     digest, size = hashlib.sha256(), 0
     with response, open(dest, "wb") as out:
         expected = int(response.headers.get("Content-Length") or 0) or None
@@ -198,19 +176,30 @@ def _download(url: str, dest: Path, *, desc: str, progress: bool) -> tuple[str, 
     return digest.hexdigest(), size
 
 
+def _check_download(e: WeightsEntry, tmp: Path, digest: str, size: int) -> None:
+    """Raise ModelError unless a downloaded file is the published one (size, SHA-256, git blob id)."""
+    if e.size_bytes is not None and size != e.size_bytes:
+        raise ModelError(f"{e.url} sent {size} bytes, the registry expects {e.size_bytes}; the published file may have changed")
+    if e.sha256 is not None and digest != e.sha256:
+        raise ModelError(f"{e.url} has SHA-256 {digest}, the registry expects {e.sha256}; the published file may have changed or been tampered with")
+    if e.git_blob is not None and (blob := git_blob_id(tmp)) != e.git_blob:
+        raise ModelError(f"{e.url} has git blob id {blob}, the repository publishes {e.git_blob}; the file may have changed or been tampered with")
+
+
 def fetch(name: str, *, progress: bool = True, force: bool = False) -> Path:
-    """Download registry entry `name` into the cache (if missing) and return its path.
+    """Entry `name`'s verified file: downloaded into the cache if missing, or found in its package.
 
     The file arrives in a temporary file beside the target and is renamed only once its size and
-    SHA-256 check out. Network failures are retried (`RETRY_DELAYS`); `FACEZOOM_OFFLINE=1`
-    skips the attempt. Every failure is one `ModelError` naming the URL and the path to fill.
+    hashes check out. Failures another attempt may fix are retried (`RETRY_DELAYS`); a host that
+    does not resolve fails at once; `FACEZOOM_OFFLINE=1` skips the attempt. Every failure is one
+    `ModelError` naming the URL, the path to fill and the command to run next.
     """
     e, target = entry(name), path_for(name)
-    if target.is_file() and not force:
+    if e.package is not None or (is_present(name) and not force):
         verify_cached(name)
         return target
     if e.manual_only:
-        raise _manual(e, target, "its publisher hosts it on Google Drive, which no script can download from")
+        raise _manual(e, target, "its publisher hosts it on Google Drive, whose quota and confirmation pages no script can rely on")
     if os.environ.get("FACEZOOM_OFFLINE"):
         raise _manual(e, target, "FACEZOOM_OFFLINE is set")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -222,10 +211,7 @@ def fetch(name: str, *, progress: bool = True, force: bool = False) -> Path:
         try:
             log.info("downloading %s from %s (attempt %d of %d)", name, e.url, attempt, attempts)
             digest, size = _download(e.url, tmp, desc=name, progress=progress)
-            if e.size_bytes is not None and size != e.size_bytes:
-                raise ModelError(f"{e.url} sent {size} bytes, the registry expects {e.size_bytes}; the published file may have changed")
-            if e.sha256 is not None and digest != e.sha256:
-                raise ModelError(f"{e.url} has SHA-256 {digest}, the registry expects {e.sha256}; the published file may have changed or been tampered with")
+            _check_download(e, tmp, digest, size)
             os.replace(tmp, target)
             _record_path(target).write_text(f"{digest}  {target.name}\n")
             log.info("saved %s (%d bytes, SHA-256 %s) to %s", name, size, digest, target)
@@ -236,7 +222,7 @@ def fetch(name: str, *, progress: bool = True, force: bool = False) -> Path:
             log.warning("download of %s failed (%s); retrying in %.0f s", name, err, RETRY_DELAYS[attempt - 1])
             time.sleep(RETRY_DELAYS[attempt - 1])
         except _Fatal as err:
-            raise _manual(e, target, f"{err} from {e.url}") from None
+            raise _manual(e, target, f"{err} ({e.url})") from None
         finally:
             tmp.unlink(missing_ok=True)
     raise AssertionError("unreachable")
@@ -249,47 +235,59 @@ Status = Literal["ok", "recorded", "missing", "mismatch"]
 class VerifyReport:
     name: str
     path: Path
-    status: Status  # ok: matches the published SHA-256; recorded: matches the one recorded on arrival
-    sha256: str | None  # the file's SHA-256 (None if missing)
+    status: Status  # ok: matches the pinned SHA-256 or git blob id; recorded: matches the one recorded on arrival
+    sha256: str | None  # the file's hash (its git blob id where the entry pins one; None if missing)
     expected: str | None  # what it was compared with
     detail: str  # one line for humans
 
 
 def verify(name: str | None = None) -> list[VerifyReport]:
-    """Hash cached files: `name`'s, or every cached registry file when `name` is None."""
-    names = [entry(name).name] if name is not None else [n for n in REGISTRY if path_for(n).is_file()]
+    """Hash cached files: `name`'s, or every present registry entry's when `name` is None."""
+    names = [entry(name).name] if name is not None else [n for n in REGISTRY if is_present(n)]
     return [_check(n) for n in names]
 
 
 def _check(name: str) -> VerifyReport:
-    e, path = entry(name), path_for(name)
-    if not path.is_file():
-        return VerifyReport(name, path, "missing", None, e.sha256, f"not in the cache; `weights fetch {name}` or place {e.url} at {path}")
+    e = entry(name)
+    try:
+        path = path_for(name)
+    except ModelError as err:  # a packaged entry whose package is not installed
+        return VerifyReport(name, Path(e.package or e.filename), "missing", None, e.sha256, str(err))
+    absent = [p for p, _, required in companion_paths(name) if required and not p.is_file()]
+    if not path.is_file() or absent:
+        return VerifyReport(name, path, "missing", None, e.sha256,
+                            f"not in place; {'place' if e.manual_only else 'run `facezoom weights fetch ' + name + '` or place'} "
+                            + " and ".join(f"{url} to {p}" for p, url in [(path, e.url)] + [(p, u) for p, u, r in companion_paths(name) if r]))
+    if e.git_blob is not None:
+        blob = git_blob_id(path)
+        ok = blob == e.git_blob
+        return VerifyReport(name, path, "ok" if ok else "mismatch", blob, e.git_blob,
+                            "matches the git blob id the repository publishes" if ok else "differs from the git blob id the repository publishes")
     digest = sha256_file(path)
-    record = _record_path(path)
     if e.sha256 is not None:
         ok = digest == e.sha256
-        return VerifyReport(name, path, "ok" if ok else "mismatch", digest, e.sha256, "matches the published SHA-256" if ok else "differs from the published SHA-256")
+        return VerifyReport(name, path, "ok" if ok else "mismatch", digest, e.sha256, "matches the pinned SHA-256" if ok else "differs from the pinned SHA-256")
+    record = _record_path(path)
     if not record.is_file():  # placed by hand: nothing to compare with yet, so record it now
         record.write_text(f"{digest}  {path.name}\n")
-        log.info("%s has no published SHA-256; recorded %s in %s", path, digest, record)
-        return VerifyReport(name, path, "recorded", digest, digest, "no published SHA-256; recorded this file's hash for later checks")
+        log.info("%s has no published hash; recorded its SHA-256 %s in %s", path, digest, record)
+        return VerifyReport(name, path, "recorded", digest, digest, "no published hash; recorded this file's SHA-256 for later checks")
     recorded = record.read_text().split()[0] if record.read_text().split() else ""
     ok = digest == recorded
-    detail = "no published SHA-256; matches the hash recorded when it arrived" if ok else "differs from the hash recorded when it arrived (file changed or truncated)"
+    detail = "no published hash; matches the SHA-256 recorded when it arrived" if ok else "differs from the SHA-256 recorded when it arrived (file changed or truncated)"
     return VerifyReport(name, path, "recorded" if ok else "mismatch", digest, recorded, detail)
 
 
 def verify_cached(name: str) -> Path:
-    """Hash `name`'s cached file; raise ModelError unless it is intact."""
+    """Hash `name`'s file; raise ModelError unless it is intact."""
     report = _check(name)
     if report.status == "missing":
-        raise ModelError(f"{name} is not in the cache: {report.detail}")
+        raise ModelError(f"{name} is not in place: {report.detail}")
     if report.status == "mismatch":
-        raise ModelError(
-            f"{report.path} has SHA-256 {report.sha256} but {report.expected} was expected ({report.detail}); "
-            f"delete it and run `weights fetch {name}`"
-        )
+        e = entry(name)
+        fix = f"reinstall it: `{e.install}`" if e.package else f"delete it and run `facezoom weights fetch {name}`"
+        raise ModelError(f"{report.path} has {'git blob id' if e.git_blob else 'SHA-256'} {report.sha256} but {report.expected} "
+                         f"was expected ({report.detail}); {fix}")
     return report.path
 
 
@@ -319,15 +317,22 @@ def strip_data_parallel(state: Mapping[str, object], source: str) -> dict[str, o
 
 def resolve(generator: str | None, *, progress: bool = True) -> Path:
     """A checkpoint path for `sr.generator`: None = the default entry; a registry name = its
-    verified cached file (downloaded if missing); an existing file = itself."""
+    verified file (downloaded if missing); an existing file = itself; a folder holding PULSE's
+    cache files = its synthesis file."""
     name = DEFAULT if generator is None else generator
     if name in REGISTRY:
         return fetch(name, progress=progress)
     path = Path(name).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        synthesis = pulse_file([path], "synthesis.pt")
+        if synthesis is None:
+            raise ModelError(f"sr.generator={name!r} is a folder without PULSE's synthesis.pt; pass a checkpoint file, "
+                             "or the PULSE cache/ folder holding synthesis.pt and mapping.pt")
+        return synthesis
     raise ModelError(
-        f"sr.generator={name!r} is neither a registry name ({', '.join(REGISTRY)}) nor an existing checkpoint file"
+        f"sr.generator={name!r} is neither a registry name ({', '.join(REGISTRY)}) nor an existing checkpoint file or PULSE cache folder"
     )
 
 

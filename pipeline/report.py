@@ -125,4 +125,5 @@ class FaceReport:
             "tracks": [{"id": t.track_id, "first_frame": t.first_frame, "last_frame": t.last_frame} for t in tracks],
             "cuts": sorted(self._cuts),
             "faces_reaching_eps": sum(f["success"] for f in faces),
+            "faces_model_ran": sum(f["model_ran"] for f in faces),  # 0: every face kept its own pixels
         }

@@ -153,3 +153,23 @@ def test_side_by_side_and_boxes_make_a_before_after_video(sample_clip, tmp_path)
     right = after[-1][:, width:].astype(int)
     assert abs(left - before[-1]).mean() < 3  # the left half is the input
     assert abs(right - before[-1]).mean() > abs(left - before[-1]).mean()  # the right half has faces replaced, boxes drawn
+
+
+def test_the_closing_line_says_when_no_face_model_ran(sample_clip, tmp_path, capsys):
+    """The sample at scale 1 with the defaults: its sharp face keeps its own pixels, so nothing was
+    super-resolved; the last line says so and what to pass. At scale 2 the model runs and nothing is said."""
+    assert main(["video", str(sample_clip), "-o", str(tmp_path / "same.mp4"), "--set", "video.preset=ultrafast"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"facezoom: wrote {tmp_path / 'same.mp4'}") and "no face model ran" in last and "-s 4" in last
+    assert main(["video", str(sample_clip), "-o", str(tmp_path / "larger.mp4"), "-s", "2", "--set", "video.preset=ultrafast"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"facezoom: wrote {tmp_path / 'larger.mp4'}") and "no face model ran" not in last
+
+
+def test_sample_command_writes_its_first_frame_as_a_still(tmp_path):
+    from PIL import Image
+
+    assert main(["--quiet", "sample", "-o", str(tmp_path / "face.png")]) == 0
+    with Image.open(tmp_path / "face.png") as still:
+        assert still.size == (640, 360) and still.mode == "RGB"
+    assert main(["--quiet", "sample", "-o", str(tmp_path / "face.gif")]) == 2  # neither a clip nor a still it writes

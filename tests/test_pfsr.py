@@ -1,9 +1,12 @@
 """PFSR: the published checkpoint layout loads strictly, its downscaler is the published chain,
 the `ffsr` backend runs batched, blends along tracks without ghosting, and runs inside `video`."""
 
+import dataclasses
 import json
 import math
 import pickle
+import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -117,13 +120,17 @@ def test_published_checkpoint_loads_strictly_and_runs_16_to_128(tmp_path, monkey
     from pipeline.stages.superres import SRConfig, create_backend
 
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
-    # The published file cannot be fetched by a script: the error says where to put it.
-    with pytest.raises(ModelError, match=r"Google Drive.*README gives for generator_checkpoint_singleGPU.ckpt, and place that file at .*generator_checkpoint_singleGPU\.ckpt"):
+    monkeypatch.setenv("FACEZOOM_OFFLINE", "1")
+    # Offline, the error names the raw file to download, where to put it, and the command to run next.
+    raw = "https://raw.githubusercontent.com/DeokyunKim/Progressive-Face-Super-Resolution/master/checkpoints/generator_checkpoint_singleGPU.ckpt"
+    with pytest.raises(ModelError, match=re.escape(f"Download {raw} to {weights.path_for('pfsr-celeba')}, then run `facezoom weights verify pfsr-celeba`")):
         create_backend(SRConfig(backend="ffsr", device="cpu"))  # sr.generator unset: the pfsr-celeba entry
     state = random_state(PUBLISHED)
     path = weights.path_for("pfsr-celeba")
     path.parent.mkdir(parents=True)
     write_published(path, state)  # placed by hand, as the error said
+    blob = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.setitem(weights.REGISTRY, "pfsr-celeba", dataclasses.replace(weights.REGISTRY["pfsr-celeba"], git_blob=blob))  # stands in for the published file
     loaded = load_pfsr(path)
     assert loaded.generator.channels == PUBLISHED
     assert (loaded.step, loaded.alpha, loaded.iteration) == (3, 1.0, 120000)

@@ -16,6 +16,7 @@ from models.generators import compute_gaussian_fit, published_state
 from models.backends.pulse import PulseBackend, default_out_size
 from models.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.networks.stylegan2 import pulse_w_plus
 from models.search import draw_start, geocross, one_cycle, pulse_search
 
 EPS = 2e-3
@@ -124,6 +125,9 @@ class Degrading(torch.nn.Module):
 
     def mapping(self, z):
         return z
+
+    def styles(self, latent, fit):
+        return pulse_w_plus(latent, fit)
 
     def synthesize(self, ws, noise, *, render_size=None):
         self.calls += 1
@@ -302,7 +306,7 @@ def test_from_settings_refuses_a_non_stylegan_registry_entry(monkeypatch, tmp_pa
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path))
     others = [n for n, e in weights.REGISTRY.items() if e.layout not in generators.LAYOUTS]
     for name in others:
-        with pytest.raises(ModelError, match="not a StyleGAN one"):
+        with pytest.raises(ModelError, match="not a generator the latent search can drive"):
             PulseBackend.from_settings(generator=name, device=torch.device("cpu"), in_size=16, out_size=None, steps=5, warm_steps=2, eps=EPS, temporal_weight=0.0)
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.commands.cli import build_parser
@@ -117,8 +118,21 @@ def test_make_demo_writes_what_the_readme_says(tmp_path):
     done = subprocess.run(["make", "-C", str(ROOT), "demo", f"OUT={out}", "-o", str(stamp.relative_to(ROOT))],
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["sample.mp4", "sample_facezoom.mp4", "sample_report.json", "sample_side_by_side.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["sample.mp4", "sample_face.png", "sample_facezoom.mp4", "sample_invented.png",
+                                                     "sample_report.json", "sample_side_by_side.mp4"]
     assert json.loads((out / "sample_report.json").read_text())["faces"]
+    assert "no face model ran" in done.stderr  # the classical default at scale 1: said, with what to pass instead
+    from PIL import Image
+
+    grid = np.asarray(Image.open(out / "sample_invented.png").convert("RGB")).astype(float)
+    assert grid.shape[1] == 3 * 64 + 2 * 4 and grid.shape[0] > 3 * 64 + 2 * 4  # 3 samples x (input + 2 passes), and the caption
+
+    def cell(row: int, col: int) -> np.ndarray:
+        return grid[row * 68 : row * 68 + 64, col * 68 : col * 68 + 64]
+
+    # A face model ran: each first pass is a new picture, and the three samples invented three different faces.
+    assert all(np.abs(cell(r, 1) - cell(r, 0)).mean() > 5 for r in range(3))
+    assert np.abs(cell(0, 1) - cell(1, 1)).mean() > 5 and np.abs(cell(1, 1) - cell(2, 1)).mean() > 5
 
 
 def test_every_flag_of_every_command_is_in_the_readme():

@@ -5,6 +5,7 @@ The expected key sets are re-derived here from the published model definitions (
 so a renamed or reshaped parameter fails before anyone downloads a real checkpoint.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -308,3 +309,62 @@ def test_a_missing_mapping_layer_is_named(tmp_path, make, key):
     torch.save(state, path)
     with pytest.raises(ModelError, match=f"missing 1: {key.replace('.', '[.]')}"):
         load_generator(path)
+
+
+def test_pulse_cache_files_load_strictly_with_their_gaussian_fit(tmp_path, monkeypatch):
+    """PULSE's own downloads: cache/<md5>_synthesis.pt (G_synthesis: blocks.*, torgb.*, noise strengths at
+    epiN.noise.weight) and cache/<md5>_mapping.pt (G_mapping: dense0..7), and gaussian_fit.pt written in
+    PULSE's working folder, which is the cache folder's parent."""
+    from models import weights
+    from models.backends.pulse import PulseBackend
+    from models.generators import gaussian_fit, pulse_split_state
+
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    g = tiny_v1()
+    state = g.state_dict()
+    synthesis = {k.removeprefix("g_synthesis.").replace(".top_epi.noise.", ".noise."): v for k, v in state.items() if k.startswith("g_synthesis.")}
+    mapping = {k.removeprefix("g_mapping."): v for k, v in state.items() if k.startswith("g_mapping.")}
+    assert {"blocks.4x4.const", "torgb.weight", "blocks.4x4.epi1.noise.weight"} <= set(synthesis)
+    assert set(mapping) == {f"dense{i}.{p}" for i in range(2) for p in ("weight", "bias")}
+    assert [set(part) for part in pulse_split_state(g)] == [set(synthesis), set(mapping)]
+    cache = tmp_path / "pulse" / "cache"
+    cache.mkdir(parents=True)
+    torch.save(synthesis, cache / "3a0c1a5ba1f6e7ba2fd1be0f3b8d1f55_synthesis.pt")
+    with pytest.raises(ModelError, match="mapping.pt is not beside it"):
+        load_generator(weights.resolve(str(cache)))
+    torch.save(mapping, cache / "8e5f2b1f1d1c24a3e0d1f5c0b9f3a2d1_mapping.pt")
+
+    path = weights.resolve(str(cache))  # the folder a PULSE user already has
+    assert path.name.endswith("_synthesis.pt")
+    loaded = load_generator(path)
+    ws, noise = torch.randn(2, g.num_ws(32), 16), [torch.randn(2, 1, s, s) for s in g.noise_sizes(32)]
+    torch.testing.assert_close(loaded.synthesize(ws, noise), g.synthesize(ws, noise), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.mapping(ws[:, 0]), g.mapping(ws[:, 0]), rtol=0, atol=0)
+
+    mean, std = torch.randn(16), torch.rand(16) + 0.5
+    torch.save({"mean": mean, "std": std}, tmp_path / "pulse" / "gaussian_fit.pt")
+    fit = gaussian_fit(loaded, path, samples=100)
+    assert torch.equal(fit.mean, mean) and torch.equal(fit.std, std)  # PULSE's, not recomputed
+    torch.save({"mean": mean[:8], "std": std}, tmp_path / "pulse" / "gaussian_fit.pt")
+    with pytest.raises(ModelError, match="not PULSE's gaussian fit"):
+        gaussian_fit(loaded, path, samples=100)
+
+    # The registry entry: Google Drive files, placed by hand where the error says.
+    with pytest.raises(ModelError) as err:
+        weights.fetch("pulse-stylegan1-ffhq-1024", progress=False)
+    for url, target in ((weights.PULSE_DRIVE + "1TCViX1YpQyRsklTVYEJwdbmK91vklCo8", weights.path_for("pulse-stylegan1-ffhq-1024")),
+                        (weights.PULSE_DRIVE + "14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k", weights.cache_dir() / "weights" / "pulse" / "mapping.pt")):
+        assert f"{url} to {target}" in str(err.value)
+    assert "`facezoom weights verify pulse-stylegan1-ffhq-1024`" in str(err.value)
+    target = weights.path_for("pulse-stylegan1-ffhq-1024")
+    target.parent.mkdir(parents=True)
+    torch.save(synthesis, target)
+    torch.save(mapping, target.with_name("mapping.pt"))
+    torch.save({"mean": mean, "std": std}, target.with_name("gaussian_fit.pt"))
+    tiny_arch = (("resolution", 32), ("channels", g.config.channels), ("w_dim", 16), ("num_mlp", 2))
+    monkeypatch.setitem(weights.REGISTRY, "pulse-stylegan1-ffhq-1024",
+                        dataclasses.replace(weights.REGISTRY["pulse-stylegan1-ffhq-1024"], arch=tiny_arch))
+    monkeypatch.setattr("models.generators.config_for", lambda layout, arch: StyleGAN1Config(**dict(arch)))
+    backend = PulseBackend.from_settings(generator="pulse-stylegan1-ffhq-1024", device=torch.device("cpu"), in_size=8, out_size=None,
+                                         steps=2, warm_steps=1, eps=2e-3, temporal_weight=0.0)
+    assert torch.equal(backend.fit.mean, mean) and backend.generator.resolution == 32

@@ -59,6 +59,7 @@ class SRBackend(abc.ABC):
     keyframes: bool = False  # the state is a warm start that a crop a few frames on may also start from
     # (PULSE's latents: `sr.segment` applies); False where it is the previous frame itself (blending)
     any_input_size: bool = False  # takes low-res crops of any side below out_size, not only in_size
+    framing: str = "ffhq"  # how its training faces were cropped: the alignment template (pipeline/stages/align.py TEMPLATES)
 
     @abc.abstractmethod
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:

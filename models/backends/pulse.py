@@ -1,7 +1,8 @@
-"""`sr.backend=pulse`: PULSE's latent search over a StyleGAN, warm-started along face tracks.
+"""`sr.backend=pulse`: PULSE's latent search over a face generator, warm-started along face tracks.
 
 The search itself (PULSE, Menon et al., CVPR 2020, with facezoom's warm starts) is
-`models.search.pulse_search`; this backend holds the generator and its gaussian fit, picks the
+`models.search.pulse_search`; this backend holds the generator (a StyleGAN, or a DCGAN such as the
+`dcgan-digiface-64` demonstration prior) and its gaussian fit, picks the
 render and output sizes, and turns each batch of crops into one search.
 """
 
@@ -40,7 +41,7 @@ class PulseBackend(SRBackend):
     def __init__(
         self,
         generator: Generator,
-        fit: GaussianFit,
+        fit: GaussianFit | None,
         *,
         in_size: int = 16,
         out_size: int | None = None,
@@ -54,7 +55,7 @@ class PulseBackend(SRBackend):
     ):
         self.device = torch.device(device)
         self.generator = generator.to(self.device)
-        self.fit = fit.to(self.device)
+        self.fit = fit.to(self.device) if fit is not None else None  # None: a generator without a mapping network (DCGAN)
         self.in_size = in_size
         self.out_size = out_size or default_out_size(generator)
         sizes = [s for s in generator.render_sizes if s >= self.out_size and s > in_size]
@@ -87,11 +88,14 @@ class PulseBackend(SRBackend):
         pinned = weights.entry(name) if name in weights.REGISTRY else None
         if pinned is not None and pinned.layout not in LAYOUTS:
             stylegans = ", ".join(n for n, e in weights.REGISTRY.items() if e.layout in LAYOUTS)
-            raise ModelError(f"sr.generator={name} is a {pinned.layout} checkpoint, not a StyleGAN one; for sr.backend=pulse use {stylegans} or a StyleGAN checkpoint file")
+            raise ModelError(f"sr.generator={name} is a {pinned.layout} checkpoint, not a generator the latent search can drive; "
+                             f"for sr.backend=pulse use {stylegans} or a StyleGAN/DCGAN checkpoint file")
         path = weights.resolve(name)
         model = load_generator(path, device=device, layout=pinned.layout if pinned else None, arch=dict(pinned.arch) if pinned else None)
         fit = gaussian_fit(model, path, device=device)
-        return cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
+        backend = cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
+        backend.framing = pinned.framing if pinned is not None else "ffhq"
+        return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """PULSE's bicubic downscaler: `[B, 3, H, W]` -> `[B, 3, size, size]`."""

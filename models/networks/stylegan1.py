@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.networks.stylegan2 import check_synthesis_inputs
+from models.networks.stylegan2 import check_synthesis_inputs, pulse_w_plus
 
 SQRT2 = math.sqrt(2.0)
 
@@ -233,6 +233,10 @@ class StyleGAN1Generator(nn.Module):
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z `[N, w_dim]` -> w `[N, w_dim]`."""
         return self.g_mapping(z)
+
+    def styles(self, latent: torch.Tensor, fit) -> torch.Tensor:
+        """The search's latents `[B, L, w_dim]` as W+ styles (PULSE's gaussian-fit map)."""
+        return pulse_w_plus(latent, fit)
 
     def synthesize(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, render_size: int | None = None) -> torch.Tensor:
         """ws `[B, 18, w_dim]` (at 1024), noise maps `[B, 1, s, s]` -> image `[B, 3, R, R]`."""

@@ -206,6 +206,10 @@ class StyleGAN2Generator(nn.Module):
         """z `[N, w_dim]` -> w `[N, w_dim]`."""
         return self.style_mlp(z)
 
+    def styles(self, latent: torch.Tensor, fit) -> torch.Tensor:
+        """The search's latents `[B, L, w_dim]` as W+ styles (PULSE's gaussian-fit map)."""
+        return pulse_w_plus(latent, fit)
+
     def synthesize(self, ws: torch.Tensor, noise: Sequence[torch.Tensor], *, render_size: int | None = None) -> torch.Tensor:
         """ws `[B, num_ws(R), w_dim]`, noise maps `[B, 1, s, s]` -> image `[B, 3, R, R]` (about [-1, 1])."""
         size = render_size or self.resolution
@@ -221,6 +225,12 @@ class StyleGAN2Generator(nn.Module):
         return skip  # [B, 3, R, R]
 
     forward = synthesize
+
+
+def pulse_w_plus(latent: torch.Tensor, fit) -> torch.Tensor:
+    """PULSE's map from search latents `[B, L, w_dim]` ~ N(0, I) into W+: `leaky_relu(latent * std + mean, 0.2)`
+    through the gaussian fit of the mapping network (`models.generators.GaussianFit`, on the latent's device)."""
+    return F.leaky_relu(latent * fit.std + fit.mean, 0.2)
 
 
 def check_synthesis_inputs(g, ws: torch.Tensor, noise: Sequence[torch.Tensor], size: int) -> None:

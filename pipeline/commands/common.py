@@ -1,4 +1,4 @@
-"""What several commands share: the classical backend's note, a batch's exit status."""
+"""What several commands share: the classical backend's note, the no-model note, a batch's exit status."""
 
 from __future__ import annotations
 
@@ -30,3 +30,13 @@ def say_backend_note(cfg, *, quiet: bool, fidelity: float = 1.0) -> None:
         what = f"faces are replaced by a bicubic enlargement of their {seen} version (sr.fidelity=0)"
     print(f"facezoom: note: sr.backend=classical invents no detail: {what}; "
           "set sr.backend=pulse (see `facezoom weights list`) for generative super-resolution", file=sys.stderr)
+
+
+def no_model_note(report: dict) -> str:
+    """The closing line's addition when faces were found but the face model ran for none of them ('' otherwise)."""
+    faces = report.get("faces") or []
+    if not faces or report.get("faces_model_ran", 0):
+        return ""
+    return ("; no face model ran: every face already holds the detail this output can show (at scale 1, sharp faces keep "
+            "their own pixels under sr.fidelity); to see a model invent detail pass -s 4, or -w 0 to replace faces whole "
+            "(e.g. --backend pulse --set sr.generator=dcgan-digiface-64 -w 0)")

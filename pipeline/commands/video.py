@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import say_backend_note
+from pipeline.commands.common import no_model_note, say_backend_note
 from models.errors import ModelError
 from pipeline.errors import InputError, UserError
 
@@ -72,7 +72,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"facezoom: wrote {args.output}: {report['frames_out']} frames in {report['wall_seconds']:.1f} s "
-            f"(start-up {_startup(report['startup']):.1f} s)",
+            f"(start-up {_startup(report['startup']):.1f} s){no_model_note(report)}",
             file=sys.stderr,
         )
     return 0

@@ -23,7 +23,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for e in weights.REGISTRY.values():
-            cached = "cached" if weights.path_for(e.name).is_file() else "not cached"
+            if e.package:
+                cached = "installed" if weights.is_present(e.name) else f"not installed: `{e.install}`"
+            else:
+                cached = "cached" if weights.is_present(e.name) else "not cached" + (" (placed by hand)" if e.manual_only else "")
             default = " (default)" if e.name == weights.DEFAULT else ""
             print(f"{e.name}{default}: {e.description}")
             print(f"    {e.approx_size}, {cached}; licence: {e.licence}")

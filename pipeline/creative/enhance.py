@@ -82,6 +82,7 @@ class Enhanced:
     inputs: list[np.ndarray]  # per frame: [S, S, 3] uint8, the first low-res input enlarged (nearest) to the face size
     results: list[list[list[np.ndarray]]]  # [frame][sample][iteration]: [S, S, 3] uint8
     durations: list[float]  # per frame, seconds (animated inputs)
+    caption: str = ""  # what the grid says under its pictures: who made the faces, and that they are invented
 
     @property
     def animated(self) -> bool:
@@ -101,7 +102,7 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
     if whole or targets.takes_as_is(frames[0], backend):
         spots = [targets.whole_spot(f.shape[1], f.shape[0], backend.out_size) for f in frames]
     else:
-        faces = targets.find_faces(frames, cfg=cfg, crop_size=backend.out_size, chunk=cfg.engine.chunk)
+        faces = targets.find_faces(frames, cfg=cfg, crop_size=backend.out_size, framing=backend.framing, chunk=cfg.engine.chunk)
         track = targets.choose_track(faces, choice, source=str(picture.path), min_face=cfg.detect.min_face)
         spots = targets.follow(faces, track)
     size = backend.out_size
@@ -133,7 +134,38 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
                     next_states[i].extend(loop.states[i])
             states = next_states  # stateless backends return None states: every pass starts cold
             results.append(per_sample)
-    return Enhanced(inputs, results, list(picture.durations))
+    return Enhanced(inputs, results, list(picture.durations), caption=invention_caption(backend, cfg.sr))
+
+
+def invention_caption(backend, sr_cfg) -> str:
+    """The grid's label: the first column is the model's input, the rest what the model invented from it."""
+    if backend.name == "classical":
+        return "left: the input; right: bicubic enlargements (sr.backend=classical invents nothing)"
+    model = f"sr.backend={backend.name}" + (f", {sr_cfg.generator}" if sr_cfg.generator else "")
+    return f"left: the {backend.in_size}x{backend.in_size} input; right: faces INVENTED by {model}, not the person pictured"
+
+
+def captioned(image: np.ndarray, text: str) -> np.ndarray:
+    """`image` with `text` written under it, wrapped to its width: `[H + h, W, 3] uint8`."""
+    import cv2
+
+    if not text:
+        return image
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.32, 1
+    width = image.shape[1] - 2 * GAP
+    lines: list[str] = []
+    for word in text.split():
+        line = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(line, font, scale, thick)[0][0] <= width:
+            lines[-1] = line
+        else:
+            lines.append(word)
+    step = cv2.getTextSize("Ag", font, scale, thick)[0][1] + 5
+    band = np.empty((step * len(lines) + GAP, image.shape[1], 3), np.uint8)
+    band[:] = GAP_COLOUR
+    for i, line in enumerate(lines):
+        cv2.putText(band, line, (GAP, step * (i + 1) - 2), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return np.concatenate([image, band], axis=0)
 
 
 def _keeper(backend, frame: np.ndarray, matrix: np.ndarray, sr_cfg):
@@ -186,7 +218,7 @@ def grid(rows: Sequence[Sequence[np.ndarray]], *, gap: int = GAP) -> np.ndarray:
 
 def grid_frames(enhanced: Enhanced) -> list[np.ndarray]:
     """Per input frame, the grid: a row per sample, the input then each iteration."""
-    return [grid([[shown, *chain] for chain in chains]) for shown, chains in zip(enhanced.inputs, enhanced.results)]
+    return [captioned(grid([[shown, *chain] for chain in chains]), enhanced.caption) for shown, chains in zip(enhanced.inputs, enhanced.results)]
 
 
 def animation_frames(enhanced: Enhanced) -> list[np.ndarray]:

@@ -62,7 +62,7 @@ def parse_point(text: str) -> tuple[float, float]:
     return x, y
 
 
-def find_faces(frames: Iterable[np.ndarray], *, cfg, crop_size: int, chunk: int = 8, progress=None) -> list[list[Spot]]:
+def find_faces(frames: Iterable[np.ndarray], *, cfg, crop_size: int, framing: str = "ffhq", chunk: int = 8, progress=None) -> list[list[Spot]]:
     """The faces of every frame (`[H, W, 3] uint8 RGB`, in order): one list of `Spot`s per frame.
 
     `cfg` is the pipeline config (its `detect` and `track` sections); `progress`, if given, is
@@ -70,7 +70,7 @@ def find_faces(frames: Iterable[np.ndarray], *, cfg, crop_size: int, chunk: int 
     """
     from pipeline.stages.faces import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=crop_size)
+    analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=crop_size, framing=framing)
     spots: list[list[Spot]] = []
     batch: list[np.ndarray] = []
 

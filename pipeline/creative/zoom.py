@@ -163,7 +163,7 @@ def _target_spots(frames, *, backend, cfg, whole: bool, choice, source: str, pro
             out.append(targets.whole_spot(w, h, backend.out_size))
         return out, targets.WHOLE_TRACK
     with tqdm(total=total, unit="frame", desc="finding faces", disable=not progress, dynamic_ncols=True, leave=False) as bar:
-        faces = targets.find_faces(frames, cfg=cfg, crop_size=backend.out_size, chunk=cfg.engine.chunk, progress=bar.update)
+        faces = targets.find_faces(frames, cfg=cfg, crop_size=backend.out_size, framing=backend.framing, chunk=cfg.engine.chunk, progress=bar.update)
     if choice.at is not None and targets.face_at(faces, choice.at) is None:
         x, y = choice.at
         log.warning("no face's box holds --at %g,%g in %s: zooming into the point itself, enlarged by plain resampling "

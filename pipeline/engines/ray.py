@@ -333,7 +333,7 @@ class _Video:
             started.actors.append(decoder)
             get(decoder.ready.remote())  # input opened
             info = get(decoder.info.remote())
-            tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.info[0]["out_size"])
+            tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.info[0]["out_size"], pool.info[0]["framing"])
             encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite, str(input_path))
             started.actors += [tracker, encoder]
             started.encoders.append(encoder)

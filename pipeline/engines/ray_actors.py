@@ -85,9 +85,9 @@ class DecodeActor(_Placed):
 @ray.remote(num_cpus=0)
 @_setup_errors_reach_the_driver
 class TrackActor(_Placed):
-    def __init__(self, detect_cfg, track_cfg, crop_size: int):
+    def __init__(self, detect_cfg, track_cfg, crop_size: int, framing: str):
         keep_frame_memory_flat()
-        self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size)
+        self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size, framing=framing)
         self.busy = 0.0
 
     def process(self, frames: list) -> TrackedChunk:
@@ -120,7 +120,7 @@ class SRActor:
         b = self._backend
         context = ray.get_runtime_context()
         return {
-            "name": b.name, "out_size": b.out_size, "stateful": b.stateful, "keyframes": b.keyframes, "any_input_size": b.any_input_size, "device": str(b.device),
+            "name": b.name, "out_size": b.out_size, "framing": b.framing, "stateful": b.stateful, "keyframes": b.keyframes, "any_input_size": b.any_input_size, "device": str(b.device),
             "node": context.get_node_id(), "resources": context.get_assigned_resources(),
         }
 

@@ -6,11 +6,18 @@ the model's output size; the lead's engine then shrinks that crop to the model's
 backend's own downscaler. `invert` gives the exact inverse that `pipeline/stages/composite.py` uses to
 put the super-resolved face back.
 
-Template: FFHQ framing (Karras et al., "A Style-Based Generator Architecture for GANs", CVPR
-2019), the framing StyleGAN, and hence PULSE, was trained on: the whole face with some hair and
-chin, eyes about 47% of the way down, eye distance about a quarter of the crop. The five points
-are the FFHQ 512x512 template GFPGAN and CodeFormer align with (xinntao/facexlib,
-`facexlib/utils/face_restoration_helper.py`), normalised to the unit square.
+Templates: each model's crops are framed the way its training faces were (`TEMPLATES`, named by
+the backend's `framing`):
+- "ffhq": FFHQ framing (Karras et al., "A Style-Based Generator Architecture for GANs", CVPR
+  2019), the framing StyleGAN, and hence PULSE, was trained on: the whole face with some hair and
+  chin, eyes about 47% of the way down, eye distance about a quarter of the crop. The five points
+  are the FFHQ 512x512 template GFPGAN and CodeFormer align with (xinntao/facexlib,
+  `facexlib/utils/face_restoration_helper.py`), normalised to the unit square.
+- "arcface": the 112x112 five-point template of face-recognition crops (insightface's
+  `arcface_dst`), which DigiFace-1M's aligned images use: a tighter crop, eye distance 0.31 of the
+  side. The DCGAN prior `dcgan-digiface-64` was trained on those images resized to 64; MTCNN's
+  landmarks on 63 faces it drew averaged within 0.02 of the side of this template (and 0.07 from
+  FFHQ's eyes).
 
 Conventions (the contracts of this stage):
 - landmarks: `[5, 2]` float, x then y, in source pixels, in MTCNN's order: left eye, right eye,
@@ -41,6 +48,20 @@ FFHQ_TEMPLATE = (
     )
     + 0.5
 ) / 512.0
+
+
+# insightface's ArcFace template for 112x112 crops (pixel centres; + 0.5 makes them edges, as above).
+ARCFACE_TEMPLATE = (
+    np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64) + 0.5
+) / 112.0
+TEMPLATES = {"ffhq": FFHQ_TEMPLATE, "arcface": ARCFACE_TEMPLATE}  # a backend's `framing` -> its template
+
+
+def template_for(framing: str) -> np.ndarray:
+    """The template a backend's `framing` names; ValueError naming the known ones."""
+    if framing not in TEMPLATES:
+        raise ValueError(f"unknown face framing {framing!r}; known: {', '.join(TEMPLATES)}")
+    return TEMPLATES[framing]
 
 
 def check_frame(frame: np.ndarray, name: str = "frame") -> np.ndarray:

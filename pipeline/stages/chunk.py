@@ -123,7 +123,7 @@ class FaceProcessor:
         self.cfg = cfg
         self.backend = like.backend if like is not None else create_backend(cfg.sr)
         detector = like.analyzer.detector if like is not None else None
-        self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size, detector=detector)
+        self.analyzer = FaceAnalyzer(cfg.detect, cfg.track, crop_size=self.backend.out_size, framing=self.backend.framing, detector=detector)
         self.scheduler = scheduler_for(cfg.sr, stateful=self.backend.stateful, keyframes=self.backend.keyframes)
         self.plan = FidelityPlanner.for_run(cfg.sr, cfg.composite.scale, out_size=self.backend.out_size,
                                             any_input_size=self.backend.any_input_size, default_fidelity=1.0)

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.stages.align import check_frame, similarity_transform, warp_face
+from pipeline.stages.align import check_frame, similarity_transform, template_for, warp_face
 from pipeline.stages.fidelity import EffectiveTracker, effective_px, native_px
 from pipeline.stages.cuts import CutDetector
 from pipeline.stages.detect import DetectConfig, Detections, FaceDetector
@@ -76,12 +76,13 @@ class FaceAnalyzer:
         track_cfg: TrackConfig,
         crop_size: int,
         *,
+        framing: str = "ffhq",
         detector: FaceDetector | None = None,
     ):
         if not isinstance(crop_size, int) or not 8 <= crop_size <= 4096:
             raise ValueError(f"crop_size must be an integer in 8..4096, got {crop_size!r}")
         self.detect_cfg = detect_cfg
-        self.crop_size = crop_size
+        self.crop_size, self.template = crop_size, template_for(framing)
         self.detector = detector if detector is not None else FaceDetector(detect_cfg)
         self.tracker = FaceTracker(track_cfg)
         self.cuts = CutDetector(track_cfg)
@@ -143,7 +144,7 @@ class FaceAnalyzer:
             start = time.perf_counter()
             crops = []
             for face in tracked:
-                matrix = similarity_transform(face.landmarks, self.crop_size)
+                matrix = similarity_transform(face.landmarks, self.crop_size, template=self.template)
                 crop = warp_face(frame, matrix, self.crop_size)
                 native = native_px(matrix, self.crop_size)
                 # A face's blur is measured where it was detected (and on its first frame), not on

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""The heart on a real prior: PULSE's latent search and its warm starts on faces a trained generator drew.
+
+    python benchmarks/real_prior.py [--frames 32] [--json out/real_prior.json] [--quick] [--skip-live]
+
+The prior is `dcgan-digiface-64` (the gan-face-generate wheel: a DCGAN trained on DigiFace-1M's
+rendered faces; `pip install -e '.[prior]'`). Because the faces come from the prior itself, the
+ground truth is known exactly: a face the search could find.
+
+1. Clips with known truth: two faces the prior draws, each moving along its own latent path (a
+   great circle through z, so the face changes a little every frame), translating and growing,
+   composited into 320x240 frames over a textured wall and written nearly losslessly. Each clip
+   goes through the real `video` path (the local engine: MTCNN detection, tracking, alignment to
+   the prior's own framing, the backend's bicubic downscaler to 16x16, the crop scheduler), with
+   `sr.fidelity=0`, so each output face is the model's whole.
+2. Per schedule, from the run's report and its decoded output: the share of searches reaching
+   eps; steps per face; flicker = mean |out_t - out_t-1| over the face, sampled at the truth's
+   own box each frame, relative to the truth's own change (`flicker_vs_truth`); error to the
+   truth (RMSE, 0-255) over the face at 64x64 and shrunk to 16x16; faces per second (faces over
+   the SR stage's busy seconds, on this CPU). Schedules: cold on every frame (the backend drops
+   every track state: what per-frame tools do), the warm chain (`sr.segment=1`, the default) and
+   keyframe segments of 4 and 8.
+   Goals: warm steps <= 0.2x cold; warm flicker <= 1.5x the truth's change and <= 0.3x cold's;
+   >= 85% of cold searches reach eps; segment 8 within 1.25x the chain's steps and 1.1x its flicker.
+3. Plain facts: the share of cold searches reaching eps within 100 steps on real photographs at
+   16x16 (the astronaut, Grace Hopper, `lfw_subset` faces), and a live run's latency and fps
+   with this prior on one real face (benchmarks/live.py's camera).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import parser, table, write_json  # noqa: E402
+
+from models import weights  # noqa: E402
+from models.generators import load_generator  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.config.sections import VideoConfig  # noqa: E402
+from pipeline.media.writer import VideoWriter  # noqa: E402
+from pipeline.stages import superres  # noqa: E402
+
+PRIOR = "dcgan-digiface-64"
+W, H, FPS = 320, 240, 25
+REGION = 0.7  # the central share of a face's box that is measured (the model's face, not the tile's corners)
+SCHEDULES = {"cold": ["sr.segment=1"], "chain": ["sr.segment=1"], "segment 4": ["sr.segment=4"], "segment 8": ["sr.segment=8"]}
+
+
+def load_prior():
+    e = weights.REGISTRY[PRIOR]
+    return load_generator(weights.resolve(PRIOR), layout=e.layout, arch=dict(e.arch))
+
+
+def face_paths(frames: int, *, seed: int) -> list[dict]:
+    """Two faces' truths per frame: latent z_t [1, 1, 100] on a great circle, centre (x, y), side (px)."""
+    rng = torch.Generator().manual_seed(seed)
+    paths = []
+    for f, (x0, dx, side0) in enumerate([(95.0, 0.5, 84.0), (228.0, -0.4, 92.0)]):
+        a, b = torch.randn(2, 100, generator=rng)
+        b = b - (b @ a) / (a @ a) * a  # orthogonal: z_t = cos(t w) a + sin(t w) b |a| / |b|
+        b = b / b.norm() * a.norm()
+        omega = 0.02  # radians a frame: the face changes a little every frame
+        paths.append({
+            "z": [(math.cos(t * omega) * a + math.sin(t * omega) * b).view(1, 1, 100) for t in range(frames)],
+            "centre": [(x0 + dx * t, 118.0 + 3.0 * math.sin(t / 9)) for t in range(frames)],
+            "side": [side0 + 12.0 * t / max(1, frames - 1) for t in range(frames)],
+        })
+    return paths
+
+
+def render_clip(path: Path, prior, paths: list[dict], frames: int) -> None:
+    """Write the clip: each face the prior renders at its z, enlarged to its side, over a textured wall."""
+    rng = np.random.default_rng(1)
+    wall = cv2.resize(rng.integers(60, 190, (H // 12, W // 12, 3), dtype=np.uint8), (W, H), interpolation=cv2.INTER_CUBIC)
+    with VideoWriter(path, width=W, height=H, time_base=Fraction(1, FPS), rate=Fraction(FPS), cfg=VideoConfig(crf=6, preset="fast")) as out:
+        for t in range(frames):
+            frame = wall.copy()
+            for p in paths:
+                with torch.no_grad():
+                    face = ((prior.synthesize(p["z"][t])[0] + 1) * 127.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()
+                (cx, cy), side = p["centre"][t], p["side"][t]
+                m = np.array([[side / 64, 0, cx - side / 2], [0, side / 64, cy - side / 2]])  # face pixels -> frame pixels
+                warped = cv2.warpAffine(face, m, (W, H), flags=cv2.INTER_CUBIC)
+                inside = cv2.warpAffine(np.ones((64, 64), np.float32), m, (W, H), flags=cv2.INTER_LINEAR)[..., None]
+                frame = (frame * (1 - inside) + warped * inside).round().astype(np.uint8)
+            out.write(frame, t)
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def region(frame: np.ndarray, centre: tuple[float, float], side: float, size: int = 64) -> np.ndarray:
+    """The central REGION of a face's true box, resampled to `size` x `size`: float32 [size, size, 3]."""
+    s = side * REGION
+    m = np.array([[size / s, 0, -(centre[0] - s / 2) * size / s], [0, size / s, -(centre[1] - s / 2) * size / s]])
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if s > size else cv2.INTER_LINEAR).astype(np.float32)
+
+
+def measure(frames: list[np.ndarray], truth: list[np.ndarray], paths: list[dict]) -> dict:
+    """Flicker, the truth's own change, and the error to the truth at 64 and at 16, over every face and frame."""
+    flicker, change, err64, err16 = [], [], [], []
+    for p in paths:
+        out = [region(f, c, s) for f, c, s in zip(frames, p["centre"], p["side"])]
+        gt = [region(f, c, s) for f, c, s in zip(truth, p["centre"], p["side"])]
+        flicker += [np.abs(out[t] - out[t - 1]).mean() for t in range(1, len(out))]
+        change += [np.abs(gt[t] - gt[t - 1]).mean() for t in range(1, len(gt))]
+        err64 += [np.sqrt(((o - g) ** 2).mean()) for o, g in zip(out, gt)]
+        small = [(cv2.resize(o, (16, 16), interpolation=cv2.INTER_AREA), cv2.resize(g, (16, 16), interpolation=cv2.INTER_AREA)) for o, g in zip(out, gt)]
+        err16 += [np.sqrt(((o - g) ** 2).mean()) for o, g in small]
+    return {"flicker": float(np.mean(flicker)), "truth_change": float(np.mean(change)),
+            "rmse_64": float(np.mean(err64)), "rmse_16": float(np.mean(err16))}
+
+
+class _Cold:
+    """A backend that forgets every track state: each face is searched cold, as per-frame tools do."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def super_resolve(self, lr, states, *, seeds, gaps=None):
+        return self._backend.super_resolve(lr, [None] * len(states), seeds=seeds, gaps=None)
+
+
+def run_schedule(name: str, clip: Path, workdir: Path, *, steps: int) -> dict:
+    """One `video` run of `clip` with schedule `name`; the report and the decoded output."""
+    from pipeline.engines import run
+
+    overrides = ["sr.backend=pulse", f"sr.generator={PRIOR}", "sr.fidelity=0", "video.crf=6", "sr.batch_size=8",
+                 f"sr.steps={steps}", *SCHEDULES[name]]
+    cfg = load_config(overrides=overrides)
+    build = superres.BUILDERS["pulse"]
+    if name == "cold":
+        superres.BUILDERS["pulse"] = lambda c, d: _Cold(build(c, d))
+    try:
+        out = workdir / f"real_prior_{name.replace(' ', '')}.mkv"
+        out.unlink(missing_ok=True)
+        report = run(str(clip), str(out), cfg=cfg, progress=False)
+    finally:
+        superres.BUILDERS["pulse"] = build
+    return {"report": report, "frames": decode(out)}
+
+
+def video_rows(args, workdir: Path) -> list[dict]:
+    prior = load_prior()
+    paths = face_paths(args.frames, seed=args.seed)
+    clip = workdir / f"real_prior_{args.frames}.mkv"
+    render_clip(clip, prior, paths, args.frames)
+    truth = decode(clip)
+    rows = []
+    for name in SCHEDULES:
+        done = run_schedule(name, clip, workdir, steps=args.steps)
+        faces = [f for f in done["report"]["faces"] if f["model_ran"]]
+        sr_seconds = done["report"]["stage_seconds"].get("sr") or math.nan
+        row = {"schedule": name, "faces": len(faces), "tracks": len(done["report"]["tracks"]),
+               "reach_eps": round(sum(f["success"] for f in faces) / max(1, len(faces)), 3),
+               "steps_per_face": round(float(np.mean([f["steps"] for f in faces])), 1) if faces else None,
+               **{k: round(v, 2) for k, v in measure(done["frames"], truth, paths).items()},
+               "faces_per_s": round(len(faces) / sr_seconds, 2)}
+        row["flicker_vs_truth"] = round(row["flicker"] / row["truth_change"], 2)
+        rows.append(row)
+        print(f"  {name}: done in {done['report']['wall_seconds']:.0f} s", file=sys.stderr)
+    by = {r["schedule"]: r for r in rows}
+    for r in rows:
+        r["steps_vs_cold"] = round(r["steps_per_face"] / by["cold"]["steps_per_face"], 3)
+        r["flicker_vs_cold"] = round(r["flicker"] / by["cold"]["flicker"], 3)
+        r["steps_vs_chain"] = round(r["steps_per_face"] / by["chain"]["steps_per_face"], 3)
+        r["flicker_vs_chain"] = round(r["flicker"] / by["chain"]["flicker"], 3)
+    return rows
+
+
+def goals(rows: list[dict]) -> list[dict]:
+    by = {r["schedule"]: r for r in rows}
+    checks = [
+        ("cold searches reaching eps", by["cold"]["reach_eps"], ">= 0.85", by["cold"]["reach_eps"] >= 0.85),
+        ("warm steps / cold steps", by["chain"]["steps_vs_cold"], "<= 0.2", by["chain"]["steps_vs_cold"] <= 0.2),
+        ("warm flicker / truth's change", by["chain"]["flicker_vs_truth"], "<= 1.5", by["chain"]["flicker_vs_truth"] <= 1.5),
+        ("warm flicker / cold flicker", by["chain"]["flicker_vs_cold"], "<= 0.3", by["chain"]["flicker_vs_cold"] <= 0.3),
+        ("segment 8 steps / chain", by["segment 8"]["steps_vs_chain"], "<= 1.25", by["segment 8"]["steps_vs_chain"] <= 1.25),
+        ("segment 8 flicker / chain", by["segment 8"]["flicker_vs_chain"], "<= 1.1", by["segment 8"]["flicker_vs_chain"] <= 1.1),
+    ]
+    return [{"goal": g, "measured": v, "target": t, "met": "yes" if ok else "NO"} for g, v, t, ok in checks]
+
+
+def photo_faces() -> list[tuple[str, np.ndarray, bool]]:
+    """(name, picture, whole): real photographs, and lfw_subset's 25x25 faces taken whole (too small to detect)."""
+    from skimage import data
+
+    photos = [("astronaut", data.astronaut(), False)]
+    try:
+        from matplotlib import cbook
+
+        with cbook.get_sample_data("grace_hopper.jpg") as f:
+            from PIL import Image
+
+            photos.append(("grace_hopper", np.asarray(Image.open(f).convert("RGB")), False))
+    except ImportError:
+        print("  (matplotlib is not installed: Grace Hopper left out)", file=sys.stderr)
+    lfw = data.lfw_subset()[:20]  # [n, 25, 25] float grey, in [0, 1]
+    photos += [(f"lfw_{i}", np.repeat((face * 255).astype(np.uint8)[..., None], 3, axis=2), True) for i, face in enumerate(lfw)]
+    return photos
+
+
+def photo_rows(steps: int) -> list[dict]:
+    """Cold searches on real photographs' faces at 16x16 (aligned to the prior's framing, the backend's downscaler)."""
+    from pipeline.creative import targets
+    from pipeline.stages.superres import SRConfig, create_backend, low_res
+
+    backend = create_backend(SRConfig(backend="pulse", generator=PRIOR, device="cpu", steps=steps))
+    cfg = load_config()
+    groups: dict[str, list[bool]] = {}
+    for name, picture, whole in photo_faces():
+        if whole:
+            crop = cv2.resize(picture, (backend.out_size, backend.out_size), interpolation=cv2.INTER_CUBIC)
+        else:
+            spots = targets.find_faces([picture], cfg=cfg, crop_size=backend.out_size, framing=backend.framing)[0]
+            if not spots:
+                continue
+            crop = targets.warp_face(picture, max(spots, key=lambda s: s.box[2] - s.box[0]).matrix, backend.out_size)
+        result = backend.super_resolve(low_res(backend, [crop], pre_blur=False), [None], seeds=[0])
+        groups.setdefault(name.split("_")[0] if whole else name, []).append(bool(result.success[0]))
+    return [{"photos": k, "faces": len(v), "reach_eps": round(sum(v) / len(v), 3)} for k, v in groups.items()]
+
+
+def live_row(seconds: float) -> dict:
+    from live import run as run_live_bench
+
+    from pipeline.live.loop import LiveConfig
+
+    row = run_live_bench("dcgan-digiface-64, adaptive", ["sr.backend=pulse", f"sr.generator={PRIOR}"], LiveConfig(), seconds)
+    return {k: v for k, v in row.items() if k != "report"}
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=32, help="frames of the clip (default 32)")
+    p.add_argument("--steps", type=int, default=100, help="a cold search's budget (PULSE's 100)")
+    p.add_argument("--seed", type=int, default=0, help="the faces' latent paths")
+    p.add_argument("--live-seconds", type=float, default=15.0)
+    p.add_argument("--skip-live", action="store_true", help="leave out the live row")
+    p.add_argument("--quick", action="store_true", help="8 frames, 20-step budgets, no photos or live: checks the script runs")
+    args = p.parse_args()
+    if args.quick:
+        args.frames, args.steps, args.skip_live = 8, 20, True
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows = video_rows(args, workdir)
+    columns = ["schedule", "faces", "tracks", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker", "truth_change", "flicker_vs_truth",
+               "flicker_vs_cold", "steps_vs_chain", "flicker_vs_chain", "rmse_64", "rmse_16", "faces_per_s"]
+    print(f"real prior ({PRIOR}), {args.frames} frames of 2 drawn faces at 320x240 through `video` (sr.fidelity=0), cold budget {args.steps}")
+    print(table(rows, columns))
+    checks = goals(rows)
+    print(table(checks, ["goal", "measured", "target", "met"]))
+    result = {"frames": args.frames, "steps": args.steps, "rows": rows, "goals": checks}
+    if not args.quick:
+        result["photos"] = photo_rows(args.steps)
+        print("cold searches on real photographs at 16x16 (the prior invents rendered faces; eps is rarely reachable):")
+        print(table(result["photos"], ["photos", "faces", "reach_eps"]))
+    if not args.skip_live:
+        result["live"] = live_row(args.live_seconds)
+        print("live, one real face (benchmarks/live.py's camera), the prior with the adaptive budget:")
+        print(table([result["live"]], ["run", "p50_ms", "p95_ms", "fps", "drop_rate", "rung"]))
+    print(f"total {time.perf_counter() - start:.0f} s")
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The weights registry: one table of every published checkpoint facezoom can use.
+
+Each `WeightsEntry` says where the file itself is published (the URL a script downloads, or the
+Python package it ships in), what proves a copy authentic (a pinned SHA-256, or the git blob id
+GitHub publishes for a committed file; None where nothing is published: never invented), its
+licence and training data, its key layout (`models.generators.LAYOUTS`, or "pfsr") and the
+architecture it must match. `models.weights` fetches, verifies and locates them; this module
+holds data only and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+NON_COMMERCIAL = "non-commercial use only"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsEntry:
+    """One published checkpoint (see the module docstring)."""
+
+    name: str  # the registry name users type (`sr.generator=...`)
+    url: str  # where the publisher hosts the file
+    filename: str  # the file name in the cache
+    sha256: str | None  # published SHA-256; None = the publisher gives none
+    size_bytes: int | None  # exact size when published (checked); None = unknown
+    approx_size: str  # for humans: what the download costs
+    licence: str
+    source: str  # who trained and published it, and where it is described
+    layout: str  # key layout: one of models.generators.LAYOUTS, or "pfsr" (models.networks.pfsr)
+    converter: str  # how the file's contents become the generator's state dict
+    arch: tuple[tuple[str, object], ...]  # architecture settings the file must match exactly
+    description: str
+    manual_only: bool = False  # hosted where no script can download it reliably (Google Drive): place it by hand
+    git_blob: str | None = None  # the git blob id GitHub publishes for a committed file: SHA-1 of b"blob <size>\0" + bytes
+    package: str | None = None  # "module/file": ships inside an installed Python package instead of the cache
+    install: str | None = None  # the pip command that installs `package`
+    companions: tuple[tuple[str, str, bool], ...] = ()  # (file name, URL, required) of files that go with it
+    framing: str = "ffhq"  # how the model's training faces were cropped (the alignment template)
+
+
+PFSR_RAW = "https://raw.githubusercontent.com/DeokyunKim/Progressive-Face-Super-Resolution/master/checkpoints/"
+PULSE_DRIVE = "https://drive.google.com/uc?id="  # PULSE.py's own download links
+
+
+PFSR_CELEBA = WeightsEntry(
+    name="pfsr-celeba",
+    url=PFSR_RAW + "generator_checkpoint_singleGPU.ckpt",  # committed to the repository: GitHub's raw-file URL
+    filename="generator_checkpoint_singleGPU.ckpt",
+    sha256=None,  # not published; the git blob id below is
+    size_bytes=None,
+    approx_size="~36 MB (9.0M float32 weights)",
+    licence=f"{NON_COMMERCIAL}: trained on CelebA (non-commercial research only); the PFSR repository states no licence",
+    source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, checkpoints/ (its demo.py/eval.py default)",
+    layout="pfsr",
+    converter="take 'model_state_dict' (with 'step', 'alpha', 'iteration')",
+    arch=(("channels", (512, 256, 128, 64)),),
+    description="Progressive Face SR 16x16 -> 128x128, CelebA-aligned faces (sr.backend=ffsr's default)",
+    git_blob="231a06b9cd426a79ca044d687b0b7d2e6fb91367",
+)
+
+REGISTRY: dict[str, WeightsEntry] = {
+    e.name: e
+    for e in (
+        WeightsEntry(
+            name="stylegan2-ffhq-512",
+            url="https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth",
+            filename="StyleGAN2_512_Cmul1_FFHQ_B12G4_scratch_800k.pth",
+            sha256=None,  # not published by TencentARC/GFPGAN
+            size_bytes=None,  # not published
+            approx_size="~100 MB (25.6M float32 weights)",
+            licence=f"{NON_COMMERCIAL}: trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0); released with GFPGAN",
+            source="TencentARC/GFPGAN release v0.1.0 (the StyleGAN2 prior GFPGAN was trained with), BasicSR StyleGAN2Generator",
+            layout="basicsr-stylegan2",
+            converter="take the 'params_ema' state dict",
+            arch=(("resolution", 512), ("channel_multiplier", 1)),
+            description="StyleGAN2 FFHQ 512x512, channel multiplier 1 (the default: faster; can render at 128/256)",
+        ),
+        WeightsEntry(
+            name="stylegan1-ffhq-1024",
+            url="https://github.com/lernapparat/lernapparat/releases/download/v2019-02-01/karras2019stylegan-ffhq-1024x1024.for_g_all.pt",
+            filename="karras2019stylegan-ffhq-1024x1024.for_g_all.pt",
+            sha256=None,  # not published by lernapparat
+            size_bytes=None,  # not published
+            approx_size="~105 MB (26.2M float32 weights)",
+            licence=f"{NON_COMMERCIAL}: NVIDIA StyleGAN FFHQ weights, CC BY-NC 4.0",
+            source="NVlabs/stylegan FFHQ 1024 (Karras et al. 2019), converted to PyTorch by lernapparat; the network PULSE used",
+            layout="lernapparat-stylegan1",
+            converter="none (a flat g_mapping.*/g_synthesis.* state dict)",
+            arch=(("resolution", 1024),),
+            description="StyleGAN (v1) FFHQ 1024x1024, as in the PULSE paper (always renders 1024)",
+        ),
+        WeightsEntry(
+            name="pulse-stylegan1-ffhq-1024",
+            url=PULSE_DRIVE + "1TCViX1YpQyRsklTVYEJwdbmK91vklCo8",
+            filename="pulse/synthesis.pt",
+            sha256=None,  # not published
+            size_bytes=None,
+            approx_size="~100 MB (synthesis.pt) + ~8 MB (mapping.pt)",
+            licence=f"{NON_COMMERCIAL}: NVIDIA StyleGAN FFHQ weights, CC BY-NC 4.0",
+            source="alex-damian/pulse (PULSE.py downloads them into its cache/ folder as <hash>_synthesis.pt and "
+                   "<hash>_mapping.pt; gaussian_fit.pt is written beside PULSE.py): the same StyleGAN as stylegan1-ffhq-1024",
+            layout="lernapparat-stylegan1",
+            converter="synthesis.pt and mapping.pt joined under g_synthesis./g_mapping. (PULSE's epiN.noise -> epiN.top_epi.noise)",
+            arch=(("resolution", 1024),),
+            description="PULSE's own cache files: StyleGAN (v1) FFHQ 1024 as synthesis.pt + mapping.pt (+ gaussian_fit.pt); "
+                        "or pass sr.generator=PATH/TO/pulse/cache",
+            manual_only=True,
+            companions=(("pulse/mapping.pt", PULSE_DRIVE + "14R6iHGf5iuVx3DMNsACAl7eBr7Vdpd0k", True),
+                        ("pulse/gaussian_fit.pt", "", False)),
+        ),
+        PFSR_CELEBA,
+        dataclasses.replace(
+            PFSR_CELEBA,
+            name="pfsr-celeba-ddp",
+            url=PFSR_RAW + "generator_checkpoint.ckpt",
+            filename="generator_checkpoint.ckpt",
+            source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, checkpoints/: the distributed (apex) training run",
+            converter="take 'model_state_dict', dropping the data-parallel 'module.' prefixes",
+            description="Progressive Face SR 16x16 -> 128x128, the multi-GPU run's weights",
+            git_blob="f338756f7ea2c4d5139a5960c67235bae07235e7",
+        ),
+        dataclasses.replace(
+            PFSR_CELEBA,
+            name="pfsr-celeba-unaligned",
+            url=PFSR_RAW + "unalign_trained_generator_checkpoint.ckpt",
+            filename="unalign_trained_generator_checkpoint.ckpt",
+            source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, checkpoints/: trained on unaligned CelebA faces",
+            description="Progressive Face SR 16x16 -> 128x128, trained on unaligned faces (crops not warped to the five-point template)",
+            git_blob="8aaa6ccfb49439d76d77824034559d8678f05e20",
+        ),
+        WeightsEntry(
+            name="dcgan-digiface-64",
+            url="https://pypi.org/project/gan-face-generate/1.1.1/",  # ships inside the wheel; pip fetches it
+            filename="gan_face_generate/weights.tar",
+            sha256="0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",  # of the file in the 1.1.1 wheel
+            size_bytes=14322251,
+            approx_size="14 MB inside the 13 MB gan-face-generate wheel (3.6M float32 weights)",
+            licence="weights: MIT (the gan-face-generate wheel); training data: DigiFace-1M (Microsoft), "
+                    f"{NON_COMMERCIAL} (non-commercial research)",
+            source="chien-liu/DCGAN-PyTorch, published on PyPI as gan-face-generate 1.1.1: the PyTorch DCGAN tutorial's "
+                   "generator trained on DigiFace-1M's synthetic rendered faces",
+            layout="dcgan",
+            converter="take 'netG_state_dict' (the tutorial's main.N.* keys)",
+            arch=(("resolution", 64), ("z_dim", 100), ("ngf", 64)),
+            description="a small demonstration face prior, 64x64 (z of 100): it invents rendered-looking faces, not photographs",
+            package="gan_face_generate/weights.tar",
+            framing="arcface",  # DigiFace-1M's 112x112 face-recognition crops, resized to 64
+            install="pip install gan-face-generate==1.1.1",
+        ),
+    )
+}
+DEFAULT = "stylegan2-ffhq-512"

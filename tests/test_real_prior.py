@@ -1,0 +1,175 @@
+"""The real face prior (registry entry `dcgan-digiface-64`, from the `gan-face-generate` wheel) and
+the DCGAN network it runs on (models/networks/dcgan.py), through the same latent search as the
+StyleGANs; and the checks that keep weights honest (pinned SHA-256, git blob ids, offline errors).
+
+The prior is installed by the test extra (`pip install -e '.[test]'`), so CI has it."""
+
+import dataclasses
+import socket
+import subprocess
+
+import pytest
+import torch
+
+from models import weights
+from models.errors import ModelError
+from models.generators import load_generator, published_state
+from models.networks.dcgan import DCGANConfig, DCGANGenerator
+from models.search import pulse_search
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+PRIOR = "dcgan-digiface-64"
+
+
+def tutorial_keys(config: DCGANConfig) -> dict[str, tuple]:
+    """The PyTorch DCGAN tutorial's generator keys and shapes, written out from its definition:
+    main = [ConvT(nz, ngf*8, 4, 1, 0), BN, ReLU, ConvT(ngf*8, ngf*4, 4, 2, 1), BN, ReLU, ..., ConvT(ngf, nc, 4, 2, 1), Tanh]."""
+    hidden = [config.ngf * 2 ** k for k in reversed(range(config.resolution.bit_length() - 3))]  # 512, 256, 128, 64 at 64x64
+    widths = [config.z_dim] + hidden + [config.channels]
+    keys, index = {}, 0
+    for i in range(len(widths) - 1):
+        keys[f"main.{index}.weight"] = (widths[i], widths[i + 1], 4, 4)
+        if i < len(widths) - 2:
+            c = widths[i + 1]
+            bn = f"main.{index + 1}"
+            keys |= {f"{bn}.weight": (c,), f"{bn}.bias": (c,), f"{bn}.running_mean": (c,), f"{bn}.running_var": (c,), f"{bn}.num_batches_tracked": ()}
+        index += 3
+    return keys
+
+
+def test_dcgan_has_the_tutorial_layout_and_round_trips(tmp_path):
+    g = DCGANGenerator()  # the tutorial's 64x64, nz 100, ngf 64
+    assert {k: tuple(v.shape) for k, v in g.state_dict().items()} == tutorial_keys(DCGANConfig())
+    torch.manual_seed(0)
+    small = DCGANGenerator(DCGANConfig(resolution=32, z_dim=8, ngf=4))
+    for m in small.modules():  # non-trivial running statistics, as a trained network has
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+    torch.save(published_state(small), tmp_path / "weights.tar")  # {"netG_state_dict": ...}, as the tutorial saves it
+    loaded = load_generator(tmp_path / "weights.tar")
+    assert loaded.kind == "dcgan" and loaded.config == small.config and not loaded.training
+    z = torch.randn(3, 1, 8)
+    torch.testing.assert_close(loaded.synthesize(z), small.synthesize(z), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.synthesize(z[:1]), loaded.synthesize(z)[:1])  # eval: a face does not depend on its batch
+    broken = published_state(small)
+    del broken["netG_state_dict"]["main.1.running_var"]
+    torch.save(broken, tmp_path / "broken.tar")
+    with pytest.raises(ModelError, match="missing 1: main.1.running_var"):
+        load_generator(tmp_path / "broken.tar")
+
+
+@pytest.fixture(scope="module")
+def prior():
+    if not weights.is_present(PRIOR):
+        pytest.fail(f"the test extra installs the real prior; run `{weights.REGISTRY[PRIOR].install}`")
+    e = weights.REGISTRY[PRIOR]
+    return load_generator(weights.resolve(PRIOR), layout=e.layout, arch=dict(e.arch))
+
+
+def drawn(g, seed: int, drift: float = 0.0, base_seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A face the prior draws (z from `seed`; with `drift`, that z moved towards another), and its 16x16 input."""
+    from models.downscale import bicubic_downscale
+
+    z = torch.randn(1, 1, 100, generator=torch.Generator().manual_seed(seed))
+    if drift:
+        other = torch.randn(1, 1, 100, generator=torch.Generator().manual_seed(seed + 1000))
+        z = (1 - drift) * z + drift * other
+        z = z / z.norm() * 10.0
+    with torch.no_grad():
+        face = g.synthesize(z)
+    return face, bicubic_downscale(face, 16).clamp(-1, 1)
+
+
+def test_the_real_prior_is_the_pinned_file_and_draws_faces(prior):
+    e = weights.REGISTRY[PRIOR]
+    path = weights.resolve(PRIOR)
+    assert path.name == "weights.tar" and path.parent.name == "gan_face_generate"
+    assert weights.sha256_file(path) == e.sha256 and weights.verify(PRIOR)[0].status == "ok"
+    assert prior.config == DCGANConfig(resolution=64, z_dim=100, ngf=64) and prior.mapping is None
+    face, _ = drawn(prior, 3)
+    assert face.shape == (1, 3, 64, 64) and face.std() > 0.2  # a picture, not a flat field
+
+
+def test_a_damaged_copy_of_the_prior_is_refused(tmp_path, monkeypatch):
+    package = tmp_path / "damaged_prior"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    original = weights.path_for(PRIOR).read_bytes() if weights.is_present(PRIOR) else b"\0" * 1000
+    (package / "weights.tar").write_bytes(original[:-1000] + b"\0" * 1000)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(weights.REGISTRY, PRIOR, dataclasses.replace(weights.REGISTRY[PRIOR], package="damaged_prior/weights.tar"))
+    with pytest.raises(ModelError, match=r"differs from the pinned SHA-256.*reinstall it: `pip install gan-face-generate==1.1.1`"):
+        weights.resolve(PRIOR)
+    monkeypatch.setitem(weights.REGISTRY, PRIOR, dataclasses.replace(weights.REGISTRY[PRIOR], package="not_installed_prior/weights.tar"))
+    with pytest.raises(ModelError, match=r"not installed; run `pip install gan-face-generate==1.1.1`"):
+        weights.resolve(PRIOR)
+
+
+def test_the_search_finds_a_face_the_prior_drew_and_a_warm_start_needs_fewer_steps(prior):
+    """PULSE's search over z (spherical Adam, one-cycle, eps 2e-3) on 16x16 inputs of faces the prior drew:
+    the cold search fits; on the next frame (the true z drifted a little), starting from the previous
+    frame's solution fits in fewer steps than starting cold."""
+    _, lr0 = drawn(prior, 11)
+    cold = pulse_search(prior, lr0, fit=None, seeds=[1], steps=100, device="cpu")
+    assert bool(cold.success[0, 0]), f"best L2 {float(cold.l2[0, 0]):.2e} > eps"
+    _, lr1 = drawn(prior, 11, drift=0.02)
+    warm = pulse_search(prior, lr1, fit=None, seeds=[1], states=[cold.states[0][0]], steps=100, warm_steps=20, device="cpu")
+    fresh = pulse_search(prior, lr1, fit=None, seeds=[1], steps=100, device="cpu")
+    assert bool(warm.success[0, 0]) and not bool(warm.cut[0, 0])
+    assert int(warm.steps[0, 0]) < int(fresh.steps[0, 0])
+    latent = cold.states[0][0]["latent"]
+    assert latent.shape == (1, 100) and set(cold.states[0][0]) == {"latent", "seed"}  # one vector, no noise maps
+
+
+def test_the_pulse_backend_runs_the_prior_by_name(monkeypatch):
+    from pipeline.stages.superres import SRConfig, create_backend
+
+    backend = create_backend(SRConfig(backend="pulse", generator=PRIOR, device="cpu", steps=5, warm_steps=2))
+    assert (backend.in_size, backend.out_size, backend.fit) == (16, 64, None)
+    result = backend.super_resolve(torch.zeros(2, 3, 16, 16), [None, None], seeds=[0, 1])
+    assert result.images.shape == (2, 3, 64, 64) and bool(torch.isfinite(result.images).all())
+
+
+def test_git_blob_ids_are_checked_on_download_and_on_load(tmp_path, monkeypatch):
+    """PFSR's checkpoints are committed to its repository; GitHub publishes each file's git blob id."""
+    from tests.test_weights import Server, leftovers
+
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(weights, "RETRY_DELAYS", (0.0, 0.0))
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "g.ckpt").write_bytes(b"a committed checkpoint" * 100)
+    blob = subprocess.run(["git", "hash-object", str(site / "g.ckpt")], capture_output=True, text=True, check=True).stdout.strip()
+    assert weights.git_blob_id(site / "g.ckpt") == blob
+    with Server(site) as server:
+        entry = dataclasses.replace(weights.REGISTRY["pfsr-celeba"], name="t", url=f"{server.url}/g.ckpt", filename="t.ckpt", git_blob="f" * 40)
+        monkeypatch.setitem(weights.REGISTRY, "t", entry)
+        with pytest.raises(ModelError, match=f"git blob id {blob}, the repository publishes {'f' * 40}"):
+            weights.fetch("t", progress=False)
+        assert not weights.path_for("t").exists() and leftovers(weights.path_for("t").parent) == []
+        monkeypatch.setitem(weights.REGISTRY, "t", dataclasses.replace(entry, git_blob=blob))
+        path = weights.fetch("t", progress=False)
+    assert weights.verify("t")[0].status == "ok"
+    path.write_bytes(path.read_bytes()[:-1])  # truncated in the cache
+    with pytest.raises(ModelError, match=r"differs from the git blob id the repository publishes\); delete it and run `facezoom weights fetch t`"):
+        weights.resolve("t")
+
+
+def test_a_host_that_does_not_resolve_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FACEZOOM_OFFLINE", raising=False)
+    lookups = []
+
+    def no_dns(*args, **kwargs):
+        lookups.append(args[0])
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(ModelError) as err:
+        weights.fetch("pfsr-celeba-unaligned", progress=False)  # RETRY_DELAYS are the real ones: no retry may wait them out
+    assert lookups == ["raw.githubusercontent.com"]
+    message = str(err.value)
+    assert "does not resolve" in message and weights.REGISTRY["pfsr-celeba-unaligned"].url in message
+    assert f"to {weights.path_for('pfsr-celeba-unaligned')}, then run `facezoom weights verify pfsr-celeba-unaligned`" in message
