@@ -114,3 +114,12 @@ def test_detect_regions_finds_the_face_near_a_box_as_the_whole_frame_does_and_on
     j = int(iou_matrix(near.boxes, whole.boxes)[0].argmax())
     assert np.abs(near.boxes[0] - whole.boxes[j]).max() < 0.05 * faces[1].width  # the same face, found again
     assert Detections.empty().covers(faces[0].box())  # no regions: the whole frame was looked at
+
+
+def test_detect_regions_reaches_the_frame_edge(detector):
+    # A frame whose sides are not multiples of the regions' grid, a face against its right and
+    # bottom edges: its region runs to the edge, so the face is found.
+    face = Face(293, 213, 56)
+    frame = render(background(250, 330, seed=8), [face])
+    near = detector.detect_regions(frame, [face.box()])
+    assert len(near) == 1 and iou_matrix(near.boxes, face.box()[None])[0, 0] > 0.6

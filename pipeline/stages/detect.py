@@ -175,8 +175,8 @@ class FaceDetector:
         for box in boxes:
             w, h = box[2] - box[0], box[3] - box[1]
             x0, y0 = max(0, int(box[0] - w) // step * step), max(0, int(box[1] - h) // step * step)
-            x1 = min(width // step * step, x0 + math.ceil((box[2] + w - x0) / step) * step)
-            y1 = min(height // step * step, y0 + math.ceil((box[3] + h - y0) / step) * step)
+            x1 = min(width, x0 + math.ceil((box[2] + w - x0) / step) * step)
+            y1 = min(height, y0 + math.ceil((box[3] + h - y0) / step) * step)
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
             regions.append((x0, y0, x1, y1))
