@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine with Python 3.10+:
-#   make demo   creates .venv, writes the built-in sample clip and runs facezoom on it
+#   make demo   creates .venv, writes the built-in sample clip and runs facezoom on it (again: -y replaces out/)
 #   make test   creates .venv and runs the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	mkdir -p $(OUT)
-	$(BIN)/facezoom sample -o $(OUT)/sample.mp4
-	$(BIN)/facezoom video $(OUT)/sample.mp4 -o $(OUT)/sample_facezoom.mp4 --report $(OUT)/sample_report.json
-	$(BIN)/facezoom -q video $(OUT)/sample.mp4 -o $(OUT)/sample_side_by_side.mp4 --side-by-side --draw-boxes
-	$(BIN)/facezoom -q sample -o $(OUT)/sample_face.png
-	$(BIN)/facezoom -q enhance $(OUT)/sample_face.png -o $(OUT)/sample_invented.png --iterations 2 --samples 3 --set sr.backend=pulse --set sr.generator=dcgan-digiface-64
+	$(BIN)/facezoom -y sample -o $(OUT)/sample.mp4
+	$(BIN)/facezoom -y video $(OUT)/sample.mp4 -o $(OUT)/sample_facezoom.mp4 --report $(OUT)/sample_report.json
+	$(BIN)/facezoom -q -y video $(OUT)/sample.mp4 -o $(OUT)/sample_side_by_side.mp4 --side-by-side --draw-boxes
+	$(BIN)/facezoom -q -y sample -o $(OUT)/sample_face.png
+	$(BIN)/facezoom -q -y enhance $(OUT)/sample_face.png -o $(OUT)/sample_invented.png --iterations 2 --samples 3 --set sr.backend=pulse --set sr.generator=dcgan-digiface-64
 	@echo "wrote $(OUT)/sample_facezoom.mp4, $(OUT)/sample_report.json and $(OUT)/sample_side_by_side.mp4 (input | output, tracked boxes)"
 	@echo "wrote $(OUT)/sample_invented.png: faces the demonstration prior dcgan-digiface-64 INVENTED from the sample's 16x16 face (not the person pictured)"
 

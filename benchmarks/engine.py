@@ -30,7 +30,7 @@ from common import ROOT, make_clip, parser, stylegan2_checkpoint, table, write_j
 def run_job(clip: Path, out: Path, overrides: list[str]) -> dict:
     """`facezoom video` in a fresh process; returns its report and the tree's peak memory."""
     report = out.with_suffix(".json")
-    cmd = [sys.executable, str(ROOT / "run_pipeline.py"), "--quiet", "video", str(clip), "-o", str(out),
+    cmd = [sys.executable, str(ROOT / "run_pipeline.py"), "--quiet", "-y", "video", str(clip), "-o", str(out),
            "--report", str(report), *[a for o in overrides for a in ("--set", o)]]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)

@@ -24,7 +24,7 @@ DEMO_FRAME = 30  # the sample's frame shown in docs/demo.png (the face is small 
 
 
 def facezoom(*args) -> None:
-    argv = ["-q", *map(str, args)]
+    argv = ["-q", "-y", *map(str, args)]  # -y: `make docs` replaces the pictures it made before
     if main(argv) != 0:
         raise SystemExit(f"make_pictures: `facezoom {' '.join(argv)}` failed")
 

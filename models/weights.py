@@ -349,6 +349,26 @@ def _plain_data() -> list:
     return [argparse.Namespace, np.dtype, *dtypes, scalar, (scalar, "numpy.core.multiarray.scalar")]
 
 
+def _first_global(path: str | Path) -> str | None:
+    """The first class or function a plain pickle file names (`module.name`), read with pickletools
+    (nothing runs); None when it names none or is not a plain pickle."""
+    import pickletools
+
+    strings: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    return str(arg).replace(" ", ".")
+                if op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    return f"{strings[-2]}.{strings[-1]}"
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except (ValueError, EOFError, OSError):
+        return None
+    return None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """`torch.load(path, weights_only=True)` on the CPU, with errors that say what to do."""
     import pickle
@@ -363,8 +383,9 @@ def load_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as err:
         # torch words it "Unsupported global: GLOBAL m.f" or "unsupported GLOBAL m.f whose module m is blocked".
         found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(err))
-        if found:  # a pickled class or function: running it would run the file's code
-            raise ModelError(f"checkpoint {path} pickles {found.group(1)}, which facezoom does not unpickle (a checkpoint may "
+        name = found.group(1) if found else _first_global(path)  # torch reads no plain pickle of protocol 4 or 5: look ourselves
+        if name:  # a pickled class or function: running it would run the file's code
+            raise ModelError(f"checkpoint {path} pickles {name}, which facezoom does not unpickle (a checkpoint may "
                              "hold only tensors and plain data); save the generator's state_dict() instead") from None
         raise ModelError(f"could not read checkpoint {path}: it is not a PyTorch weights file, or it is damaged; fetch it again") from None
     except (RuntimeError, EOFError, ValueError) as err:

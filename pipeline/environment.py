@@ -35,8 +35,8 @@ def describe() -> list[tuple[str, str]]:
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     rows.append(("gpu", ", ".join(gpus) if gpus else "none that torch can use (CPU only)"))
     for name in weights.REGISTRY:
-        path = weights.path_for(name)
-        rows.append((f"weights {name}", f"{weights.verify(name)[0].status} ({path})" if path.is_file() else f"not cached ({path})"))
+        report = weights.verify(name)[0]  # missing (with where to put it, or the pip command), ok, recorded or mismatch
+        rows.append((f"weights {name}", f"{report.status} ({report.path})" if report.status != "missing" else f"not cached ({report.path})"))
     rows.append(("weights cache", f"{weights.cache_dir() / 'weights'} (FACEZOOM_HOME moves it)"))
     from importlib import resources
 

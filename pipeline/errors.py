@@ -18,6 +18,12 @@ class InputError(UserError):
     """An input file or stream cannot be used."""
 
 
+class RunAborted(UserError):
+    """A user-facing error that every input of a batch would meet (the model makes NaN faces,
+    every super-resolution actor died): a folder run stops at once instead of skipping input
+    after input with the same message."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (`timeout`, `docker stop`, systemd): handled as Ctrl-C is, so every output is
     cleaned up; the CLI exits 143."""

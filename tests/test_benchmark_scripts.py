@@ -33,3 +33,19 @@ def test_scale_benchmark_runs_quick_and_compares_every_schedule_with_the_chain(t
     assert [r["segment"] for r in rows] == [1, 3]
     assert rows[0]["steps_vs_chain"] == 1 and rows[0]["mean_batch"] == 1  # the chain runs one crop at a time
     assert rows[1]["mean_batch"] > 1  # the keyframe schedule fills batches with one face
+
+
+@pytest.mark.slow
+def test_real_prior_benchmark_runs_quick_through_the_video_path(tmp_path):
+    out = tmp_path / "real_prior.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_prior.py"), "--quick", "--workdir", str(tmp_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rows = {r["schedule"]: r for r in data["rows"]}
+    assert list(rows) == ["cold", "chain", "segment 4", "segment 8"]
+    # both drawn faces were found and tracked through the real detector, on every frame, in every schedule
+    assert all(r["faces"] == 2 * data["frames"] and r["tracks"] == 2 for r in rows.values())
+    assert rows["chain"]["steps_vs_chain"] == 1 and rows["cold"]["steps_vs_cold"] == 1
+    assert all(r["truth_change"] > 0 and r["rmse_64"] > 0 for r in rows.values())
+    assert {g["goal"] for g in data["goals"]} >= {"cold searches reaching eps", "warm steps / cold steps"}

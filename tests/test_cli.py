@@ -92,8 +92,11 @@ def test_unwritable_output_folder_exits_2(tmp_path, capsys):
         locked.mkdir(mode=0o500)
         target = locked / "out.mp4"
     assert main(["--quiet", "video", str(src), "-o", str(target)]) == 2
-    assert "output folder" in capsys.readouterr().err
+    assert f"cannot write the output {target}" in capsys.readouterr().err
     assert main(["--quiet", "video", str(src), "-o", str(tmp_path / "no" / "such" / "out.mp4")]) == 2
+    assert "the folder " + str(tmp_path / "no" / "such") + " does not exist" in capsys.readouterr().err
+    assert main(["--quiet", "video", str(src), "-o", str(src / "out.mp4")]) == 2  # a file where a folder is needed
+    assert capsys.readouterr().err.strip() == f"facezoom: error: cannot write the output {src / 'out.mp4'}: {src} is a file, not a folder"
 
 
 def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
@@ -102,7 +105,7 @@ def test_output_paths_are_checked_before_the_run(tmp_path, capsys):
     for argv, message in [
         (["-o", str(tmp_path / "out.xyz")], "must end in .mp4, .mkv, .mov, .webm"),
         (["-o", str(tmp_path / "out")], "must end in .mp4"),
-        (["-o", str(tmp_path / "o.mp4"), "--report", str(tmp_path / "no" / "r.json")], "output folder does not exist"),
+        (["-o", str(tmp_path / "o.mp4"), "--report", str(tmp_path / "no" / "r.json")], "cannot write the report (--report)"),
     ]:
         assert main(["--quiet", "video", str(src), *argv]) == 2
         err = capsys.readouterr().err.strip()

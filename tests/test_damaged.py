@@ -193,3 +193,74 @@ def test_under_q_the_damage_is_the_one_line_on_stderr(damaged, tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("facezoom: WARNING: ") and "damaged input: read 22 frames of the 75" in lines[0], lines
+
+
+def _bframes_avi(path: Path, frames: int = 30) -> Path:
+    """x264 with B-frames in AVI, as cameras and old tools write it: AVI stores no presentation
+    times, so FFmpeg numbers the packets in decode order."""
+    from synth import pattern
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.options = {"bf": "3", "crf": "10", "preset": "fast"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(pattern(i, 96, 64), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_an_avi_with_b_frames_is_written_whole_in_presentation_order(tmp_path, capsys, suffix):
+    from synth import pattern, psnr
+
+    src = _bframes_avi(tmp_path / "camera.avi")
+    out = tmp_path / f"out{suffix}"
+    assert main(["-q", "video", str(src), "-o", str(out), "--strict"]) == 0, capsys.readouterr().err
+    times, images = video_frames(out)
+    assert len(times) == 30 and times == sorted(times) and len(set(times)) == 30
+    assert times[1] - times[0] == pytest.approx(0.04, abs=1e-3)
+    assert all(psnr(image, pattern(i, 96, 64)) > 30 for i, image in enumerate(images))  # frame i is picture i
+
+
+def _late_mkv(path: Path) -> Path:
+    """Intact: the sound starts at 0, the picture 1 s later (a camera warming up), both end at 3 s."""
+    return make_video(path, frames=50, fps=25, pts=[25 + i for i in range(50)], audio_seconds=3.0)
+
+
+def _millisecond_avi(path: Path) -> Path:
+    """Intact: an AVI whose time base is 1/1000 (its header counts 1000 ticks a second, not frames)."""
+    return make_video(path, frames=25, fps=25, time_base=Fraction(1, 1000), pts=[i * 40 for i in range(25)], codec="mpeg4", audio=())
+
+
+@pytest.mark.parametrize("make, kept", [(_late_mkv, 0.4), (_millisecond_avi, 0.4), (_bframes_avi, 0.75)],  # kept: a cut inside the frames
+                         ids=["late-start.mkv", "ms-timebase.avi", "bframes.avi"])
+def test_intact_files_pass_strict_and_the_same_files_cut_short_still_warn(tmp_path, capsys, make, kept):
+    suffix = ".mkv" if make is _late_mkv else ".avi"
+    src = make(tmp_path / f"in{suffix}")
+    out, report = tmp_path / "out.mkv", tmp_path / "r.json"
+    assert main(["-q", "video", str(src), "-o", str(out), "--report", str(report), "--strict"]) == 0
+    assert capsys.readouterr().err == ""
+    data = json.loads(report.read_text())
+    assert data["warnings"] == [] and data["frames_out"] == data["frames_expected"], data["frames_expected"]
+    cut = write_bytes(tmp_path / f"cut{suffix}", src.read_bytes()[: int(src.stat().st_size * kept)])
+    with VideoReader(cut, warn=False) as reader:
+        assert len(list(reader)) < data["frames_out"] and reader.damage, "a cut copy must still be called damaged"
+
+
+@pytest.mark.parametrize("name, codec, audio", [("in.mp4", "libx264", "aac"), ("in.mkv", "libx264", "aac"), ("in.mov", "libx264", "aac"),
+                                                ("in.webm", "libvpx-vp9", "libopus"), ("in.avi", "mpeg4", "libmp3lame")])
+def test_an_intact_file_in_every_listed_container_passes_strict_and_a_cut_one_warns(tmp_path, capsys, name, codec, audio):
+    src = make_video(tmp_path / name, frames=40, codec=codec, audio=(audio,))
+    out = tmp_path / "out.mkv"
+    assert main(["-q", "video", str(src), "-o", str(out), "--strict"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().err == "" and len(video_frames(out)[0]) == 40
+    if name.endswith((".mp4", ".mov")):  # cut, they lose their index (written last): another error, tested above
+        return
+    cut = write_bytes(tmp_path / f"cut{Path(name).suffix}", src.read_bytes()[: src.stat().st_size // 2])
+    with VideoReader(cut, warn=False) as reader:
+        assert len(list(reader)) < 40 and reader.damage

@@ -1,6 +1,7 @@
 """The enhance loop: N passes through the model's own downscaler, samples, pre-blur, sprites, GIFs, batches."""
 
 import logging
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from models.backends.classical import ClassicalBackend
 from pipeline.stages.align import similarity_transform, warp_face
 from pipeline.commands.cli import main
 from pipeline.config import load_config
+from pipeline.creative import enhance
 from pipeline.creative.enhance import GAP, enhance_picture
 from pipeline.media.stills import Picture, read_frames, read_picture
 from pipeline.stages.superres import low_res
@@ -110,7 +112,10 @@ def test_samples_differ_and_repeat_with_their_seed(tmp_path, tiny_pulse):
     assert main([*run, "-o", str(tmp_path / "b.png")]) == 0
     assert main([*run, "-o", str(tmp_path / "c.png"), "--seed", "7"]) == 0
     grid = read_picture(tmp_path / "a.png").frames[0]
-    assert grid.shape == (3 * 32 + 2 * GAP, 3 * 32 + 2 * GAP, 3)
+    assert grid.shape[1:] == (3 * 32 + 2 * GAP, 3) and grid.shape[0] > 3 * 32 + 2 * GAP  # the pictures, then the caption
+    caption = grid[3 * 32 + 2 * GAP:]
+    assert (caption == 255).all(axis=2).any() and (caption == 127).all(axis=2).any()  # white words on the grey band
+    assert enhance.invention_caption(SimpleNamespace(name="pulse", in_size=16), SimpleNamespace(generator="g.pt")).count("INVENTED") == 1
     rows = [grid[r * (32 + GAP) : r * (32 + GAP) + 32] for r in range(3)]
     np.testing.assert_array_equal(rows[0][:, :32], rows[1][:, :32])  # one input...
     for i in range(3):

@@ -8,6 +8,7 @@ beeps while the picture is white, to check that the recording keeps them togethe
 from __future__ import annotations
 
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -520,6 +521,53 @@ def test_the_command_rejects_bad_sources_with_one_line(tmp_path, capsys):
     assert "no container format 'bogus'" in capsys.readouterr().err
     assert main(["live", "tcp://127.0.0.1:1", "-o", str(tmp_path / "rec.xyz")]) == 2  # refused before connecting
     assert "must end in .mp4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["/dev/video97", "rtsp://camera.invalid/stream"])
+def test_a_missing_camera_or_an_unknown_host_fails_at_once_and_says_no_preview(capsys, monkeypatch, source):
+    """The system has already said no: one line naming the source, before the models load (seconds)
+    and with no preview address printed for a page that would never show anything."""
+    import socket
+
+    def no_such_name(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)  # as a resolver answers for .invalid
+    monkeypatch.setattr(chunk.FaceProcessor, "__init__", lambda *a, **k: pytest.fail("the models were loaded"))
+    assert main(["-q", "live", source, "--preview", "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"cannot open live source {source}" in err[0], err
+    assert ("no such camera" if source.startswith("/dev") else "'camera.invalid' does not resolve") in err[0]
+
+
+def test_alsa_s_own_messages_stay_off_the_terminal(capfd):
+    """alsa-lib writes to file descriptor 2 itself (eight lines for a missing card): they are kept
+    for the error line and the debug log, not printed."""
+    from pipeline.live.audio import _own_stderr
+
+    lines: list[str] = []
+    with _own_stderr(lines):
+        os.write(2, b"ALSA lib pcm.c:2722:(snd_pcm_open_noupdate) Unknown PCM default\n")
+    assert capfd.readouterr().err == ""
+    assert lines == ["ALSA lib pcm.c:2722:(snd_pcm_open_noupdate) Unknown PCM default"]
+
+
+def test_the_preview_address_is_said_once_the_source_is_open(tmp_path, capsys, monkeypatch):
+    from pipeline.commands import live as live_command
+
+    said = []
+
+    def fake_run_live(spec, *, on_open, **kwargs):
+        said.append(capsys.readouterr().err)  # before the source opens: nothing yet
+        on_open()
+        said.append(capsys.readouterr().err)
+        return {"error": None, "output": None, "audio": None, "frames_in": 0, "frames_out": 0, "frames_dropped": 0, "fps": 0.0,
+                "latency_ms_p50": None, "latency_ms_p95": None}
+
+    monkeypatch.setattr(live_command, "run_live", fake_run_live)
+    clip = make_video(tmp_path / "clip.mp4", frames=4)
+    assert main(["-q", "live", str(clip), "--realtime", "--preview", "127.0.0.1:0"]) == 0
+    assert said[0] == "" and said[1].startswith("facezoom: preview at http://127.0.0.1:")
 
 
 @pytest.mark.slow

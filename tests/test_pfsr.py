@@ -319,3 +319,44 @@ def test_ffsr_backend_runs_inside_video(tmp_path):
     assert len(data["faces"]) >= 10  # the astronaut, found and super-resolved on (almost) every frame
     assert all(face["steps"] == 0 for face in data["faces"])
     assert out.stat().st_size > 0
+
+
+def test_a_generator_with_nan_weights_is_refused_at_its_first_batch_with_nothing_written(tmp_path, capsys):
+    """NaN weights (a diverged training run) make NaN faces: one line, exit 2, nothing pasted or written."""
+    from pipeline.commands.cli import main
+    from pipeline.media.sample import write_sample
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        g = PFSRGenerator(TINY)
+    state = published_state(g, step=3, alpha=1.0, iteration=16)
+    state["model_state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                 for k, v in state["model_state_dict"].items()}
+    ckpt = save_checkpoint(tmp_path / "nan.ckpt", state)
+    clip = write_sample(tmp_path / "sample.mp4", seconds=0.6)
+    out = tmp_path / "out.mp4"
+    code = main(["--quiet", "video", str(clip), "-o", str(out), "-w", "0", "--set", "sr.backend=ffsr",
+                 "--set", f"sr.generator={ckpt}", "--set", "video.preset=ultrafast"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not finite" in err[0] and "sr.backend=ffsr" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nan.ckpt", "sample.mp4"]
+
+
+@pytest.mark.parametrize("kept", [0.02, 0.1, 0.5, 0.9])
+def test_a_checkpoint_cut_short_is_one_line_at_any_length(tmp_path, capsys, kept):
+    """A download or copy cut short: torch says "[Errno 22] Invalid argument" for some lengths, a
+    zip error for others; either is the weights' fault, said as such (exit 2), never an internal error."""
+    from pipeline.commands.cli import main
+
+    _, ckpt = tiny_backend(tmp_path)
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: int(len(data) * kept)])
+    sprite = tmp_path / "sprite.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(sprite)
+    code = main(["-q", "enhance", str(sprite), "-o", str(tmp_path / "out.png"), "--iterations", "1", "--whole",
+                 "--set", "sr.backend=ffsr", "--set", f"sr.generator={ckpt}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "internal error" not in err[0] and str(ckpt) in err[0], err
+    assert not (tmp_path / "out.png").exists()

@@ -108,16 +108,17 @@ def test_every_command_in_the_readme_that_needs_no_camera_runs_as_written(tmp_pa
 
 @pytest.mark.slow
 def test_make_demo_writes_what_the_readme_says(tmp_path):
-    """`make demo` on a checkout whose .venv is built (as `make test` leaves it); its outputs to a temporary folder."""
+    """`make demo` on a checkout whose .venv is built (as `make test` leaves it), twice; its outputs to a temporary folder."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     stamp = ROOT / ".venv" / ".installed-stamp"
     if not stamp.exists():
         pytest.skip("no .venv built by the Makefile here")
     out = tmp_path / "out"
-    done = subprocess.run(["make", "-C", str(ROOT), "demo", f"OUT={out}", "-o", str(stamp.relative_to(ROOT))],
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for _ in range(2):  # again over its own outputs, as a user reruns it
+        done = subprocess.run(["make", "-C", str(ROOT), "demo", f"OUT={out}", "-o", str(stamp.relative_to(ROOT))],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["sample.mp4", "sample_face.png", "sample_facezoom.mp4", "sample_invented.png",
                                                      "sample_report.json", "sample_side_by_side.mp4"]
     assert json.loads((out / "sample_report.json").read_text())["faces"]

@@ -37,7 +37,7 @@ def _ray_processes_of(session: int) -> list[str]:
     """Processes still alive in the run's process group (its embedded Ray's raylet, workers...), as
     "pid state command" lines. A zombie has ended (only its exit status waits for a parent, and
     once the run is gone that parent is whatever the machine's init is, which may never reap it)."""
-    out = subprocess.run(["ps", "-o", "pgid=,pid=,stat=,args=", "-e"], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-o", "pgid=,pid=,stat=,args=", "-e"], capture_output=True, text=True).stdout  # -ww: whole commands, whatever COLUMNS says
     rows = (line.split(None, 3) for line in out.splitlines())
     return [" ".join(r)[:200] for r in rows if len(r) >= 3 and int(r[0]) == session and not r[2].startswith("Z")]
 
@@ -61,6 +61,43 @@ def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(sample_clip, tm
     assert list(out_dir.iterdir()) == []
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines and lines[-1].startswith("facezoom: ") and ("terminated" in lines[-1] or "interrupted" in lines[-1]), err
+    deadline = time.monotonic() + 30
+    while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes_of(proc.pid) == []
+
+
+def _wait_for_ray_starting(proc, timeout=120.0) -> None:
+    """Until the run's embedded Ray has started its first process: `ray.init` is under way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any("gcs_server" in p or "raylet" in p for p in _ray_processes_of(proc.pid)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before Ray started: {proc.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError("Ray never started")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_signal_while_ray_starts_ends_the_run_with_one_line_and_no_process_left(sample_clip, tmp_path, sig, code, said):
+    """Ray's own handlers once took over here: exit 15 with nothing said, or a C stack dump and
+    -6, and its dashboard and agents outliving the run."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = _start(["-q", "video", str(sample_clip), "-o", str(out_dir / "out.mp4"), "--engine", "ray"], cwd=tmp_path)
+    try:
+        _wait_for_ray_starting(proc)
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [f"facezoom: {said}; no output was written"], err
+    assert list(out_dir.iterdir()) == []
     deadline = time.monotonic() + 30
     while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)

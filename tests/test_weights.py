@@ -7,6 +7,7 @@ FACEZOOM_HOME points at a temporary folder; nothing here touches another host.
 import dataclasses
 import hashlib
 import http.server
+import pickle
 import re
 import subprocess
 import sys
@@ -235,6 +236,11 @@ def test_load_checkpoint_is_weights_only(tmp_path):
     torch.save({"x": System()}, path)
     with pytest.raises(ModelError, match=r"pickles (posix|nt)\.system, which facezoom does not unpickle"):
         weights.load_checkpoint(path)
+    assert not marker.exists()
+    for protocol in (2, 4, 5):  # a plain pickle, as pickle.dump writes it: torch reads no protocol 4 or 5 at all
+        path.write_bytes(pickle.dumps({"x": System()}, protocol=protocol))
+        with pytest.raises(ModelError, match=r"pickles (posix|nt)\.system, which facezoom does not unpickle"):
+            weights.load_checkpoint(path)
     assert not marker.exists()
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="not a PyTorch weights file"):

@@ -1,5 +1,8 @@
 """The zoom: camera path and easing, views, the SR-detail blend, warm starts, and the command end to end."""
 
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -347,3 +350,20 @@ def test_a_folder_of_pictures_gives_a_folder_of_zooms_and_skips_bad_files(portra
     (folder / "c.png").write_bytes(b"not a picture")
     assert main(argv) == 2  # the bad file is skipped and reported; the others are written
     assert not (out / "c.gif").exists() and (out / "b.gif").exists()
+
+
+def test_a_damaged_video_s_warning_is_said_once(tmp_path):
+    """zoom reads a video twice (the target's path, then the render): the damage is one line, not two."""
+    import subprocess
+    import sys
+
+    from synth import make_video, write_bytes
+
+    root = Path(__file__).resolve().parent.parent
+    src = make_video(tmp_path / "in.mkv", frames=30, width=160, height=120)
+    cut = write_bytes(tmp_path / "cut.mkv", src.read_bytes()[: src.stat().st_size // 2])
+    done = subprocess.run([sys.executable, str(root / "run_pipeline.py"), "-q", "zoom", str(cut), "-o", str(tmp_path / "z.mp4"), "--whole"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "damaged input" in lines[0], lines

@@ -179,7 +179,7 @@ class FFSRBackend(SRBackend):
         name = DEFAULT_WEIGHTS if generator is None else generator
         pinned = weights.entry(name) if name in weights.REGISTRY else None
         if pinned is not None and pinned.layout != "pfsr":
-            raise ModelError(f"sr.generator={name} is a {pinned.layout} checkpoint, not a PFSR one; pick a pfsr entry from `weights list` or a PFSR checkpoint file")
+            raise ModelError(f"sr.generator={name} is a {pinned.layout} checkpoint, not a PFSR one; pick a pfsr entry from `facezoom weights list` or a PFSR checkpoint file")
         path = weights.resolve(name)
         channels = dict(pinned.arch).get("channels") if pinned is not None else None
         loaded = load_pfsr(path, channels=channels)

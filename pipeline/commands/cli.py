@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -53,12 +54,14 @@ def _fidelity(text: str) -> str:
 
 
 def _global_flags(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
-    """-q, -v and --debug, before the command or after it. A command's copy leaves an unset flag
+    """-q, -v, --debug and -y, before the command or after it. A command's copy leaves an unset flag
     alone (SUPPRESS), so that `facezoom -q video ...` is not undone by the command's parser."""
     default = False if defaults else argparse.SUPPRESS
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bar or notes: only warnings and errors")
     parser.add_argument("-v", "--verbose", action="store_true", default=default, help="log what each stage does")
     parser.add_argument("--debug", action="store_true", default=default, help="show the traceback of internal errors")
+    parser.add_argument("-y", "--overwrite", action="store_true", default=default,
+                        help="replace outputs that already exist (as ffmpeg's -y); without it a run whose output exists is refused before any work")
 
 
 class _Commands:
@@ -82,14 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (a newline in a file name prints as \\n), so
+    a message stays one line on the terminal whatever the paths it names hold."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log records as one line each: control characters in the message escaped (tracebacks,
+    which --debug and -v ask for, are added after and stay as they are)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_frame_memory_flat()
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="facezoom: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineFormatter("facezoom: %(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     logging.captureWarnings(True)  # library warnings (torch, Ray) go through logging...
     quiet_libraries(args.quiet)  # ...and under -q only their errors reach stderr, with facezoom's own warnings
     previous = signal.getsignal(signal.SIGTERM)
@@ -98,18 +116,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (UserError, ModelError) as err:
-        print(f"facezoom: error: {err}", file=sys.stderr)
+        print(f"facezoom: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
+        kept = getattr(err, "kept", None)  # a folder run keeps the outputs it finished
+        written = f"{one_line(kept)} kept, the unfinished one removed" if kept else "no output was written"
         if isinstance(err, Terminated) or TERMINATED["received"]:
-            print("facezoom: terminated; no output was written", file=sys.stderr)
+            print(f"facezoom: terminated; {written}", file=sys.stderr)
             return 143
-        print("facezoom: interrupted; no output was written", file=sys.stderr)
+        print(f"facezoom: interrupted; {written}", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so in one line unless asked for the traceback
         if args.debug:
             raise
-        print(f"facezoom: internal error: {type(err).__name__}: {err} (rerun with --debug for details)", file=sys.stderr)
+        print(f"facezoom: internal error: {type(err).__name__}: {one_line(str(err))} (rerun with --debug for details)", file=sys.stderr)
         return 1
     finally:
         if threading.current_thread() is threading.main_thread():

@@ -1,9 +1,11 @@
-"""What several commands share: the classical backend's note, the no-model note, a batch's exit status."""
+"""What several commands share: the classical backend's note, the no-model note, a batch's exit
+status, the files a run reads besides its input."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,15 @@ def no_model_note(report: dict) -> str:
     return ("; no face model ran: every face already holds the detail this output can show (at scale 1, sharp faces keep "
             "their own pixels under sr.fidelity); to see a model invent detail pass -s 4, or -w 0 to replace faces whole "
             "(e.g. --backend pulse --set sr.generator=dcgan-digiface-64 -w 0)")
+
+
+def setting_inputs(args, cfg) -> dict[str, Path]:
+    """The files a run reads besides its input, which no output may replace either: the --config
+    YAML and the sr.generator checkpoint, where they name files (not a preset or a registry name)."""
+    found = {}
+    if getattr(args, "config", None) and Path(args.config).is_file():
+        found["the --config file"] = Path(args.config)
+    generator = getattr(getattr(cfg, "sr", None), "generator", None)
+    if generator and Path(generator).is_file():
+        found["the sr.generator checkpoint"] = Path(generator)
+    return found

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.commands.common import report_skipped, say_backend_note
+from pipeline.commands.common import report_skipped, say_backend_note, setting_inputs
 from pipeline.creative.enhance import enhance_picture, write_enhanced
-from pipeline.errors import InputError, UserError
+from pipeline.errors import InputError, RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,7 @@ def register(commands, add_config_args) -> None:
 def cmd_enhance(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.creative.targets import Choice, parse_point
-    from pipeline.media.stills import batch_names, parse_colour, read_picture
-    from pipeline.stages.superres import create_backend
+    from pipeline.media.stills import parse_colour
 
     if not 1 <= args.iterations <= 100:
         raise UserError(f"--iterations must be in 1..100, got {args.iterations}")
@@ -63,55 +62,69 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     source, output = Path(args.input), Path(args.output)
     grid_path = Path(args.grid) if args.grid else None
     batch = source.is_dir()
-    pictures = _pictures(source, output, grid_path)
+    targets = _targets(source, output, grid_path, overwrite=args.overwrite, settings=setting_inputs(args, cfg))
     pre_blur = args.pre_blur or cfg.sr.pre_blur
     say_backend_note(cfg, quiet=args.quiet, fidelity=0.0)
-    backend = None
-    names = batch_names(pictures) if batch else {}
-    skipped = 0
-    for path in pictures:
-        try:
-            picture = read_picture(path, background=background)
-            if any(f.shape != picture.frames[0].shape for f in picture.frames):
-                raise InputError(f"{path}: frames of different sizes")
-            if backend is None:  # made once the first input proved readable: a backend may load (or fetch) weights
-                backend = create_backend(cfg.sr)
-            enhanced = enhance_picture(picture, backend, cfg=cfg, iterations=args.iterations, samples=args.samples,
-                                       pre_blur=pre_blur, whole=args.whole, choice=choice, progress=not args.quiet)
-            if args.samples > 1 and all(np.array_equal(c[-1], enhanced.results[0][0][-1]) for c in enhanced.results[0]):
-                log.warning("the %d samples are identical: sr.backend=%s does not depend on the seed; "
-                            "use a generative backend (sr.backend=pulse) for different samples", args.samples, cfg.sr.backend)
-            target = output / (names[path] + (".gif" if picture.animated else ".png")) if batch else output
-            write_enhanced(enhanced, target, grid_path=grid_path, fps=args.fps)
-        except UserError as err:
-            if not batch:
-                raise
-            skipped += 1
-            log.warning("skipped %s: %s", path, err)
-            continue
-        if not args.quiet:
-            print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
-    return report_skipped(skipped, len(pictures))
+    backends: list = []  # made once the first input proved readable: a backend may load (or fetch) weights
+    skipped, written = 0, 0
+    try:
+        for path, target in targets.items():
+            try:
+                _enhance_one(path, target, args=args, cfg=cfg, choice=choice, background=background, pre_blur=pre_blur,
+                             grid_path=grid_path, backends=backends)
+            except UserError as err:
+                if not batch or isinstance(err, RunAborted):  # RunAborted: the model, not this picture
+                    raise
+                skipped += 1
+                log.warning("skipped %s: %s", path, err)
+                continue
+            written += 1
+            if not args.quiet:
+                print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
+    except KeyboardInterrupt as err:
+        if batch and written:
+            err.kept = f"the {written} finished result{'s' if written > 1 else ''} in {output}"
+        raise
+    return report_skipped(skipped, len(targets))
 
 
-def _pictures(source: Path, output: Path, grid_path: Path | None) -> list[Path]:
-    """The pictures to enhance, once every output path is known to be writable and none is the input."""
-    from pipeline.media.stills import batch_output, is_picture, output_kind
+def _enhance_one(path: Path, target: Path, *, args, cfg, choice, background, pre_blur: bool, grid_path: Path | None,
+                 backends: list) -> None:
+    """Enhance one picture into `target` (and `grid_path`); `backends` holds the backend once made."""
+    from pipeline.media.stills import read_picture
+    from pipeline.stages.superres import create_backend
+
+    picture = read_picture(path, background=background)
+    if any(f.shape != picture.frames[0].shape for f in picture.frames):
+        raise InputError(f"{path}: frames of different sizes")
+    if not backends:
+        backends.append(create_backend(cfg.sr))
+    enhanced = enhance_picture(picture, backends[0], cfg=cfg, iterations=args.iterations, samples=args.samples,
+                               pre_blur=pre_blur, whole=args.whole, choice=choice, progress=not args.quiet)
+    if args.samples > 1 and all(np.array_equal(c[-1], enhanced.results[0][0][-1]) for c in enhanced.results[0]):
+        log.warning("the %d samples are identical: sr.backend=%s does not depend on the seed; "
+                    "use a generative backend (sr.backend=pulse) for different samples", args.samples, cfg.sr.backend)
+    write_enhanced(enhanced, target, grid_path=grid_path, fps=args.fps)
+
+
+def _targets(source: Path, output: Path, grid_path: Path | None, *, overwrite: bool, settings: dict[str, Path]) -> dict[Path, Path]:
+    """Each picture to enhance and where its result goes, once every output path is known to be
+    writable under the output policy (`files.check_outputs`; for a folder, `stills.batch_output`)."""
+    from pipeline.media.stills import batch_output, is_animated, is_picture, output_kind
 
     if not source.exists():
         raise InputError(f"input not found: {source}")
     if source.is_dir():
         if grid_path is not None:
             raise UserError("--grid is for one input; a folder's batch writes each picture's grid into the output folder")
-        return batch_output(source, output)
+        return batch_output(source, output, suffix=lambda path: ".gif" if is_animated(path) else ".png", overwrite=overwrite)
     if not is_picture(source):
         raise UserError(f"enhance takes pictures ({source.suffix or 'no suffix'} is not one: png, jpg, webp, gif, bmp, tiff) "
                         "or a folder of them; for videos use `facezoom video` or `facezoom zoom`")
-    from pipeline.media.files import check_distinct, check_output_folder
+    from pipeline.media.files import check_outputs
 
     outputs = {"the output": output, **({"the grid (--grid)": grid_path} if grid_path is not None else {})}
-    check_distinct({"the input": source}, outputs)  # the input, or each other: resolved paths and inodes
-    for path in outputs.values():
-        output_kind(path)  # a name it cannot write is refused before any work
-        check_output_folder(path)
-    return [source]
+    frames = tuple(what for what, path in outputs.items() if output_kind(path) == "frames")  # a name it cannot write is refused here
+    check_outputs({"the input": source, **settings}, {what: Path(str(path).rstrip("/") or str(path)) for what, path in outputs.items()},
+                  overwrite=overwrite, frames_folders=frames)  # before any work
+    return {source: output}

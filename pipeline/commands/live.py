@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config.sections import LiveConfig
+from pipeline.commands.common import setting_inputs
 from pipeline.errors import UserError
 from pipeline.live.loop import run_live
 
@@ -70,26 +71,52 @@ def cmd_live(args: argparse.Namespace) -> int:
         if not args.output:
             raise UserError("--audio-input records sound into the recording: give -o FILE too")
         audio_input = parse_audio_input(args.audio_input)
-    if args.output:
-        from pipeline.media.files import check_output_video
+    _check_paths(spec, output=Path(args.output) if args.output else None, report=Path(args.report) if args.report else None,
+                 overwrite=args.overwrite, settings=setting_inputs(args, cfg))  # before the source is opened and the models loaded
+    from pipeline.report import ReportFile
 
-        check_output_video(Path(args.output))  # before the source is opened and the models loaded
+    report_file = ReportFile(Path(args.report)) if args.report else None  # reserved now: written with the recording
+    try:
+        return _run(args, spec, cfg=cfg, live=live, audio_input=audio_input, report_file=report_file)
+    finally:
+        if report_file is not None:
+            report_file.discard()
+
+
+def _check_paths(spec, *, output: Path | None, report: Path | None, overwrite: bool, settings: dict[str, Path]) -> None:
+    """The output policy for a live run (as `video`'s): the recording and the report are neither
+    the source (a file played with --realtime, a device) nor each other, and may be written."""
+    from pipeline.media.files import check_distinct, check_output_video, check_outputs
+
+    inputs = {**({"the source": Path(spec.url)} if spec.kind == "file" or spec.url.startswith("/dev/") else {}), **settings}
+    outputs = {**({"the recording (-o)": output} if output is not None else {}),
+               **({"the report (--report)": report} if report is not None else {})}
+    check_distinct(inputs, outputs)
+    if output is not None:
+        check_output_video(output, what="the recording (-o)")
+    check_outputs(inputs, outputs, overwrite=overwrite)
+
+
+def _run(args: argparse.Namespace, spec, *, cfg, live: LiveConfig, audio_input, report_file) -> int:
+    """The live loop with its preview; the report written with the recording."""
     preview = None
     if args.preview:
         from pipeline.live.preview import PreviewServer, parse_address
 
-        preview = PreviewServer(*parse_address(args.preview))
-        print(f"facezoom: preview at {preview.url}", file=sys.stderr, flush=True)
+        preview = PreviewServer(*parse_address(args.preview))  # bound now: a port in use fails before the models load
+
+    def say_preview() -> None:  # once the source is open: an address that would show nothing is not given
+        if preview is not None:
+            print(f"facezoom: preview at {preview.url}", file=sys.stderr, flush=True)
+
     try:
-        report = run_live(spec, cfg=cfg, live=live, output=args.output, preview=preview, duration=args.duration,
+        report = run_live(spec, cfg=cfg, live=live, output=args.output, preview=preview, duration=args.duration, on_open=say_preview,
                           audio_input=audio_input, on_status=None if args.quiet or not sys.stderr.isatty() else _print_status)
     finally:
         if preview is not None:
             preview.close()
-    if args.report:
-        from pipeline.report import write_report
-
-        write_report(Path(args.report), report)
+    if report_file is not None:
+        report_file.commit(report, together=(Path(report["output"]),) if report["output"] else ())
     if not args.quiet:
         sound = f" and {report['audio']['seconds']:.1f} s of {report['audio']['codec']} sound" if report["audio"] else ""
         recorded = f"; recorded {report['frames_recorded']} frames{sound} to {report['output']}" if report["output"] else ""

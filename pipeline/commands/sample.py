@@ -23,7 +23,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not 0.5 <= args.seconds <= 600:
         raise UserError(f"--seconds must be in 0.5..600, got {args.seconds}")
     output = Path(args.output)
-    if output.suffix.lower() in (".png", ".jpg", ".jpeg"):
+    still = output.suffix.lower() in (".png", ".jpg", ".jpeg")
+    if not still and output.suffix.lower() not in (".mp4", ".mkv", ".mov"):
+        raise UserError(f"the sample is H.264 with AAC audio (.mp4, .mkv or .mov) or a still (.png, .jpg), not {output.name!r}")
+    from pipeline.media.files import check_outputs
+
+    check_outputs({}, {"the output": output}, overwrite=args.overwrite)  # the output policy: an existing file needs -y
+    if still:
         from pipeline.media.sample import camera_frames
         from pipeline.media.stills import write_image
 
@@ -31,8 +37,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"facezoom: wrote the sample's first frame to {output}", file=sys.stderr)
         return 0
-    if output.suffix.lower() not in (".mp4", ".mkv", ".mov"):
-        raise UserError(f"the sample is H.264 with AAC audio (.mp4, .mkv or .mov) or a still (.png, .jpg), not {output.name!r}")
     write_sample(output, seconds=args.seconds)
     if not args.quiet:
         print(f"facezoom: wrote the sample clip to {output}", file=sys.stderr)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
+from pipeline.commands.common import setting_inputs
 from pipeline.errors import UserError
 from pipeline.training.train import FaceSet, collect_faces, find_images, train_pfsr
 
@@ -58,12 +60,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     output = Path(args.output)
     resume = None if args.resume is None else Path(args.resume or args.output)
-    if resume is None and output.exists():
-        raise UserError(f"{output} exists; pass --resume to continue training it, or choose another --output")
     if resume is not None and not resume.is_file():
         raise UserError(f"--resume: {resume} does not exist")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder; give a file name such as {output / 'pfsr.ckpt'}")
+    _check_paths(Path(args.input), output, resume=resume, cache=Path(args.faces_cache) if args.faces_cache else None,
+                 overwrite=args.overwrite, settings=setting_inputs(args, cfg))
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max-steps must be >= 1, got {args.max_steps}")  # before the faces are searched for
 
@@ -92,3 +92,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             if summary["iterations"] >= summary["total"]:
                 print(f"facezoom: use it with: facezoom video IN -o OUT --set sr.backend=ffsr --set sr.generator={output}", file=sys.stderr)
     return 0
+
+
+def _check_paths(source: Path, output: Path, *, resume: Path | None, cache: Path | None, overwrite: bool,
+                 settings: dict[str, Path]) -> None:
+    """The output policy for training, before the faces are searched for: the checkpoint is not
+    an input (the folder, the faces cache, another --resume checkpoint), and an existing one is
+    replaced only when it is the one --resume continues, or with -y."""
+    from pipeline.media.files import check_distinct, check_new_output
+
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file name such as {output / 'pfsr.ckpt'}")
+    continued = resume is not None and output.exists() and os.path.samefile(resume, output)
+    if output.exists() and not continued and not overwrite:
+        raise UserError(f"{output} exists; pass --resume to continue training it, -y (--overwrite) to replace it, "
+                        "or choose another --output")
+    inputs = {"the input folder": source, **settings, **({"the faces cache (--faces-cache)": cache} if cache is not None else {}),
+              **({"the --resume checkpoint": resume} if resume is not None and not continued else {})}
+    check_distinct(inputs, {"the checkpoint (--output)": output})
+    check_new_output(output, what="the checkpoint (--output)", overwrite=True)  # its folder takes a file: /proc, read-only

@@ -7,9 +7,9 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import no_model_note, say_backend_note
+from pipeline.commands.common import no_model_note, say_backend_note, setting_inputs
 from models.errors import ModelError
-from pipeline.errors import InputError, UserError
+from pipeline.errors import InputError, RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ def cmd_video(args: argparse.Namespace) -> int:
         overrides.append("video.strict=true")
     cfg = load_config(args.config, overrides)
     if Path(args.input).is_dir():
-        return _video_folder(Path(args.input), Path(args.output), cfg=cfg, quiet=args.quiet, report=args.report)
-    _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None)
+        return _video_folder(Path(args.input), Path(args.output), cfg=cfg, quiet=args.quiet, report=args.report, overwrite=args.overwrite)
+    _check_paths(Path(args.input), Path(args.output), report=Path(args.report) if args.report else None, overwrite=args.overwrite,
+                 settings=setting_inputs(args, cfg))
     from pipeline.engines import run  # only now: the checks above answer without importing PyAV or torch
     from pipeline.media.reader import VideoReader
 
@@ -88,30 +89,60 @@ def _startup(startup: dict) -> float:
 FOLDER_VIDEOS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
 
 
-def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str | None) -> int:
-    """`video DIR -o OUTDIR`: every video in DIR into OUTDIR under its own name (a container facezoom
-    cannot write, such as .avi, becomes .mkv), in one process that loads the models once.
-    Unreadable files are skipped, named in a warning, and the run exits 2 at the end."""
-    from tqdm import tqdm
+def folder_outputs(videos: list[Path], output: Path) -> dict[Path, Path]:
+    """Each video's output in the folder `output`: its own name, or `NAME.mkv` for a container
+    facezoom cannot write (.avi, .ts, ...). Where that would give two inputs one output
+    (`same.avi` and `same.mkv`), the one that keeps its own name keeps it and the others get
+    their whole name: `same_avi.mkv`."""
+    from pipeline.media.files import VIDEO_SUFFIXES
 
+    own = {path: path.suffix.lower() in VIDEO_SUFFIXES for path in videos}
+    names = {path: path.name if own[path] else f"{path.stem}.mkv" for path in videos}
+    taken = list(names.values())
+    for path in videos:
+        if not own[path] and taken.count(names[path]) > 1:
+            names[path] = f"{path.name.replace('.', '_')}.mkv"
+    return {path: output / name for path, name in names.items()}
+
+
+def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str | None, overwrite: bool) -> int:
+    """`video DIR -o OUTDIR`: every video in DIR into OUTDIR under its own name (`folder_outputs`),
+    in one process that loads the models once. Every output is checked before the first video
+    runs (the output policy: `make_output_folder`). Unreadable files are skipped, named in a
+    warning, and the run exits 2 at the end."""
     from pipeline.commands.common import report_skipped
-    from pipeline.engines import run
-    from pipeline.media.files import VIDEO_SUFFIXES, check_distinct
-    from pipeline.stages.chunk import FaceProcessor
+    from pipeline.media.files import make_output_folder
 
     if report:
         raise UserError("--report is for one video; a folder's runs are summed up on stderr")
-    if output.exists() and not output.is_dir():
-        raise UserError(f"a folder input writes a folder of videos: {output} is a file; give a folder name")
-    check_distinct({"the input folder": source}, {"the output folder": output})
     videos = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in FOLDER_VIDEOS and not p.name.startswith("."))
     if not videos:
         raise InputError(f"{source} holds no videos (looked for {', '.join(FOLDER_VIDEOS)})")
-    output.mkdir(exist_ok=True)
+    targets = folder_outputs(videos, output)
+    make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
     say_backend_note(cfg, quiet=quiet)
-    jobs = [(path, output / (path.name if path.suffix.lower() in VIDEO_SUFFIXES else f"{path.stem}.mkv")) for path in videos]
+    jobs = list(targets.items())
+    written: list[Path] = []
+    try:
+        frames, skipped = _run_folder(jobs, cfg=cfg, quiet=quiet, written=written)
+    except KeyboardInterrupt as err:
+        if written:
+            err.kept = f"the {len(written)} finished video{'s' if len(written) > 1 else ''} in {output}"
+        raise
+    if not quiet:
+        print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
+    return report_skipped(skipped, len(videos), what="videos")
+
+
+def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool, written: list[Path]) -> tuple[int, int]:
+    """Run the folder's jobs; `written` gets each finished output. Returns (frames, skipped)."""
+    from tqdm import tqdm
+
+    from pipeline.engines import run
+    from pipeline.stages.chunk import FaceProcessor
+
     skipped, frames = 0, 0
-    with tqdm(total=len(videos), unit="video", desc="videos", disable=quiet, dynamic_ncols=True, position=0) as overall:
+    with tqdm(total=len(jobs), unit="video", desc="videos", disable=quiet, dynamic_ncols=True, position=0) as overall:
         def skip(path, err):
             nonlocal skipped
             skipped += 1
@@ -124,6 +155,7 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
             def done(report):
                 nonlocal frames
                 frames += report["frames_out"]
+                written.append(Path(report["output"]))
                 overall.update(1)
 
             run_videos_ray(jobs, cfg=cfg, progress=not quiet, skip=skip, done=done)
@@ -132,27 +164,27 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
             for path, target in jobs:
                 try:
                     result = run(path, target, cfg=cfg, progress=not quiet, processor=FaceProcessor(cfg, like=shared))
+                except RunAborted:  # the model, not this video: every other one would fail the same way
+                    raise
                 except (UserError, ModelError) as err:
                     skip(path, err)
                     continue
                 frames += result["frames_out"]
+                written.append(target)
                 overall.update(1)
-    if not quiet:
-        print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
-    return report_skipped(skipped, len(videos), what="videos")
+    return frames, skipped
 
 
-def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None) -> None:
+def _check_paths(input_path: Path, output_path: Path, *, report: Path | None = None, overwrite: bool,
+                 settings: dict[str, Path] | None = None) -> None:
     """Everything about the paths that can be known before a run, so a run never ends in an error
     that was there from the start (leaving its output behind, or none after an hour)."""
-    from pipeline.media.files import check_distinct, check_output_folder, check_output_video
+    from pipeline.media.files import check_distinct, check_output_video, check_outputs
 
     if not input_path.exists():
         raise InputError(f"input not found: {input_path}")
     outputs = {"the output": output_path, **({"the report (--report)": report} if report is not None else {})}
-    check_distinct({"the input": input_path}, outputs)
-    check_output_video(output_path)
-    if report is not None:
-        if report.is_dir():
-            raise UserError(f"the report {report} is a folder; give a file name such as {report / 'report.json'}")
-        check_output_folder(report)
+    inputs = {"the input": input_path, **(settings or {})}
+    check_distinct(inputs, outputs)
+    check_output_video(output_path)  # a name it cannot write is refused before "exists, pass -y"
+    check_outputs(inputs, outputs, overwrite=overwrite)

@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.commands.common import report_skipped, say_backend_note
+from pipeline.commands.common import report_skipped, say_backend_note, setting_inputs
 from pipeline.creative.zoom import (
     DIRECTIONS,
     EASINGS,
@@ -22,28 +22,35 @@ from pipeline.creative.zoom import (
     zoom_picture,
     zoom_video,
 )
-from pipeline.errors import UserError
+from pipeline.errors import RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
 
-def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice, background, quiet: bool) -> int:
+def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice, background, quiet: bool, overwrite: bool) -> int:
     """A zoom of every picture in `source`, written as `output/<name>.<fmt>`; unreadable ones are skipped (exit 2)."""
-    from pipeline.media.stills import batch_names, batch_output
+    from pipeline.media.stills import batch_output
 
-    pictures = batch_output(source, output)
-    names, skipped = batch_names(pictures), 0
-    for path in pictures:
-        target = output / f"{names[path]}.{fmt}"
-        try:
-            summary = zoom_picture(path, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not quiet)
-        except UserError as err:
-            skipped += 1
-            log.warning("skipped %s: %s", path, err)
-            continue
-        if not quiet:
-            print(f"facezoom: wrote {target}: {summary['frames']} frames", file=sys.stderr)
-    return report_skipped(skipped, len(pictures))
+    targets = batch_output(source, output, suffix=lambda path: f".{fmt}", overwrite=overwrite)
+    skipped, written = 0, 0
+    try:
+        for path, target in targets.items():
+            try:
+                summary = zoom_picture(path, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not quiet)
+            except RunAborted:  # the model, not this picture: every other one would fail the same way
+                raise
+            except UserError as err:
+                skipped += 1
+                log.warning("skipped %s: %s", path, err)
+                continue
+            written += 1
+            if not quiet:
+                print(f"facezoom: wrote {target}: {summary['frames']} frames", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        if written:
+            err.kept = f"the {written} finished zoom{'s' if written > 1 else ''} in {output}"
+        raise
+    return report_skipped(skipped, len(targets))
 
 
 def register(commands, add_config_args) -> None:
@@ -87,13 +94,15 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     if source.is_dir():
         say_backend_note(cfg, quiet=args.quiet)
         return _zoom_folder(source, target, fmt=args.format, cfg=cfg, settings=settings, choice=choice,
-                            background=background, quiet=args.quiet)
+                            background=background, quiet=args.quiet, overwrite=args.overwrite)
     if output_kind(target) == "still":
         raise UserError(f"a zoom is an animation: name the output .mp4, .gif or a folder for PNG frames, not {target.name!r}")
-    from pipeline.media.files import check_distinct, check_output_folder
+    from pipeline.media.files import check_outputs
 
-    check_distinct({"the input": source}, {"the output": target})  # resolved paths and inodes
-    check_output_folder(Path(str(target).rstrip("/") or str(target)))  # before any work: /proc, read-only mounts
+    frames = output_kind(target) == "frames"
+    target_path = Path(str(target).rstrip("/") or str(target)) if frames else target
+    check_outputs({"the input": source, **setting_inputs(args, cfg)}, {"the output": target_path}, overwrite=args.overwrite,  # before any work
+                  frames_folders=("the output",) if frames else ())
     say_backend_note(cfg, quiet=args.quiet)
     if is_picture(source):
         summary = zoom_picture(source, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not args.quiet)

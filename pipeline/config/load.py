@@ -81,6 +81,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not text (a YAML file is); check the path") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    except RecursionError:  # PyYAML's composer recurses once per level: [[[[...]]]] thousands deep
+        raise ConfigError(f"config file {path} is nested too deeply to be a facezoom config (sections of "
+                          "key: value pairs, two levels); check the file") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

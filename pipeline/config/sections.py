@@ -18,7 +18,7 @@ from typing import Literal
 CODECS = {
     "libx264": {"crf": "crf", "preset": "preset"},
     "libx265": {"crf": "crf", "preset": "preset"},
-    "libvpx-vp9": {"crf": "crf", "preset": None},
+    "libvpx-vp9": {"crf": "crf", "preset": "cpu-used"},
     "libsvtav1": {"crf": "crf", "preset": "preset"},
     "mpeg4": {"crf": None, "preset": None},
 }
@@ -33,11 +33,26 @@ WEBM_CODECS = ("libvpx-vp9", "libsvtav1")  # of CODECS, what a WebM file can hol
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
+# `video.preset` for the encoders whose speed is a number: SVT-AV1's preset (0 slowest and best ..
+# 13 fastest) and libvpx-vp9's cpu-used (0 .. 8). An x264 name means the same trade there, so one
+# preset (`--config fast`'s veryfast, the default medium) works whatever the codec; medium is each
+# encoder's everyday setting (SVT-AV1's 8: real-time-ish on a laptop; VP9's 4: libvpx's advice for
+# good-quality files). A number is passed as it is.
+NUMERIC_PRESETS = {"libsvtav1": range(0, 14), "libvpx-vp9": range(0, 9)}
+NAMED_SPEEDS = {  # x264 name -> {encoder: its number}
+    "ultrafast": {"libsvtav1": 13, "libvpx-vp9": 8}, "superfast": {"libsvtav1": 12, "libvpx-vp9": 8},
+    "veryfast": {"libsvtav1": 11, "libvpx-vp9": 7}, "faster": {"libsvtav1": 10, "libvpx-vp9": 6},
+    "fast": {"libsvtav1": 9, "libvpx-vp9": 5}, "medium": {"libsvtav1": 8, "libvpx-vp9": 4},
+    "slow": {"libsvtav1": 6, "libvpx-vp9": 3}, "slower": {"libsvtav1": 4, "libvpx-vp9": 2},
+    "veryslow": {"libsvtav1": 2, "libvpx-vp9": 1},
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoConfig:
     codec: str = "libx264"  # the most widely playable encoder; also libx265/hevc, libvpx-vp9/vp9, libsvtav1/av1
     crf: int = 18  # visually near-lossless for x264; lower = better and bigger
-    preset: str = "medium"  # x264/x265 speed preset; for svt-av1 a number 0-13 as a string
+    preset: str = "medium"  # an x264 name (any encoder: see NAMED_SPEEDS), or SVT-AV1's 0-13 / VP9's cpu-used 0-8
     pix_fmt: str = "yuv420p"  # what every player decodes
     decode_threads: int = 0  # 0 = let FFmpeg use every core
     strict: bool = False  # a damaged input is an error (exit 2, nothing written) instead of a warning
@@ -49,12 +64,30 @@ class VideoConfig:
         object.__setattr__(self, "codec", codec)
         if not 0 <= self.crf <= 63:
             raise ValueError(f"crf must be in 0..63, got {self.crf}")
-        if codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)} for {codec}; got {self.preset!r}")
+        preset = str(self.preset).strip()
+        object.__setattr__(self, "preset", preset)
+        numbers = NUMERIC_PRESETS.get(codec)
+        if preset not in X264_PRESETS and not (numbers is not None and preset.isdigit() and int(preset) in numbers):
+            also = f", or a number {numbers.start}..{numbers.stop - 1}" if numbers is not None else \
+                " (numbers are for libsvtav1, 0..13, and libvpx-vp9, 0..8)"
+            raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}{also} for {codec}; got {self.preset!r}")
         if self.pix_fmt not in ("yuv420p", "yuv422p", "yuv444p"):
             raise ValueError(f"pix_fmt must be one of yuv420p, yuv422p, yuv444p; got {self.pix_fmt!r}")
         if not 0 <= self.decode_threads <= 256:
             raise ValueError(f"decode_threads must be in 0..256 (0 = automatic), got {self.decode_threads}")
+
+    def encoder_preset(self, codec: str) -> str | None:
+        """`preset` as the encoder `codec` reads it (None: it takes none): an x264 name for x264 and
+        x265, a number for SVT-AV1 and VP9 (an x264 name turned into its speed there). `codec` may
+        differ from `self.codec`: a WebM output encodes VP9 in place of a codec WebM cannot hold."""
+        if CODECS[codec]["preset"] is None:
+            return None
+        numbers = NUMERIC_PRESETS.get(codec)
+        if numbers is None:
+            return self.preset if self.preset in X264_PRESETS else "medium"
+        if self.preset in X264_PRESETS:
+            return str(NAMED_SPEEDS[self.preset][codec])
+        return str(min(int(self.preset), numbers.stop - 1))
 
 
 # ---- the settings of pipeline/stages/detect.py

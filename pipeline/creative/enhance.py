@@ -138,9 +138,10 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
 
 
 def invention_caption(backend, sr_cfg) -> str:
-    """The grid's label: the first column is the model's input, the rest what the model invented from it."""
+    """The grid's label for a model that invents: the first column is its input, the rest what it invented
+    ('' for the classical backend, whose enlargements invent nothing)."""
     if backend.name == "classical":
-        return "left: the input; right: bicubic enlargements (sr.backend=classical invents nothing)"
+        return ""
     model = f"sr.backend={backend.name}" + (f", {sr_cfg.generator}" if sr_cfg.generator else "")
     return f"left: the {backend.in_size}x{backend.in_size} input; right: faces INVENTED by {model}, not the person pictured"
 

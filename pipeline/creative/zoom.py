@@ -268,9 +268,9 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     max_zoom = _max_zoom(settings, spots, (w, h), out_size)
     camera = ZoomCamera(backend, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom, pre_blur=cfg.sr.pre_blur,
                         composite_cfg=_composite_cfg(cfg, settings.whole), seed=_seed(cfg, track), planner=_planner(cfg, backend))
-    # 2. Second pass: render and write each frame at its own timestamp.
+    # 2. Second pass: render and write each frame at its own timestamp (a damaged input's warning was said by the first).
     written = 0
-    with VideoReader(input_path, threads=cfg.video.decode_threads) as reader, \
+    with VideoReader(input_path, threads=cfg.video.decode_threads, warn=False) as reader, \
             open_animation(output_path, width=out_size[0], height=out_size[1], time_base=reader.time_base, rate=reader.rate,
                            video_cfg=cfg.video, audio_from=input_path) as out, \
             tqdm(total=len(times), unit="frame", desc="zoom", disable=not progress, dynamic_ncols=True) as bar:

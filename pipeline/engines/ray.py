@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from models.errors import ModelError
 from pipeline.engines.ray_actors import DecodeActor, EncodeActor, SRActor, TrackActor, get
-from pipeline.errors import UserError, library_log_level, terminate_as_interrupt
+from pipeline.engines.ray_start import connect
+from pipeline.errors import RunAborted, UserError
 from pipeline.report import FaceReport
 from pipeline.stages.chunk import TrackedChunk, finish_batch, schedule_chunk
 from pipeline.stages.fidelity import FidelityPlanner
@@ -44,27 +45,6 @@ log = logging.getLogger(__name__)
 
 BATCHES_PER_ACTOR = 2  # one running, one waiting: the next batch's transfer hides behind compute
 RESTART_POLL = 0.1  # s between batches offered to an SR actor that Ray is restarting
-
-
-def connect(cfg) -> bool:
-    """Start an embedded Ray or join `engine.ray_address`; True if this call started it."""
-    if ray.is_initialized():
-        return False
-    if cfg.ray_address is None:
-        # Ray starts its workers at niceness 15; here they do the work, and beside any busy process
-        # they got a few per cent of a core (a 10 s job took 3 minutes next to two CPU-bound ones).
-        os.environ.setdefault("RAY_worker_niceness", "0")
-    try:
-        ray.init(
-            address=cfg.ray_address,
-            include_dashboard=cfg.dashboard,
-            logging_level=library_log_level(),  # ERROR under -q
-            log_to_driver=True,
-        )
-    except ConnectionError as err:
-        raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
-    terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
-    return True
 
 
 def _sr_options(cfg) -> dict[str, Any]:
@@ -153,7 +133,10 @@ class _Pool:
         if self.deaths[key] > self.cfg.engine.max_restarts and ctx.actor in self.actors:
             self.actors.remove(ctx.actor)  # Ray has given up restarting it
             if not self.actors:
-                raise RuntimeError(f"every super-resolution actor died more than {self.cfg.engine.max_restarts} times: {err}") from None
+                cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise RunAborted(f"every super-resolution actor died more than engine.max_restarts={self.cfg.engine.max_restarts} "
+                                f"times (last: {cause}); an actor that runs out of memory dies this way: lower sr.batch_size "
+                                "or engine.sr_actors, or raise engine.max_restarts") from None
             log.warning("a super-resolution actor keeps dying; going on with %d", len(self.actors))
         else:
             log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
@@ -217,7 +200,7 @@ def run_videos_ray(jobs, *, cfg, progress: bool = True, report_faces: bool = Tru
                                          progress=progress, position=free_slots[0] if len(jobs) > 1 else None,
                                          setup=setup if number == 0 else time.perf_counter() - start)
                 except (UserError, ModelError) as err:
-                    if skip is None:
+                    if skip is None or isinstance(err, RunAborted):
                         raise
                     skip(input_path, err)
                     continue
@@ -444,7 +427,7 @@ class _Video:
         """A user-facing error in this video: drop its partial output and its actors; the others go on."""
         self.failed = True
         self.bar.close()
-        if skip is None:
+        if skip is None or isinstance(err, RunAborted):  # RunAborted: every other video would meet it too
             raise err
         started.drop([self.decoder, self.tracker, self.encoder], abort=self.encoder)
         for ref, (video, kind, ctx) in list(waiting.items()):

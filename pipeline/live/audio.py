@@ -10,12 +10,15 @@ input (`--audio-input`, `AudioDevice` here, for a webcam). Either way each packe
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import av
 
@@ -114,13 +117,16 @@ class AudioDevice:
             # PyAV's wheels bundle an alsa-lib that looks for its configuration under its build
             # folder, where no `default` device exists: point it at the system's.
             os.environ["ALSA_CONFIG_DIR"] = str(SYSTEM_ALSA)
+        chatter: list[str] = []
         try:
-            self._container = av.open(spec.url, format=spec.format, timeout=(open_timeout, read_timeout))
+            with _own_stderr(chatter):  # alsa-lib writes its complaints to fd 2 itself, eight lines for a missing card
+                self._container = av.open(spec.url, format=spec.format, timeout=(open_timeout, read_timeout))
         except ValueError as err:  # PyAV: "no container format 'pulse'": this FFmpeg lacks the device input
             raise UserError(f"cannot open audio input {spec.label}: {err} (this FFmpeg has no {spec.format} input)") from None
         except (av.error.FFmpegError, OSError) as err:
+            said = f" ({spec.format}: {chatter[-1].rsplit(')', 1)[-1].strip()})" if chatter else ""
             raise InputError(f"cannot open audio input {spec.label} ({spec.format} device {spec.url!r}): "
-                             f"{error_reason(err)}; {spec.hint}") from None
+                             f"{error_reason(err)}{said}; {spec.hint}") from None
         if not self._container.streams.audio:
             self._container.close()
             raise InputError(f"audio input {spec.label} gives no audio stream")
@@ -165,3 +171,22 @@ class AudioDevice:
         finally:
             self.feed.end()
             self._container.close()
+
+
+@contextlib.contextmanager
+def _own_stderr(lines: list[str]) -> Iterator[None]:
+    """Inside, whatever is written to file descriptor 2 (a C library's own messages, which no
+    Python logger sees) goes into `lines` instead of the terminal; each line is logged at debug."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode("utf-8", "replace").splitlines() if line.strip())
+    for line in lines:
+        log.debug("%s", line)

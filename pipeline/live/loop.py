@@ -54,6 +54,7 @@ def run_live(
     stop: threading.Event | None = None,
     on_status: Callable[[dict], None] | None = None,
     audio_input=None,
+    on_open: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Process the live source `spec` (a `spec.SourceSpec`) until `duration` s have passed,
     `stop` is set (Ctrl-C sets it), a file ends or the source drops; returns the report.
@@ -64,10 +65,13 @@ def run_live(
     the source is still opening raises KeyboardInterrupt: nothing was read, nothing recorded.
     The recording (`output`) takes the source's sound, or that of `audio_input` (a
     `spec.AudioInputSpec`, opened before the source, so a wrong device fails at once).
+    `on_open()` is called once the source is open (the CLI says the preview's address then).
+    A camera that does not exist or a host that does not resolve fails before the models load.
     """
     from pipeline.live.audio import AudioDevice
-    from pipeline.live.source import LiveSource
+    from pipeline.live.source import LiveSource, preflight
 
+    preflight(spec, timeout=min(live.open_timeout, 5.0))
     stop = stop or threading.Event()
     recording = output is not None
     with _torch_threads(live.torch_threads), _stop_on_interrupt(stop), contextlib.ExitStack() as opened:
@@ -84,6 +88,8 @@ def run_live(
             spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop,
             audio=recording and device is None, autostart=not recording,
         ))
+        if on_open is not None:
+            on_open()
         run = _LiveRun(spec, source, processor, cfg=cfg, live=live, preview=preview, on_status=on_status)
         run.models_ms, run.device = models_ms, device
         _run(run, output, stop, duration)

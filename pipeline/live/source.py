@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from typing import Iterator
@@ -58,6 +59,43 @@ class LiveFrame:
         image = self.frame.to_ndarray(format="rgb24")
         turns = int(round(self.frame.rotation / 90)) % 4  # display-matrix rotation, counterclockwise
         return np.ascontiguousarray(np.rot90(image, k=turns)) if turns else image
+
+
+def preflight(spec: SourceSpec, *, timeout: float) -> None:
+    """An `InputError` now, before the models load (seconds), for what the system already says no
+    to: a camera device that does not exist, a stream host whose name does not resolve (asked for
+    at most `timeout` s; a slow answer is left to the open, which has its own time-out)."""
+    import socket
+    import urllib.parse
+
+    if spec.kind == "camera" and spec.url.startswith("/dev/") and not os.path.exists(spec.url):
+        raise InputError(f"cannot open live source {spec.label}: no such camera {spec.url} "
+                         "(list them with `v4l2-ctl --list-devices` on Linux)")
+    if spec.kind != "network":
+        return
+    try:
+        host = urllib.parse.urlsplit(spec.url).hostname
+    except ValueError:
+        return
+    if not host:
+        return
+    answer: dict = {}
+
+    def resolve() -> None:
+        try:
+            socket.getaddrinfo(host, None)
+        except socket.gaierror as err:
+            answer["error"] = err
+        except OSError:  # anything else is the open's to say
+            pass
+
+    worker = threading.Thread(target=resolve, name="facezoom-live-resolve", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    err = answer.get("error")
+    if err is not None and err.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+        raise InputError(f"cannot open live source {spec.label}: the host {host!r} does not resolve ({err.strerror}); "
+                         "check the address")
 
 
 class _Abandoned(Exception):

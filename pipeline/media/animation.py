@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.media.files import VIDEO_SUFFIXES, AtomicWriter, check_output_folder
-from pipeline.media.stills import FRAME_NAME, check_image, is_frame_folder, output_kind, temp_file_beside, umask_mode
+from pipeline.media.files import VIDEO_SUFFIXES, AtomicWriter, check_output_folder, is_frame_folder
+from pipeline.media.stills import FRAME_NAME, check_image, output_kind, temp_file_beside, umask_mode
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,15 @@
-"""Writing outputs safely: what the writers accept, checks made before a run, the atomic
-temporary-file-then-rename that every output goes through (`AtomicWriter`), and a full disk
-said as such (`room_to_write`)."""
+"""Writing outputs safely: the output policy every command follows before any work
+(`check_outputs`, `make_output_folder` for folder runs: no output is an input or another output,
+an existing one is replaced only with -y, every folder takes a file), what the writers accept,
+the atomic temporary-file-then-rename that every output goes through (`AtomicWriter`), and a full
+disk said as such (`room_to_write`)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -44,33 +47,46 @@ def room_to_write(path: Path) -> Iterator[None]:
         raise UserError(f"cannot write {path}: {reason}") from None
 
 
-def check_output_video(path: Path) -> None:
+def check_output_video(path: Path, *, what: str = "the output") -> None:
     """A `UserError` now for an output video path that could only fail after the run."""
     if path.is_dir():
-        raise UserError(f"the output {path} is a folder; give a file name such as {path / 'out.mp4'}")
+        raise UserError(f"{what} {path} is a folder; give a file name such as {path / 'out.mp4'}")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserError(f"the output {path} must end in {', '.join(VIDEO_SUFFIXES)} (the containers that keep "
+        raise UserError(f"{what} {path} must end in {', '.join(VIDEO_SUFFIXES)} (the containers that keep "
                         "every frame's timestamp and the audio untouched)")
-    check_output_folder(path)
+    check_output_folder(path, what=what)
 
 
-def check_output_folder(path: Path) -> None:
+def check_output_folder(path: Path, *, what: str = "the output") -> None:
     """A `UserError` unless the folder `path` goes into exists, a file can be made in it (tried,
     not only asked: `os.access` says yes for root on /proc and on read-only mounts) and its disk
-    has a byte free (an empty file fits on a full disk; its contents would not)."""
+    has a byte free (an empty file fits on a full disk; its contents would not). `what` names
+    the output in the message ("the report (--report)")."""
     folder = path.parent
     if not folder.is_dir():
-        raise UserError(f"output folder does not exist: {folder}")
+        blocker = _file_on_the_way(folder)
+        if blocker is not None:
+            raise UserError(f"cannot write {what} {path}: {blocker} is a file, not a folder")
+        raise UserError(f"cannot write {what} {path}: the folder {folder} does not exist (make it first: mkdir -p {folder})")
     if not os.access(folder, os.W_OK):
-        raise UserError(f"output folder is not writable: {folder}")
+        raise UserError(f"cannot write {what} {path}: its folder {folder} is not writable")
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
     except OSError as err:
-        raise UserError(f"cannot write into the output folder {folder}: {no_room_reason(err) or err.strerror}") from None
+        raise UserError(f"cannot write {what} {path} into the folder {folder}: {no_room_reason(err) or err.strerror}") from None
     os.close(fd)
     os.unlink(probe)
     if _free_bytes(folder) == 0:
         raise UserError(f"cannot write {path}: {no_room_reason(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))}")
+
+
+def _file_on_the_way(folder: Path) -> Path | None:
+    """The nearest existing ancestor of `folder` (itself included) when it is not a folder: the
+    file that stands where a folder is needed (`-o in.mp4/out.mp4`)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -88,23 +104,92 @@ def _free_bytes(folder: Path) -> int | None:
 def check_distinct(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     """A `UserError` if an output is an input or another output of the same run.
 
-    Paths are compared resolved (relative paths, `..`, symlinks) and, where both exist, by
+    Paths are compared resolved (relative paths, `..`, symlinks) and, where they exist, by
     inode (hard links). `inputs` and `outputs` map what each path is ("the input", "--report")
-    to the path.
+    to the path. Each path is looked at once, so a folder of thousands of videos is quick.
     """
-    def same(a: Path, b: Path) -> bool:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-        return a.resolve() == b.resolve()
+    def keys(path: Path) -> list[tuple]:
+        found = [("path", str(path.resolve()))]
+        try:
+            st = path.stat()
+        except OSError:  # not there yet (or not reachable): the resolved spelling is all there is
+            return found
+        return found + [("inode", st.st_dev, st.st_ino)]
 
-    named = list(outputs.items())
-    for i, (what, path) in enumerate(named):
-        for other, source in inputs.items():
-            if same(path, source):
-                raise UserError(f"{what} {path} is {other}; it would be overwritten: choose another path")
-        for other, earlier in named[:i]:
-            if same(path, earlier):
-                raise UserError(f"{what} {path} is also {other}; give each output its own path")
+    sources: dict[tuple, str] = {}
+    for what, path in inputs.items():
+        for k in keys(path):
+            sources.setdefault(k, what)
+    seen: dict[tuple, str] = {}
+    for what, path in outputs.items():
+        mine = keys(path)
+        for k in mine:
+            if k in sources:
+                raise UserError(f"{what} {path} is {sources[k]}; it would be overwritten: choose another path")
+        for k in mine:
+            if k in seen:
+                raise UserError(f"{what} {path} is also {seen[k]}; give each output its own path")
+        for k in mine:
+            seen.setdefault(k, what)
+
+
+def check_new_output(path: Path, *, what: str = "the output", overwrite: bool, frames_folder: bool = False, probe: bool = True) -> None:
+    """The output policy for one output, before any work: a folder does not stand where a file
+    goes (nor a file where a folder of frames goes); a device or FIFO is never replaced; an
+    existing output is refused unless `overwrite` (the CLI's -y/--overwrite, as in ffmpeg);
+    and its folder takes a file (`check_output_folder`; `probe=False`: the caller tried it)."""
+    if path.exists() or path.is_symlink():
+        if frames_folder and not path.is_dir():
+            raise UserError(f"{what} {path} is a file; a folder of PNG frames needs a name that is not taken")
+        if frames_folder and not is_frame_folder(path):
+            raise UserError(f"{what} {path} already exists and holds files other than frame_00000.png, ...; "
+                            "choose a new folder name or remove it")
+        if not frames_folder and path.is_dir():
+            raise UserError(f"{what} {path} is a folder; give a file name such as {path / ('out' + (path.suffix or '.mp4'))}")
+        if path.exists() and not path.is_dir() and not path.is_file() and not path.is_symlink():
+            raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket); give a file name")
+        if not overwrite:
+            raise UserError(f"{what} {path} exists; pass -y (--overwrite) to replace it, or choose another name")
+    if probe:
+        check_output_folder(path, what=what)
+
+
+def is_frame_folder(path: Path) -> bool:
+    """Whether `path` is a folder holding only PNG frames as `PngFolderWriter` names them (a previous run's)."""
+    return path.is_dir() and all(re.fullmatch(r"frame_\d{5,}\.png", p.name) for p in path.iterdir())
+
+
+def check_outputs(inputs: dict[str, Path], outputs: dict[str, Path], *, overwrite: bool, frames_folders: tuple[str, ...] = ()) -> None:
+    """The output policy for a run, before any work (every command and mode): no output is an
+    input or another output (`check_distinct`), and each may be written (`check_new_output`).
+    `frames_folders` names the outputs (keys of `outputs`) that are folders of PNG frames."""
+    check_distinct(inputs, outputs)
+    for what, path in outputs.items():
+        check_new_output(path, what=what, overwrite=overwrite, frames_folder=what in frames_folders)
+
+
+def make_output_folder(folder: Path, *, source: Path, targets: dict[Path, Path], overwrite: bool) -> None:
+    """A folder run's outputs, checked together before any work, then its folder made.
+
+    `targets` maps each input of the folder `source` to its output in `folder`. Refused: a
+    `folder` that is a file or the input folder, one that cannot be made (`check_output_folder`
+    on its parent), two inputs whose outputs share a name (both named), an output that is an
+    input, and (unless `overwrite`) an output that exists already."""
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        raise UserError(f"a folder input writes a folder of results: {folder} is a file; give a folder name")
+    check_distinct({"the input folder": source}, {"the output folder": folder})
+    if not folder.exists():
+        check_output_folder(folder, what="the output folder")
+    named = {f"the output of {src}": dst for src, dst in targets.items()}
+    check_distinct({f"the input {src}": src for src in targets}, named)
+    if folder.exists():
+        for i, (what, path) in enumerate(named.items()):
+            check_new_output(path, what=what, overwrite=overwrite, probe=i == 0)  # one folder: tried once
+        return
+    try:
+        folder.mkdir()
+    except OSError as err:
+        raise UserError(f"cannot make the output folder {folder}: {no_room_reason(err) or err.strerror}") from None
 
 
 class AtomicWriter:

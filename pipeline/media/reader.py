@@ -11,6 +11,7 @@ video. Writing is `pipeline/media/writer.py`.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import itertools
 import logging
 from fractions import Fraction
@@ -45,6 +46,9 @@ def open_input(path: str | Path) -> av.container.InputContainer:
         raise InputError(f"input not found: {path}")
     if path.is_dir():
         raise InputError(f"input is a folder, not a video file: {path}")
+    if not path.is_file():  # /dev/zero would be read for ever, a FIFO blocks until someone writes
+        raise InputError(f"input {path} is not a regular file (a device, FIFO or socket): give a video file; "
+                         "for a camera or a stream use `facezoom live`")
     if path.stat().st_size == 0:
         raise InputError(f"input is an empty file: {path}")
     try:
@@ -125,6 +129,11 @@ class VideoReader:
         if self.stream is None:
             self._container.close()
             raise InputError(f"{self.path} has no video stream (audio-only or data file)")
+        # AVI stores no presentation times: FFmpeg numbers its packets in decode order, and a decoder
+        # hands each frame the number of the packet it came from, so B-frames come out (in
+        # presentation order) carrying numbers out of order. Presentation slots are those numbers
+        # sorted: the n-th frame out gets the smallest not yet given (`_decode_stream`).
+        self._avi = "avi" in self._container.format.name.split(",")
         self.stream.thread_type = "AUTO"  # frame and slice threads
         self.stream.codec_context.thread_count = threads
         self.time_base = Fraction(self.stream.time_base or Fraction(1, 90000))
@@ -141,13 +150,20 @@ class VideoReader:
 
     @property
     def rate(self) -> Fraction | None:
-        """The average frame rate, if the container knows it."""
-        rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
+        """The average frame rate, if the container knows it. An AVI's average is its header's
+        count over its duration, and that count is of time-base ticks (below): FFmpeg's guess from
+        the timestamps is the rate there."""
+        first = (self.stream.guessed_rate, self.stream.average_rate) if self._avi else (self.stream.average_rate, self.stream.guessed_rate)
+        rate = first[0] or first[1] or self.stream.base_rate
         return Fraction(rate) if rate else None
 
     @property
     def frame_count(self) -> int | None:
-        """The number of frames, if the container records it or it can be estimated from the duration."""
+        """The number of frames, if the container records it or it can be estimated from the duration.
+        An AVI's header counts time-base ticks (one per frame only where the time base is the frame
+        rate: an AVI at 1/1000 declares 1000 a second), so its count is that span times the rate."""
+        if self.stream.frames and self._avi:
+            return round(self.stream.frames * self.time_base * self.rate) if self.rate else None
         if self.stream.frames:
             return self.stream.frames
         span = self._span()
@@ -160,8 +176,8 @@ class VideoReader:
         if self.stream.duration:
             return start, float(self.stream.duration * self.time_base)
         tag = _clock_seconds(self.stream.metadata.get("DURATION"))
-        if tag is not None:
-            return start, tag
+        if tag is not None:  # where the track ends (FFmpeg writes its last timestamp plus duration), not its length
+            return start, max(tag - start, 0.0)
         if self._container.duration:
             return (self._container.start_time or 0) / av.time_base, self._container.duration / av.time_base
         return None
@@ -189,7 +205,7 @@ class VideoReader:
         `strict`). Frames short of what the container declares (or its duration implies) count:
         a truncated file often just ends, with no decoder error at all."""
         expected = self.frame_count
-        if self.stream.frames:  # a count the container declares
+        if self.stream.frames and expected:  # a count the container declares
             short = self.frames_read < expected - max(2, 0.02 * expected)
         else:  # only a duration, which a variable-rate file with pauses fills with fewer frames: compare times
             short = self._ended_early(last_pts)
@@ -259,6 +275,7 @@ class VideoReader:
         first damage, or at the end after fewer frames than packets, with `_lossy` set."""
         self._lossy = False
         packets = container.demux(stream)
+        slots: list[int] = []  # with `_reorder`: the packets' numbers not yet given to a frame (a heap)
         sent = returned = 0
         while True:
             try:
@@ -271,9 +288,11 @@ class VideoReader:
                     self._lossy = True
                     return
                 self._stopped = error_reason(err)
-                yield from self._flush(stream)  # what the decoder still holds (reordering)
+                yield from self._in_order(self._flush(stream), slots)  # what the decoder still holds (reordering)
                 return
             sent += packet.size > 0  # the demuxer's end-of-stream packet is empty: it flushes
+            if self._avi and packet.size > 0 and packet.pts is not None:
+                heapq.heappush(slots, packet.pts)
             try:
                 frames = packet.decode()
             except av.error.InvalidDataError as err:
@@ -281,10 +300,21 @@ class VideoReader:
                     self._lossy = True
                     return
                 self._skipped += 1
+                if self._avi and packet.pts in slots:  # its frame does not exist: neither does its slot
+                    slots.remove(packet.pts)
+                    heapq.heapify(slots)
                 log.debug("%s: skipped a damaged video packet at pts %s (%s)", self.path, packet.pts, error_reason(err))
                 continue
             returned += len(frames)
-            yield from frames
+            yield from self._in_order(frames, slots)
+
+    def _in_order(self, frames, slots: list[int]) -> Iterator[av.VideoFrame]:
+        """`frames` (in presentation order, as decoders give them), each with its presentation
+        slot where the container stores none (`_reorder`: AVI)."""
+        for frame in frames:
+            if self._avi and slots:
+                frame.pts = heapq.heappop(slots)
+            yield frame
 
     @staticmethod
     def _flush(stream: av.VideoStream) -> Iterator[av.VideoFrame]:

@@ -16,13 +16,13 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import cv2
 import numpy as np
 
 from pipeline.errors import InputError, UserError
-from pipeline.media.files import VIDEO_SUFFIXES, check_output_folder, temp_path_beside
+from pipeline.media.files import VIDEO_SUFFIXES, make_output_folder, temp_path_beside
 
 log = logging.getLogger(__name__)
 
@@ -142,18 +142,30 @@ def list_pictures(folder: str | Path) -> list[Path]:
     return found
 
 
-def batch_output(source: Path, output: Path) -> list[Path]:
-    """The pictures of the folder `source`, once the folder `output` their results go into is
-    known to be usable (made if missing, and not `source` itself)."""
-    if output.exists() and not output.is_dir():
-        raise UserError(f"a folder input writes a folder of results: {output} is a file; give a folder name")
-    if output.exists() and output.resolve() == source.resolve():
-        raise UserError(f"the output folder {output} is the input folder; its pictures would be overwritten: choose another")
+def batch_output(source: Path, output: Path, *, suffix: Callable[[Path], str], overwrite: bool) -> dict[Path, Path]:
+    """Each picture of the folder `source` and its result in the folder `output` (named by
+    `batch_names`, with `suffix(picture)`), once every result is known to be writable under the
+    output policy (`files.make_output_folder`: not the input folder, no name taken, an existing
+    result refused unless `overwrite`); `output` is made if missing."""
     pictures = list_pictures(source)
-    if not output.exists():
-        check_output_folder(output)
-        output.mkdir()
-    return pictures
+    names = batch_names(pictures)
+    targets = {path: output / f"{names[path]}{suffix(path)}" for path in pictures}
+    make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
+    return targets
+
+
+def is_animated(path: Path) -> bool:
+    """Whether the picture at `path` has more than one frame (an animated GIF, APNG or WebP);
+    False where Pillow cannot tell (reading it will say why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                return getattr(image, "n_frames", 1) > 1
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # said when the picture is read
+        return False
 
 
 def batch_names(pictures: list[Path]) -> dict[Path, str]:
@@ -207,10 +219,6 @@ def read_frames(path: str | Path) -> list[np.ndarray]:
     """The frames of a PNG folder written by `PngFolderWriter`, in order: `[H, W, 3] uint8 RGB` each."""
     names = sorted(Path(path).glob("frame_*.png"))
     return [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in names]
-
-
-def is_frame_folder(path: Path) -> bool:
-    return path.is_dir() and all(re.fullmatch(r"frame_\d{5,}\.png", p.name) for p in path.iterdir())
 
 
 def check_image(image: np.ndarray, size: tuple[int, int] | None = None) -> None:

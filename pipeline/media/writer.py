@@ -14,6 +14,7 @@ where the container holds their codec and encoded to AAC (Opus in WebM) where it
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 from fractions import Fraction
@@ -80,18 +81,39 @@ class VideoWriter(AtomicWriter):
                 self.audio_tracks.append(AudioTrack(self._out, audio_like, path=self.path, transcode=True))
             self._out.start_encoding()
         except av.error.FFmpegError as err:
-            audio = sorted({t.source_codec for t in self.audio_tracks if t.copied})
+            codec = self._video_codec(cfg)
+            room = isinstance(err, OSError) and no_room_reason(err)
+            audio = [] if room else self._refused_audio(self._out.format.name)  # before _discard closes the input
             self._discard()
-            if isinstance(err, OSError) and no_room_reason(err):  # the header did not fit
+            if room:  # the header did not fit
                 raise UserError(f"cannot write {self.path}: {no_room_reason(err)}") from None
-            if audio:  # the muxer refuses at its header: the video codec, or an audio codec copied as it is
-                raise UserError(f"cannot write {self.path}: {self.path.suffix or 'this'} files refuse the video codec "
-                                f"{self._video_codec(cfg)} or the input's {', '.join(audio)} audio, which facezoom copies "
-                                f"untouched ({error_reason(err)}); write .mkv, which holds any audio codec") from None
-            raise UserError(f"cannot write {self.path} with codec {self._video_codec(cfg)} ({error_reason(err)})") from None
+            kind = self.path.suffix or "these"
+            if audio:  # the muxer refuses at its header: an audio codec copied as it is, or the video's
+                raise UserError(f"cannot write {self.path}: {kind} files refuse the input's {', '.join(audio)} audio, which "
+                                f"facezoom copies untouched ({error_reason(err)}); write .mkv, which holds any audio codec") from None
+            raise UserError(f"cannot write {self.path}: {kind} files refuse {codec} video ({error_reason(err)}); "
+                            "write .mkv or .mp4, which hold every video.codec, or choose another video.codec") from None
         except BaseException:
             self._discard()
             raise
+
+    def _refused_audio(self, fmt: str) -> list[str]:
+        """The codecs of the copied audio tracks that a `fmt` file refuses at its header, each tried
+        alone in memory (no encoder opens: copied streams need none)."""
+        refused = []
+        for track in self.audio_tracks:
+            if not track.copied:
+                continue
+            try:
+                probe = av.open(io.BytesIO(), mode="w", format=fmt)
+                try:
+                    AudioTrack(probe, track.template, path=self.path, transcode=False)
+                    probe.start_encoding()
+                finally:
+                    probe.close()
+            except (av.error.FFmpegError, UserError):
+                refused.append(track.source_codec)
+        return sorted(set(refused))
 
     def _video_codec(self, cfg: VideoConfig) -> str:
         """The encoder for this output: `cfg.codec`, or VP9 where WebM cannot hold that."""
@@ -118,8 +140,9 @@ class VideoWriter(AtomicWriter):
         options = {}
         if names["crf"]:
             options[names["crf"]] = str(cfg.crf)
-        if names["preset"]:
-            options[names["preset"]] = cfg.preset
+        preset = cfg.encoder_preset(cfg.codec)
+        if preset is not None:
+            options[names["preset"]] = preset
         if cfg.codec == "libx265":
             options["x265-params"] = "log-level=error"  # x265 prints a banner per file otherwise
         if cfg.codec == "libvpx-vp9":
@@ -248,6 +271,7 @@ class AudioTrack:
     def __init__(self, out: av.container.OutputContainer, template: av.AudioStream, *, path: Path, transcode: bool):
         self._out = out
         self._decoder: av.AudioCodecContext | None = None
+        self.template = template
         self.source_codec = _codec_name(template)
         self.packets = 0  # packets handed to `mux`
         try:

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from models.backends.base import SRBackend, TrackState, resolve_device
+from models.errors import ModelError
 from pipeline.config.sections import SRConfig
+from pipeline.errors import RunAborted
 from pipeline.stages.fidelity import FacePlan, replacement, to_detail, transfer
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,13 @@ def create_backend(cfg: SRConfig) -> SRBackend:
     build = BUILDERS.get(cfg.backend)
     if build is None:
         raise ValueError(f"sr.backend={cfg.backend!r} is not a backend; use one of {', '.join(BUILDERS)}")
-    return build(cfg, device)
+    try:
+        return build(cfg, device)
+    except OSError as err:  # torch's zip reader on a checkpoint cut short: "[Errno 22] Invalid argument"
+        weights = f"sr.generator={cfg.generator}" if cfg.generator else "its registry weights (`facezoom weights list`)"
+        raise ModelError(f"cannot read the weights of sr.backend={cfg.backend}, {weights}: {err.strerror or err} "
+                         "(a file cut short by an interrupted download or copy reads this way): fetch or copy it again, "
+                         "and check it with `facezoom weights verify`") from None
 
 
 def _classical(cfg: SRConfig, device: torch.device) -> SRBackend:
@@ -172,6 +180,10 @@ def solve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | No
     Every caller of a backend goes through here: `run_batch` (video, live), zoom and enhance.
     """
     result = backend.super_resolve(lr, list(states), seeds=list(seeds), gaps=None if gaps is None else list(gaps))
+    if not bool(torch.isfinite(result.images).all()):  # NaN weights: nothing derived from them may be pasted
+        raise RunAborted(f"sr.backend={getattr(backend, 'name', type(backend).__name__)} made faces that are not finite numbers (NaN or inf) from finite inputs: "
+                         "its weights are damaged or were trained into NaN; nothing was written. Check them with "
+                         "`facezoom weights verify`, or use another checkpoint")
     return result, [None if s is None else {k: v.detach().cpu() for k, v in s.items()} for s in result.states]
 
 

@@ -1,0 +1,80 @@
+"""Starting an embedded Ray, or joining a cluster (`engine.ray_address`), for the Ray engine
+(`pipeline/engines/ray.py`): with Ctrl-C and SIGTERM held while Ray starts, so that a signal in
+those seconds ends the run as it does later (exit 130/143, one line, no process left)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from typing import Iterator
+
+import ray
+
+from pipeline.errors import TERMINATED, Terminated, UserError, library_log_level, terminate_as_interrupt
+
+log = logging.getLogger(__name__)
+
+
+def connect(cfg) -> bool:
+    """Start an embedded Ray or join `engine.ray_address`; True if this call started it."""
+    if ray.is_initialized():
+        return False
+    if cfg.ray_address is None:
+        # Ray starts its workers at niceness 15; here they do the work, and beside any busy process
+        # they got a few per cent of a core (a 10 s job took 3 minutes next to two CPU-bound ones).
+        os.environ.setdefault("RAY_worker_niceness", "0")
+    pending: list[int] = []
+    try:
+        with _signals_held(pending):
+            ray.init(
+                address=cfg.ray_address,
+                include_dashboard=cfg.dashboard,
+                logging_level=library_log_level(),  # ERROR under -q
+                log_to_driver=True,
+            )
+    except ConnectionError as err:
+        raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
+    terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
+    if pending:  # a Ctrl-C or SIGTERM while Ray started: stop what it started, then end as that signal does
+        ray.shutdown()
+        if pending[0] == signal.SIGTERM:
+            TERMINATED["received"] = True
+            raise Terminated()
+        raise KeyboardInterrupt()
+    return True
+
+
+@contextlib.contextmanager
+def _signals_held(pending: list[int]) -> Iterator[None]:
+    """Ray's start-up, with Ctrl-C and SIGTERM held until it is over (their numbers go into
+    `pending`; a second one acts at once). Interrupted half-way, `ray.init` leaves its processes
+    (dashboard, agents) running, and on its way it installs handlers that end this process
+    without cleaning up: a `sys.exit(15)`, a node teardown, and its core worker's crash handler
+    (a C stack dump and abort on SIGTERM). Those are kept out while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import ray._private.utils as ray_utils
+
+    def hold(signum, frame):
+        if pending:  # asked twice: the user means it
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        pending.append(signum)
+
+    before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install, ray_utils.set_sigterm_handler = ray_utils.set_sigterm_handler, lambda handler: None
+    quiet = os.environ.get("RAY_DISABLE_FAILURE_SIGNAL_HANDLER")
+    os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = install
+        if quiet is None:
+            os.environ.pop("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", None)
+        else:
+            os.environ["RAY_DISABLE_FAILURE_SIGNAL_HANDLER"] = quiet
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
