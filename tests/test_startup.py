@@ -26,6 +26,8 @@ def test_video_reports_the_whole_wait_and_its_start_up_apart(tmp_path):
     startup = data["startup"]
     # Imports and set-up happen before the job: counted in wall_seconds, shown apart.
     assert 0 < startup["seconds"] <= startup["first_frame_seconds"] < data["wall_seconds"]
-    assert data["wall_seconds"] >= startup["seconds"] + data["job_seconds"] - 0.01
+    # Start-up and the job account for the wall time: nothing between them goes uncounted (the
+    # engine's own imports, torch among them, were once left out of both). The slack is bookkeeping.
+    assert abs(data["wall_seconds"] - startup["seconds"] - data["job_seconds"]) <= 0.2 + 0.05 * data["wall_seconds"]
     closing = done.stderr.strip().splitlines()[-1]
     assert f"6 frames in {data['wall_seconds']:.1f} s (start-up {startup['first_frame_seconds']:.1f} s)" in closing

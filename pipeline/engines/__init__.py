@@ -22,16 +22,16 @@ def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool 
     `startup` says how much of that came before the job (`seconds`) and before its first frame
     entered the pipeline (`first_frame_seconds`: imports, checks, the models' set-up, the first
     decode); the engine's own `job_seconds` are the rest."""
-    called = time.time()
+    if cfg.engine.engine == "ray":
+        from pipeline.engines.ray import run_video_ray as engine
+    else:
+        from pipeline.engines.local import run_video as engine
+    called = time.time()  # (after the engine's imports: torch and the rest are start-up too)
     started_at = called if started_at is None else started_at
     if cfg.engine.engine == "ray":
-        from pipeline.engines.ray import run_video_ray
-
-        report = run_video_ray(input_path, output_path, cfg=cfg, progress=progress)
+        report = engine(input_path, output_path, cfg=cfg, progress=progress)
     else:
-        from pipeline.engines.local import run_video
-
-        report = run_video(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
+        report = engine(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
     job = report.pop("wall_seconds")
     first = report.pop("first_frame_seconds", None)
     before = called - started_at
