@@ -1,7 +1,7 @@
 """Issue 25's benchmark: the whole `facezoom video` process on crowds of real small faces, against
 a plain PyAV transcode of the same clip, and how well its faces are tracked.
 
-    python benchmarks/real_footage.py [--repo PATH] [--clips crowd1080 stage360] [--json PATH]
+    python benchmarks/real_footage.py [--repo PATH] [--clips crowd1080 stage360] [--repeats N] [--set K=V] [--quick] [--json PATH]
 
 Clips (made here once, into --workdir, from tests/crowd_scenes.py: `lfw_subset` faces, public
 domain, over textured backgrounds, a grey passer-by sweeping across each shot):
@@ -48,13 +48,17 @@ CLIPS = {
     "crowd1080": dict(height=1080, width=1920, shots=3, shot_length=40, people=7, sizes=(44, 64), seed=2),
     "stage360": dict(height=360, width=640, shots=4, shot_length=69, people=7, sizes=(24, 40), seed=1),
 }
+QUICK = {  # --quick: the same scenes, two short shots each: checks in seconds that the script runs
+    "crowd1080": dict(CLIPS["crowd1080"], shots=2, shot_length=6),
+    "stage360": dict(CLIPS["stage360"], shots=2, shot_length=8),
+}
 GOALS = {"crowd1080": dict(ratio=0.6, detect_track_ms=50.0), "stage360": dict(ratio=0.4, detect_track_ms=12.0)}
 FIRST_FRAME_GOAL = 2.5  # s from process start to the first frame in the pipeline
 
 
-def write_clip(name: str, folder: Path) -> tuple[Path, CrowdClip]:
-    clip = CrowdClip(**CLIPS[name])
-    path = folder / f"{name}.mp4"
+def write_clip(name: str, folder: Path, quick: bool = False) -> tuple[Path, CrowdClip]:
+    clip = CrowdClip(**(QUICK if quick else CLIPS)[name])
+    path = folder / f"{name}{'_quick' if quick else ''}.mp4"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp.mp4")
@@ -160,11 +164,12 @@ def main() -> None:
     p.add_argument("--clips", nargs="+", choices=sorted(CLIPS), default=list(CLIPS))
     p.add_argument("--repeats", type=int, default=1, help="runs of each; the fastest is kept")
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a config override for facezoom, repeatable")
+    p.add_argument("--quick", action="store_true", help="two short shots per clip: checks that the script runs, no figures")
     args = p.parse_args()
     folder = Path(args.workdir) / "real_footage"
     speed, tracking = [], []
     for name in args.clips:
-        path, clip = write_clip(name, folder)
+        path, clip = write_clip(name, folder, args.quick)
         cfg = VideoConfig()  # facezoom's own encoder settings: libx264, crf 18, preset medium
         runs = []
         for _ in range(args.repeats):  # alternate, so both see the same load
