@@ -338,18 +338,27 @@ def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int
 
     The cache (`<weights>.gaussian_fit.pt`, beside the weights; under `FACEZOOM_HOME/fits/` if
     that folder is read-only) records the weights' SHA-256, so replaced weights are refitted.
+    PULSE's split files are fitted from both files' hashes and cached only under
+    `FACEZOOM_HOME/fits/`: PULSE finds its own downloads by `glob("<md5>_*")` and would take a
+    second file beside them for a broken download.
     """
+    import hashlib
+
     from models.weights import cache_dir, pulse_file, save_checkpoint, sha256_file
 
     if generator.mapping is None:
         return None
     weights_path = Path(weights_path)
-    if weights_path.name.endswith("synthesis.pt"):
+    mapping = pulse_file([weights_path.parent], "mapping.pt") if weights_path.name.endswith("synthesis.pt") else None
+    if mapping is not None:
         pulses = pulse_file([weights_path.parent, weights_path.parent.parent], "gaussian_fit.pt")
         if pulses is not None:
             return pulse_gaussian_fit(generator, pulses)
-    digest = sha256_file(weights_path)
-    candidates = [fit_cache_path(weights_path), cache_dir() / "fits" / f"{digest}.gaussian_fit.pt"]
+        digest = hashlib.sha256(f"{sha256_file(weights_path)} {sha256_file(mapping)}".encode()).hexdigest()
+        candidates = [cache_dir() / "fits" / f"{digest}.gaussian_fit.pt"]
+    else:
+        digest = sha256_file(weights_path)
+        candidates = [fit_cache_path(weights_path), cache_dir() / "fits" / f"{digest}.gaussian_fit.pt"]
     for path in candidates:
         if path.is_file():
             try:

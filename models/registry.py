@@ -126,7 +126,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             url=PFSR_RAW + "unalign_trained_generator_checkpoint.ckpt",
             filename="unalign_trained_generator_checkpoint.ckpt",
             source="Kim et al., BMVC 2019, DeokyunKim/Progressive-Face-Super-Resolution, checkpoints/: trained on unaligned CelebA faces",
-            description="Progressive Face SR 16x16 -> 128x128, trained on unaligned faces (crops not warped to the five-point template)",
+            description="Progressive Face SR 16x16 -> 128x128, trained on unaligned CelebA faces (facezoom still feeds it aligned crops)",
             git_blob="8aaa6ccfb49439d76d77824034559d8678f05e20",
         ),
         WeightsEntry(

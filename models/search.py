@@ -141,6 +141,9 @@ def pulse_search(
     device = torch.device(device)
     render_size = render_size or generator.resolution
     out_size = out_size or render_size
+    if (fit is None) != (generator.mapping is None):
+        raise ValueError(f"fit must be None for a generator without a mapping network and the gaussian fit otherwise; "
+                         f"got fit={'None' if fit is None else 'a fit'} for a {generator.kind}")
     states = _checked_states(generator, lr, seeds, states, samples=samples, render_size=render_size, out_size=out_size, device=device)
     b, n = lr.shape[0], lr.shape[0] * samples
     trainable = max(0, min(trainable_noise, len(generator.noise_sizes(render_size)) - 1))  # the last map stays fixed

@@ -76,6 +76,12 @@ def path_for(name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / file
 
 
+def entry_for_file(path: Path) -> WeightsEntry | None:
+    """The registry entry whose pinned SHA-256 a local file has (the same weights under another path), if any."""
+    pinned = {e.sha256: e for e in REGISTRY.values() if e.sha256}
+    return pinned.get(sha256_file(path)) if pinned and path.is_file() else None
+
+
 def companion_paths(name: str) -> list[tuple[Path, str, bool]]:
     """Entry `name`'s companion files: (where they go, their URL, required)."""
     return [(cache_dir() / "weights" / file, url, required) for file, url, required in entry(name).companions]
@@ -112,9 +118,10 @@ def git_blob_id(path: str | Path) -> str:
 
 def pulse_file(folders: Sequence[Path], part: str) -> Path | None:
     """PULSE's `part` file (`synthesis.pt`, `mapping.pt`, `gaussian_fit.pt`) in the first of `folders`
-    that has one: under its own name, or behind the hash PULSE's downloader prefixes (`<md5>_mapping.pt`)."""
+    that has one: under its own name, or behind the hash PULSE's downloader prefixes (`<md5>_mapping.pt`;
+    not its `tmp_*` leftovers of an interrupted download)."""
     for folder in folders:
-        found = sorted(p for p in folder.glob(f"*{part}") if p.is_file() and (p.name == part or p.name.endswith("_" + part)))
+        found = sorted(p for p in folder.glob(f"*{part}") if p.is_file() and re.fullmatch(rf"([0-9a-f]{{32}}_)?{re.escape(part)}", p.name))
         if len(found) > 1:
             raise ModelError(f"{folder} holds several PULSE {part} files ({', '.join(p.name for p in found)}); keep one")
         if found:
@@ -254,10 +261,12 @@ def _check(name: str) -> VerifyReport:
     except ModelError as err:  # a packaged entry whose package is not installed
         return VerifyReport(name, Path(e.package or e.filename), "missing", None, e.sha256, str(err))
     absent = [p for p, _, required in companion_paths(name) if required and not p.is_file()]
+    if e.package is not None and not path.is_file():
+        return VerifyReport(name, path, "missing", None, e.sha256, f"its package is installed but {path} is gone; reinstall it: `{e.install}`")
     if not path.is_file() or absent:
+        files = " and ".join(f"{url} to {p}" for p, url in [(path, e.url)] + [(p, u) for p, u, r in companion_paths(name) if r])
         return VerifyReport(name, path, "missing", None, e.sha256,
-                            f"not in place; {'place' if e.manual_only else 'run `facezoom weights fetch ' + name + '` or place'} "
-                            + " and ".join(f"{url} to {p}" for p, url in [(path, e.url)] + [(p, u) for p, u, r in companion_paths(name) if r]))
+                            f"download {files}" if e.manual_only else f"run `facezoom weights fetch {name}`, or download {files}")
     if e.git_blob is not None:
         blob = git_blob_id(path)
         ok = blob == e.git_blob
@@ -282,7 +291,7 @@ def verify_cached(name: str) -> Path:
     """Hash `name`'s file; raise ModelError unless it is intact."""
     report = _check(name)
     if report.status == "missing":
-        raise ModelError(f"{name} is not in place: {report.detail}")
+        raise ModelError(f"{name} is missing: {report.detail}")
     if report.status == "mismatch":
         e = entry(name)
         fix = f"reinstall it: `{e.install}`" if e.package else f"delete it and run `facezoom weights fetch {name}`"
@@ -388,6 +397,9 @@ def load_checkpoint(path: str | Path) -> dict:
             raise ModelError(f"checkpoint {path} pickles {name}, which facezoom does not unpickle (a checkpoint may "
                              "hold only tensors and plain data); save the generator's state_dict() instead") from None
         raise ModelError(f"could not read checkpoint {path}: it is not a PyTorch weights file, or it is damaged; fetch it again") from None
+    except OSError as err:  # torch's zip reader on a file cut short at some lengths: "[Errno 22] Invalid argument"
+        raise ModelError(f"could not read checkpoint {path} ({err.strerror or err}); a file cut short by an interrupted download "
+                         "or copy reads this way: fetch or copy it again, and check it with `facezoom weights verify`") from None
     except (RuntimeError, EOFError, ValueError) as err:
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()[0] if str(err) else ""
         raise ModelError(f"could not read checkpoint {path} ({type(err).__name__}: {first}); it may be truncated or not a PyTorch weights file: fetch it again") from None

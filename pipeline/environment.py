@@ -36,7 +36,7 @@ def describe() -> list[tuple[str, str]]:
     rows.append(("gpu", ", ".join(gpus) if gpus else "none that torch can use (CPU only)"))
     for name in weights.REGISTRY:
         report = weights.verify(name)[0]  # missing (with where to put it, or the pip command), ok, recorded or mismatch
-        rows.append((f"weights {name}", f"{report.status} ({report.path})" if report.status != "missing" else f"not cached ({report.path})"))
+        rows.append((f"weights {name}", f"{report.status} ({report.path})" if report.status != "missing" else f"not cached: {report.detail}"))
     rows.append(("weights cache", f"{weights.cache_dir() / 'weights'} (FACEZOOM_HOME moves it)"))
     from importlib import resources
 

@@ -160,6 +160,8 @@ def test_git_blob_ids_are_checked_on_download_and_on_load(tmp_path, monkeypatch)
 def test_a_host_that_does_not_resolve_fails_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("FACEZOOM_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):  # a proxy's name would be looked up instead
+        monkeypatch.delenv(proxy, raising=False)
     lookups = []
 
     def no_dns(*args, **kwargs):
@@ -173,3 +175,19 @@ def test_a_host_that_does_not_resolve_fails_at_once(tmp_path, monkeypatch):
     message = str(err.value)
     assert "does not resolve" in message and weights.REGISTRY["pfsr-celeba-unaligned"].url in message
     assert f"to {weights.path_for('pfsr-celeba-unaligned')}, then run `facezoom weights verify pfsr-celeba-unaligned`" in message
+
+
+def test_the_prior_by_path_keeps_its_framing_and_the_fit_must_match_the_generator(tmp_path):
+    from models.backends.pulse import PulseBackend
+    from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+
+    copy = tmp_path / "my_prior.tar"
+    copy.write_bytes(weights.resolve(PRIOR).read_bytes())  # the same weights under another name
+    backend = PulseBackend.from_settings(generator=str(copy), device=torch.device("cpu"), in_size=16, out_size=None,
+                                         steps=2, warm_steps=1, eps=2e-3, temporal_weight=0.0)
+    assert backend.framing == "arcface"  # recognised by its pinned SHA-256: aligned as its training faces were
+    stylegan = StyleGAN2Generator(StyleGAN2Config.basicsr(32, narrow=1 / 32, w_dim=16, num_mlp=2))
+    with pytest.raises(ValueError, match="needs the gaussian fit"):
+        PulseBackend(stylegan, None, in_size=8, device="cpu")
+    with pytest.raises(ValueError, match="fit must be None for a generator without a mapping network"):
+        pulse_search(backend.generator, torch.zeros(1, 3, 16, 16), fit=backend.fit or object(), seeds=[0], steps=1, device="cpu")

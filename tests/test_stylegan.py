@@ -341,6 +341,11 @@ def test_pulse_cache_files_load_strictly_with_their_gaussian_fit(tmp_path, monke
     torch.testing.assert_close(loaded.synthesize(ws, noise), g.synthesize(ws, noise), rtol=0, atol=0)
     torch.testing.assert_close(loaded.mapping(ws[:, 0]), g.mapping(ws[:, 0]), rtol=0, atol=0)
 
+    computed = gaussian_fit(loaded, path, samples=100)  # no gaussian_fit.pt yet: computed, and cached outside PULSE's folder
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["3a0c1a5ba1f6e7ba2fd1be0f3b8d1f55_synthesis.pt", "8e5f2b1f1d1c24a3e0d1f5c0b9f3a2d1_mapping.pt"])
+    assert len(list((tmp_path / "home" / "fits").iterdir())) == 1 and torch.equal(gaussian_fit(loaded, path, samples=100).mean, computed.mean)
+    (cache / "tmp_5f0e_3a0c1a5ba1f6e7ba2fd1be0f3b8d1f55_synthesis.pt").write_bytes(b"an interrupted PULSE download")
+    assert weights.resolve(str(cache)) == path  # PULSE's own leftovers are not its files
     mean, std = torch.randn(16), torch.rand(16) + 0.5
     torch.save({"mean": mean, "std": std}, tmp_path / "pulse" / "gaussian_fit.pt")
     fit = gaussian_fit(loaded, path, samples=100)

@@ -53,6 +53,9 @@ class PulseBackend(SRBackend):
         warm_learning_rate: float = 0.05,
         device: torch.device | str = "cpu",
     ):
+        if (fit is None) != (generator.mapping is None):
+            raise ValueError(f"a {generator.kind} generator {'has no' if generator.mapping is None else 'needs the gaussian fit of its'} "
+                             f"mapping network: pass fit={'None' if generator.mapping is None else 'gaussian_fit(generator, path)'}")
         self.device = torch.device(device)
         self.generator = generator.to(self.device)
         self.fit = fit.to(self.device) if fit is not None else None  # None: a generator without a mapping network (DCGAN)
@@ -94,7 +97,7 @@ class PulseBackend(SRBackend):
         model = load_generator(path, device=device, layout=pinned.layout if pinned else None, arch=dict(pinned.arch) if pinned else None)
         fit = gaussian_fit(model, path, device=device)
         backend = cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
-        backend.framing = pinned.framing if pinned is not None else "ffhq"
+        backend.framing = (pinned or weights.entry_for_file(path) or weights.REGISTRY[weights.DEFAULT]).framing
         return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:

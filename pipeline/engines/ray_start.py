@@ -26,6 +26,9 @@ def connect(cfg) -> bool:
         # Ray starts its workers at niceness 15; here they do the work, and beside any busy process
         # they got a few per cent of a core (a 10 s job took 3 minutes next to two CPU-bound ones).
         os.environ.setdefault("RAY_worker_niceness", "0")
+        # Ray 2.5x turns token authentication on for a new local cluster and warns about it on every
+        # run, a line a user can do nothing with: that logger alone is quieted (auth stays on).
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     pending: list[int] = []
     try:
         with _signals_held(pending):

@@ -16,8 +16,8 @@ the backend's `framing`):
 - "arcface": the 112x112 five-point template of face-recognition crops (insightface's
   `arcface_dst`), which DigiFace-1M's aligned images use: a tighter crop, eye distance 0.31 of the
   side. The DCGAN prior `dcgan-digiface-64` was trained on those images resized to 64; MTCNN's
-  landmarks on 63 faces it drew averaged within 0.02 of the side of this template (and 0.07 from
-  FFHQ's eyes).
+  landmarks on 60 faces it drew average within 0.015 of the side of this template (0.098 from
+  FFHQ's), with a per-face spread of up to 0.046 (`python benchmarks/real_prior.py --only-framing`).
 
 Conventions (the contracts of this stage):
 - landmarks: `[5, 2]` float, x then y, in source pixels, in MTCNN's order: left eye, right eye,

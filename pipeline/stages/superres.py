@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from models.backends.base import SRBackend, TrackState, resolve_device
-from models.errors import ModelError
 from pipeline.config.sections import SRConfig
 from pipeline.errors import RunAborted
 from pipeline.stages.fidelity import FacePlan, replacement, to_detail, transfer
@@ -33,13 +32,7 @@ def create_backend(cfg: SRConfig) -> SRBackend:
     build = BUILDERS.get(cfg.backend)
     if build is None:
         raise ValueError(f"sr.backend={cfg.backend!r} is not a backend; use one of {', '.join(BUILDERS)}")
-    try:
-        return build(cfg, device)
-    except OSError as err:  # torch's zip reader on a checkpoint cut short: "[Errno 22] Invalid argument"
-        weights = f"sr.generator={cfg.generator}" if cfg.generator else "its registry weights (`facezoom weights list`)"
-        raise ModelError(f"cannot read the weights of sr.backend={cfg.backend}, {weights}: {err.strerror or err} "
-                         "(a file cut short by an interrupted download or copy reads this way): fetch or copy it again, "
-                         "and check it with `facezoom weights verify`") from None
+    return build(cfg, device)  # a checkpoint that cannot be read is a ModelError from models.weights.load_checkpoint
 
 
 def _classical(cfg: SRConfig, device: torch.device) -> SRBackend:
