@@ -36,7 +36,7 @@ def main() -> None:
     detector = FaceDetector(DetectConfig(threads=1))
     results, rows = {}, []
     for layout in (LAYOUTS[::-1] if args.nhwc_first else LAYOUTS):
-        for net in (detector._mtcnn.pnet, detector._mtcnn.rnet, detector._mtcnn.onet):
+        for net in (detector.pnet, detector.rnet, detector.onet):
             net.to(memory_format=layout)
         detector.detect(frames[:2])  # warm-up
         seconds = []

@@ -43,8 +43,8 @@ def run_job(clip: Path, out: Path, overrides: list[str]) -> dict:
         raise SystemExit(f"job failed ({' '.join(overrides)}): {proc.stderr.read()[-2000:]}")
     data = json.loads(report.read_text())
     setup = data["stage_seconds"].get("setup", 0.0)
-    return {"seconds": seconds, "job_seconds": data["wall_seconds"], "setup_seconds": setup,
-            "fps": data["frames_out"] / (data["wall_seconds"] - setup), "frames": data["frames_out"],
+    return {"seconds": seconds, "job_seconds": data["job_seconds"], "setup_seconds": setup,
+            "fps": data["frames_out"] / (data["job_seconds"] - setup), "frames": data["frames_out"],
             "crops": len(data["faces"]), "peak_mb": peak / 2**20,
             "steps": sum(f["steps"] for f in data["faces"])}
 

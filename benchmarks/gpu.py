@@ -2,7 +2,7 @@
 """Figures for a GPU: PULSE on a full-size StyleGAN2-512, PFSR, and MTCNN at 1080p. One command.
 
 Run it on a lent GPU machine as it is (it takes a few minutes on one GPU and writes its
-figures as JSON); `--quick` shrinks every model so a CPU checks in seconds that it runs.
+figures as JSON); `--quick` shrinks every model so a CPU checks in seconds (under 30 s) that it runs.
 
 - PULSE: StyleGAN2-512 of the published (BasicSR) architecture with random weights (the cost
   is the architecture's, not the weights'), rendering 256 (facezoom's default out_size), at
@@ -44,14 +44,19 @@ from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator  # noq
 from models.search import draw_start, pulse_search  # noqa: E402
 
 FULL = dict(resolution=512, narrow=1.0, render=256, batches=(1, 8, 32), timed_steps=5, pfsr_channels=PUBLISHED_CHANNELS,
-            pfsr_batch=32, frame=(1920, 1080), eps_faces=4, track_frames=32)
-QUICK = dict(resolution=64, narrow=0.125, render=64, batches=(1, 2), timed_steps=2, pfsr_channels=(16, 8, 8, 8),
-             pfsr_batch=4, frame=(640, 360), eps_faces=2, track_frames=8)
+            pfsr_batch=32, frame=(1920, 1080), eps_faces=4, track_frames=32, mapping={}, fit_samples=20_000, pfsr_seconds=2.0,
+            mtcnn_repeats=5)
+# --quick only checks that every part runs, on any CPU in well under 30 s beside other work (it took
+# 204 s when it ran a 64 px generator with the full 512-wide mapping and 20,000-sample fits):
+# a 32 px generator with a small mapping (as benchmarks/common.py's stand-ins), small fits, short tracks.
+QUICK = dict(resolution=32, narrow=0.0625, render=32, batches=(1, 2), timed_steps=1, pfsr_channels=(16, 8, 8, 8),
+             pfsr_batch=4, frame=(640, 360), eps_faces=2, track_frames=4, mapping=dict(w_dim=64, num_mlp=2), fit_samples=2_000,
+             pfsr_seconds=0.2, mtcnn_repeats=1)
 
 
-def generator(resolution: int, narrow: float, device) -> StyleGAN2Generator:
+def generator(resolution: int, narrow: float, device, mapping: dict | None = None) -> StyleGAN2Generator:
     torch.manual_seed(0)
-    g = StyleGAN2Generator(StyleGAN2Config.basicsr(resolution, channel_multiplier=1, narrow=narrow))
+    g = StyleGAN2Generator(StyleGAN2Config.basicsr(resolution, channel_multiplier=1, narrow=narrow, **(mapping or {})))
     with torch.no_grad():  # random RGB heads overshoot [-1, 1] and BasicSR starts noise at 0; trained ones do neither
         for head in [g.to_rgb1, *g.to_rgbs]:
             head.modulated_conv.weight.mul_(0.6)
@@ -97,8 +102,8 @@ def steps_to_eps(g, fit, lr, *, render, device, autocast) -> list[int | None]:
 
 
 def pulse_rows(size: dict, device) -> tuple[list[dict], dict]:
-    g = generator(size["resolution"], size["narrow"], device)
-    fit = compute_gaussian_fit(g, samples=20_000, seed=0)
+    g = generator(size["resolution"], size["narrow"], device, size["mapping"])
+    fit = compute_gaussian_fit(g, samples=size["fit_samples"], seed=0)
     lr = known_faces(g, fit, max(size["batches"]), size["render"], device)
     rows = []
     for autocast in (False, True):
@@ -123,8 +128,8 @@ def schedule_rows(size: dict, device) -> list[dict]:
     from scale import run_schedule
     from warm_start import trajectory
 
-    g = generator(size["resolution"], size["narrow"], device)
-    fit = compute_gaussian_fit(g, samples=20_000, seed=0)
+    g = generator(size["resolution"], size["narrow"], device, size["mapping"])
+    fit = compute_gaussian_fit(g, samples=size["fit_samples"], seed=0)
     gt, lr = trajectory(g, fit, 1.0, argparse.Namespace(seed=0, resolution=size["resolution"], frames=size["track_frames"]))
     backend = PulseBackend(g, fit, in_size=16, out_size=size["render"], device=device)
     rows = [run_schedule(backend, lr, gt, segment, 32) for segment in (1, 4, 8)]
@@ -143,7 +148,7 @@ def pfsr_faces_per_second(size: dict, device) -> float:
         net(x, 3, 1.0)
         sync(device)
         start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < 2.0 or n < 3:
+        while time.perf_counter() - start < size["pfsr_seconds"] or n < 3:
             net(x, 3, 1.0)
             n += 1
         sync(device)
@@ -163,9 +168,10 @@ def mtcnn_ms(size: dict, device) -> dict:
         detector = FaceDetector(DetectConfig(device=str(device), working_size=working))
         detector.detect([frame])
         start = time.perf_counter()
-        for _ in range(5):
+        for _ in range(size["mtcnn_repeats"]):
             found = detector.detect([frame])
-        out[f"working_size={working}"] = {"ms": round((time.perf_counter() - start) / 5 * 1000, 1), "faces": len(found[0].boxes)}
+        out[f"working_size={working}"] = {"ms": round((time.perf_counter() - start) / size["mtcnn_repeats"] * 1000, 1),
+                                          "faces": len(found[0].boxes)}
     return out
 
 
@@ -177,6 +183,8 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
     size = QUICK if args.quick else FULL
+    if args.quick:  # one thread: OpenMP threads spinning against other processes' made steps 60x slower on a shared 2-core CPU
+        torch.set_num_threads(1)
     started = time.perf_counter()
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "torch": torch.__version__, "quick": args.quick, "generator": f"StyleGAN2-{size['resolution']} narrow {size['narrow']}",

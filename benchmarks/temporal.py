@@ -46,14 +46,17 @@ class Jittered:
         self.detector, self.jitter, self.rng = detector, jitter, np.random.default_rng(seed)
 
     def detect(self, frames):
-        out = []
-        for found in self.detector.detect(frames):
-            if len(found.boxes):
-                widths = found.boxes[:, 2] - found.boxes[:, 0]
-                shift = self.rng.uniform(-self.jitter, self.jitter, (len(widths), 2)) * widths[:, None]
-                found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :])
-            out.append(found)
-        return out
+        return [self._jitter(found) for found in self.detector.detect(frames)]
+
+    def detect_regions(self, frame, boxes):
+        return self._jitter(self.detector.detect_regions(frame, boxes))
+
+    def _jitter(self, found):
+        if len(found.boxes):
+            widths = found.boxes[:, 2] - found.boxes[:, 0]
+            shift = self.rng.uniform(-self.jitter, self.jitter, (len(widths), 2)) * widths[:, None]
+            found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :], regions=found.regions)
+        return found
 
 
 def cuts_clip(height=240, width=320, shot=17, seed=3):

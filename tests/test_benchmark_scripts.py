@@ -49,3 +49,15 @@ def test_real_prior_benchmark_runs_quick_through_the_video_path(tmp_path):
     assert rows["chain"]["steps_vs_chain"] == 1 and rows["cold"]["steps_vs_cold"] == 1
     assert all(r["truth_change"] > 0 and r["rmse_64"] > 0 for r in rows.values())
     assert {g["goal"] for g in data["goals"]} >= {"cold searches reaching eps", "warm steps / cold steps"}
+
+
+@pytest.mark.slow
+def test_real_footage_benchmark_runs_quick_and_measures_the_tracking_against_the_truth(tmp_path):
+    out = tmp_path / "real.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "real_footage.py"), "--quick", "--clips", "stage360",
+                           "--workdir", str(tmp_path), "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    (speed,), (tracking,) = data["speed"], data["tracking"]
+    assert speed["frames"] == 16 and speed["ratio"] > 0 and speed["first_frame_s"] <= speed["facezoom_s"]
+    assert tracking["cuts"] == "1/1 (+0)" and tracking["tracks_across_cuts"] == 0 and tracking["recall"] > 0.8

@@ -103,3 +103,23 @@ def test_bad_frames_raise_with_got_and_expected(detector):
 def test_config_errors_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=rf"^{key} must be .*, got"):
         DetectConfig(**kwargs)
+
+
+def test_detect_regions_finds_the_face_near_a_box_as_the_whole_frame_does_and_only_there(detector):
+    faces = [Face(80, 120, 60), Face(240, 130, 64)]
+    frame = render(background(240, 320, seed=7), faces)
+    (whole,) = detector.detect([frame])
+    near = detector.detect_regions(frame, [faces[1].box()])
+    assert len(near) == 1 and near.covers(faces[1].box()) and not near.covers(faces[0].box())
+    j = int(iou_matrix(near.boxes, whole.boxes)[0].argmax())
+    assert np.abs(near.boxes[0] - whole.boxes[j]).max() < 0.05 * faces[1].width  # the same face, found again
+    assert Detections.empty().covers(faces[0].box())  # no regions: the whole frame was looked at
+
+
+def test_detect_regions_reaches_the_frame_edge(detector):
+    # A frame whose sides are not multiples of the regions' grid, a face against its right and
+    # bottom edges: its region runs to the edge, so the face is found.
+    face = Face(293, 213, 56)
+    frame = render(background(250, 330, seed=8), [face])
+    near = detector.detect_regions(frame, [face.box()])
+    assert len(near) == 1 and iou_matrix(near.boxes, face.box()[None])[0, 0] > 0.6

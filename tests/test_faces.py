@@ -103,7 +103,9 @@ def test_chunk_size_does_not_change_the_result(detector):
     for a, b in zip(one, many):
         for fa, fb in zip(a, b):
             np.testing.assert_allclose(fa.landmarks, fb.landmarks, atol=1e-3)
-            assert np.array_equal(fa.crop, fb.crop)
+            # (MTCNN's boxes differ by ~1e-5 px between batch sizes, facenet-pytorch's own as well: a
+            # crop pixel on a rounding edge may move by one level.)
+            assert np.abs(fa.crop.astype(int) - fb.crop).max() <= 1
 
 
 def test_raw_detections_are_those_of_the_latest_chunk(detector):
@@ -127,3 +129,18 @@ def test_chunks_must_follow_each_other(detector):
         analyzer.process([np.zeros((240, 320, 4), np.uint8)], 102)
     with pytest.raises(ValueError, match="crop_size must be an integer in 8..4096, got 4"):
         FaceAnalyzer(DetectConfig(), TrackConfig(), 4, detector=detector)
+
+
+def test_detection_frames_between_full_scans_look_around_the_tracked_faces(detector):
+    # A face from the start, and a second one that appears on frame 4: every=3, full_every=3 scans
+    # the whole frame on 0, 9, 18, and only around the tracked faces on 3, 6, 12, 15.
+    bg = background(240, 320, seed=26)
+    first, second = Face(80, 120, 60), Face(240, 120, 60)
+    frames = [render(bg, [first] + ([second] if i >= 4 else [])) for i in range(19)]
+    analyzer = FaceAnalyzer(DetectConfig(every=3, full_every=3), TrackConfig(), CROP, detector=detector)
+    out = analyzer.process(frames, 0)
+    regions = {d.frame_index: d.detections.regions for d in analyzer.last_detections}
+    assert regions[0] is None and regions[9] is None and regions[18] is None
+    assert all(regions[i] is not None and len(regions[i]) >= 1 for i in (3, 6, 12, 15))
+    assert all(f.detected for i in (3, 6, 12, 15) for f in out[i])  # the tracked face, checked as often as before
+    assert [len(out[i]) for i in (8, 9)] == [1, 2] and len({f.track_id for f in out[18]}) == 2  # the new one: at the next full scan

@@ -36,16 +36,19 @@ class Tampered:
         self.rng = np.random.default_rng(seed)
 
     def detect(self, frames):
-        out = []
-        for frame, found in zip(frames, self.detector.detect(frames)):
-            if self.index[id(frame)] in self.miss:
-                found = Detections.empty()
-            elif self.jitter and len(found.boxes):
-                widths = found.boxes[:, 2] - found.boxes[:, 0]
-                shift = self.rng.uniform(-self.jitter, self.jitter, (len(widths), 2)) * widths[:, None]
-                found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :])
-            out.append(found)
-        return out
+        return [self._tamper(frame, found) for frame, found in zip(frames, self.detector.detect(frames))]
+
+    def detect_regions(self, frame, boxes):
+        return self._tamper(frame, self.detector.detect_regions(frame, boxes))
+
+    def _tamper(self, frame, found):
+        if self.index[id(frame)] in self.miss:
+            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=found.regions)
+        if self.jitter and len(found.boxes):
+            widths = found.boxes[:, 2] - found.boxes[:, 0]
+            shift = self.rng.uniform(-self.jitter, self.jitter, (len(widths), 2)) * widths[:, None]
+            found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :], regions=found.regions)
+        return found
 
 
 def run(frames, detector, *, every=5, chunk=8, **track):

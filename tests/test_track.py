@@ -116,6 +116,22 @@ def test_track_ends_when_the_face_leaves_the_frame():
     assert [r.track_id for r in tracker.pop_finished()] == [1]  # gone, despite max_age
 
 
+def test_detections_in_regions_leave_the_faces_outside_them_as_they_are():
+    faces = [Face(80, 120, 60), Face(240, 130, 64)]
+    frame = render(background(H, W, seed=3), faces)
+    tracker = FaceTracker(TrackConfig(flow=False, min_hits=1))
+    tracker.update(frame, _detections(faces), 0)
+    # The detector looked only around face 2, and found nothing there: face 2 is lost, face 1 stays.
+    nothing_near_2 = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=[faces[1].box() + [-60, -60, 60, 60]])
+    out = tracker.update(frame, nothing_near_2, 1)
+    assert [f.visible for f in out] == [True, False] and _ids(out) == [1, 2]
+    assert len(tracker.lost_boxes) == 1 and tracker.wants_detection  # and it asks to look again, there
+    # A face found in a region comes back under its id; nothing outside the regions starts a track.
+    found = _detections(faces[1:])
+    out = tracker.update(frame, Detections(found.boxes, found.scores, found.landmarks, regions=nothing_near_2.regions), 2)
+    assert [f.visible for f in out] == [True, True] and _ids(out) == [1, 2]
+
+
 def test_ids_belong_to_the_tracker_instance():
     bg = background(H, W, seed=16)
     face = Face(cx=160, cy=120, width=60)

@@ -1,22 +1,41 @@
 """Run a video job with the engine the config names.
 
 The one entry point the CLI, the benchmarks and the tests share: `run(input, output, cfg=...)`
-returns the run's report (a JSON-ready dict).
+returns the run's report (a JSON-ready dict), its times counted from when the user started
+waiting (`started_at`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 
-def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool = True, processor=None) -> dict[str, Any]:
+def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool = True, processor=None,
+        started_at: float | None = None) -> dict[str, Any]:
     """`processor`: the local engine's `FaceProcessor` to run with (a folder's videos share the
-    models of one); the Ray engine builds its own actors."""
+    models of one); the Ray engine builds its own actors.
+
+    `started_at`: `time.time()` when the user started waiting (the CLI passes its process's start,
+    `pipeline/startup.py`); default now. The report's `wall_seconds` counts from it to the end, and
+    `startup` says how much of that came before the job (`seconds`) and before its first frame
+    entered the pipeline (`first_frame_seconds`: imports, checks, the models' set-up, the first
+    decode); the engine's own `job_seconds` are the rest."""
     if cfg.engine.engine == "ray":
-        from pipeline.engines.ray import run_video_ray
-
-        return run_video_ray(input_path, output_path, cfg=cfg, progress=progress)
-    from pipeline.engines.local import run_video
-
-    return run_video(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
+        from pipeline.engines.ray import run_video_ray as engine
+    else:
+        from pipeline.engines.local import run_video as engine
+    called = time.time()  # (after the engine's imports: torch and the rest are start-up too)
+    started_at = called if started_at is None else started_at
+    if cfg.engine.engine == "ray":
+        report = engine(input_path, output_path, cfg=cfg, progress=progress)
+    else:
+        report = engine(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
+    job = report.pop("wall_seconds")
+    first = report.pop("first_frame_seconds", None)
+    before = called - started_at
+    report["wall_seconds"] = round(time.time() - started_at, 3)
+    report["job_seconds"] = job
+    report["startup"] = {"seconds": round(before, 3), "first_frame_seconds": None if first is None else round(before + first, 3)}
+    return report

@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 
 
 def chunks(frames: Iterator[Frame], size: int, timer: StageTimer) -> Iterator[list[Frame]]:
-    """Group decoded frames into lists of `size`, timing the decode."""
+    """Group decoded frames into lists of `size`, timing the decode; `timer.first_frame` is when
+    the first frame was decoded (`time.perf_counter()`)."""
     chunk: list[Frame] = []
     while True:
         with timer("decode"):
             frame = next(frames, None)
         if frame is None:
             break
+        timer.first_frame = timer.first_frame or time.perf_counter()
         chunk.append(frame)
         if len(chunk) == size:
             yield chunk
@@ -148,6 +150,7 @@ def run_video(
         "frames_expected": expected,  # what the container declares or its duration implies
         "warnings": [reader.damage] if reader.damage else [],
         "wall_seconds": round(time.perf_counter() - start, 3),
+        "first_frame_seconds": round(timer.first_frame - start, 3) if timer.first_frame else None,
         "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         **faces,
     }

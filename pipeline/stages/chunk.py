@@ -92,6 +92,7 @@ class StageTimer:
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
+        self.first_frame: float | None = None  # perf_counter() when the first frame was decoded (the local engine)
 
     def __call__(self, stage: str) -> "_Timing":
         return _Timing(self.seconds, stage)

@@ -2,9 +2,11 @@
 
 MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded
 Convolutional Networks", IEEE SPL 2016) as packaged by facenet-pytorch, with the weights that
-ship inside its wheel (nothing is downloaded). It returns a box, a score and five landmarks per
-face. Frames are detected in batches: MTCNN runs its three networks on a batch of equal-size
-images at once, so frames are grouped by size and fed `batch_size` at a time.
+ship inside its wheel (nothing is downloaded; models/networks/mtcnn.py), run by
+pipeline/stages/mtcnn.py: facenet-pytorch's cascade with each stage's candidates cut out at
+once. It returns a box, a score and five landmarks per face. Frames are detected in batches:
+MTCNN runs its three networks on a batch of equal-size images at once, so frames are grouped by
+size and fed `batch_size` at a time.
 
 Large frames are shrunk to a working size for detection (its cost grows with the pixel count)
 and the boxes and landmarks are mapped back to source pixels. `working_size` is the speed knob:
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from typing import Sequence
 
@@ -34,15 +37,21 @@ from pipeline.config.sections import DetectConfig
 log = logging.getLogger(__name__)
 
 MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsampling the frame
+REGION_GRID = 16  # working px: `detect_regions` regions start and end on this grid
 
 
 @dataclasses.dataclass
 class Detections:
-    """The faces found in one frame, best score first. All coordinates in source pixels."""
+    """The faces found in one frame, best score first. All coordinates in source pixels.
+
+    `regions`: where the detector looked, `[K, 4]` boxes, or None for the whole frame. A face
+    outside every region was not looked for: its absence says nothing (the tracker leaves it be).
+    """
 
     boxes: np.ndarray  # [N, 4] float32: x0, y0, x1, y1
     scores: np.ndarray  # [N] float32 in (0, 1]
     landmarks: np.ndarray  # [N, 5, 2] float32: x, y of left eye, right eye, nose, mouth left, mouth right
+    regions: np.ndarray | None = None  # [K, 4] float64: x0, y0, x1, y1 searched; None = the whole frame
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -55,6 +64,8 @@ class Detections:
             raise ValueError(f"Detections.scores must be [N] = [{n}], got shape {list(self.scores.shape)}")
         if self.landmarks.shape != (n, 5, 2):
             raise ValueError(f"Detections.landmarks must be [N, 5, 2] = [{n}, 5, 2], got shape {list(self.landmarks.shape)}")
+        if self.regions is not None:
+            self.regions = np.asarray(self.regions, dtype=np.float64).reshape(-1, 4)
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -62,6 +73,13 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def covers(self, box: np.ndarray) -> bool:
+        """Whether the detector looked everywhere `box` (x0, y0, x1, y1) lies."""
+        if self.regions is None:
+            return True
+        r = self.regions
+        return bool(((r[:, 0] <= box[0]) & (r[:, 1] <= box[1]) & (r[:, 2] >= box[2]) & (r[:, 3] >= box[3])).any())
 
 
 def detection_threads(cfg: DetectConfig) -> int:
@@ -88,25 +106,18 @@ class FaceDetector:
     def __init__(self, cfg: DetectConfig):
         # Imported here so that importing this module (e.g. for DetectConfig) does not load torch.
         import torch
-        from facenet_pytorch import MTCNN
 
         from models.backends.base import resolve_device
+        from models.networks.mtcnn import load_mtcnn
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device, "detect.device")
         self.threads = detection_threads(cfg)
-        self._mtcnn = MTCNN(
-            min_face_size=MTCNN_MIN_FACE,  # replaced per frame size in _detect_batch
-            thresholds=list(cfg.thresholds),
-            factor=cfg.factor,
-            select_largest=False,  # order by score, not size
-            keep_all=True,
-            device=self.device,
-        ).eval()
+        self.pnet, self.rnet, self.onet = load_mtcnn(self.device)
         # NHWC weights: oneDNN runs MTCNN's networks faster on CPU than NCHW (1.23x on a batch of
         # 16 frames, boxes equal to 1e-4 px: benchmarks/detect_layout.py). The convolutions take
         # their layout from the weights, so the inputs need no change.
-        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+        for net in (self.pnet, self.rnet, self.onet):
             net.to(memory_format=torch.channels_last)
         self._warned_sizes: set[tuple[int, int]] = set()
 
@@ -131,48 +142,95 @@ class FaceDetector:
                     results[i] = dets
         return results  # type: ignore[return-value]
 
-    def _run_mtcnn(self, batch: np.ndarray):
-        """MTCNN with `detection_threads` torch threads; the caller's thread count is restored."""
+    def _run_mtcnn(self, batch: np.ndarray, min_face: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """MTCNN on `batch` `[B, H, W, 3] uint8` (`pipeline/stages/mtcnn.py`: facenet-pytorch's cascade,
+        its candidates cut out all at once) with `detection_threads` torch threads; the caller's
+        thread count is restored. Per frame: boxes `[N, 5]` (with the score) and points `[N, 5, 2]`."""
         import torch
+
+        from pipeline.stages.mtcnn import detect_faces
 
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            return self._mtcnn.detect(batch, landmarks=True)
+            with torch.no_grad():
+                return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
+                                    thresholds=self.cfg.thresholds, factor=self.cfg.factor)
         finally:
             torch.set_num_threads(before)
 
-    def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
-        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
+    def detect_regions(self, frame: np.ndarray, boxes: Sequence[np.ndarray]) -> Detections:
+        """Detect faces near `boxes` only (x0, y0, x1, y1 source px): each box and a face width
+        around it, at the scale the whole frame would be detected at. Where a face was lost, this
+        finds it again at a fraction of a whole frame's cost; faces outside these regions are not
+        looked for (`Detections.regions`). A face cut by a region's edge is left out."""
+        check_frame(frame)
+        height, width = frame.shape[:2]
         scale, smallest = working_scale(height, width, self.cfg)
+        # Regions snap to a grid of REGION_GRID working pixels: MTCNN's boxes move by several % of
+        # a small face with the pixel phase of its input, so a face that stays put is looked for in
+        # the very same region, and gets the very same box, each time.
+        step = REGION_GRID * (round(1 / scale) if abs(1 / scale - round(1 / scale)) < 1e-6 else 1)
+        regions, found = [], []
+        for box in boxes:
+            w, h = box[2] - box[0], box[3] - box[1]
+            x0, y0 = max(0, int(box[0] - w) // step * step), max(0, int(box[1] - h) // step * step)
+            x1 = min(width, x0 + math.ceil((box[2] + w - x0) / step) * step)
+            y1 = min(height, y0 + math.ceil((box[3] + h - y0) / step) * step)
+            if x1 - x0 < 2 or y1 - y0 < 2:
+                continue
+            regions.append((x0, y0, x1, y1))
+            dets = self._mtcnn_at([np.ascontiguousarray(frame[y0:y1, x0:x1])], scale, smallest)[0]
+            b = dets.boxes + np.array([x0, y0, x0, y0], np.float32)
+            inside = (b[:, 0] >= x0 - 1) & (b[:, 1] >= y0 - 1) & (b[:, 2] <= x1 + 1) & (b[:, 3] <= y1 + 1)
+            found.append((b[inside], dets.scores[inside], dets.landmarks[inside] + np.array([x0, y0], np.float32)))
+        searched = np.array(regions, np.float64).reshape(-1, 4)
+        if not found:
+            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=searched)
+        b, s, p = (np.concatenate(v) for v in zip(*found))
+        keep = []  # regions may overlap: a face found twice is kept once, at its best score
+        for i in np.argsort(-s, kind="stable"):
+            if not keep or _overlap(b[i], b[keep]).max() <= 0.5:
+                keep.append(i)
+        return Detections(b[keep], s[keep], p[keep], regions=searched)
+
+    def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
+        scale, smallest = working_scale(height, width, self.cfg)
+        if smallest > self.cfg.min_face and (height, width) not in self._warned_sizes:
+            self._warned_sizes.add((height, width))
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            log.info(
+                "detecting %dx%d frames at %dx%d (detect.working_size=%d): faces under %.0f px are not found; "
+                "raise working_size (0 = native size) to find faces down to detect.min_face=%d px, at a higher cost",
+                width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
+            )
+        return self._mtcnn_at(frames, scale, smallest)
+
+    def _mtcnn_at(self, frames: list[np.ndarray], scale: float, smallest: float) -> list[Detections]:
+        """MTCNN on equal-size `frames` shrunk by `scale`, faces from `smallest` source px; source coordinates out."""
+        height, width = frames[0].shape[:2]
+        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         sx, sy = size[0] / width, size[1] / height
         if size == (width, height):
             batch = np.stack(frames)  # [B, H, W, 3] uint8
         else:
             batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
-        if smallest > self.cfg.min_face and (height, width) not in self._warned_sizes:
-            self._warned_sizes.add((height, width))
-            log.info(
-                "detecting %dx%d frames at %dx%d (detect.working_size=%d): faces under %.0f px are not found; "
-                "raise working_size (0 = native size) to find faces down to detect.min_face=%d px, at a higher cost",
-                width, height, size[0], size[1], self.cfg.working_size, smallest, self.cfg.min_face,
-            )
         # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
-        self._mtcnn.min_face_size = smallest * min(sx, sy)
-        if min(size) * (MTCNN_MIN_FACE / self._mtcnn.min_face_size) < MTCNN_MIN_FACE:  # no face that large fits:
+        min_face = smallest * min(sx, sy)
+        if min(size) * (MTCNN_MIN_FACE / min_face) < MTCNN_MIN_FACE:  # no face that large fits:
             # MTCNN would have no pyramid level (the test is its own, float for float)
             return [Detections.empty() for _ in frames]
-        boxes, scores, points = self._run_mtcnn(batch)
+        boxes, points = self._run_mtcnn(batch, min_face)
         # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
         out = []
-        for b, s, p in zip(boxes, scores, points):
-            if b is None:
+        for b, p in zip(boxes, points):
+            if len(b) == 0:
                 out.append(Detections.empty())
                 continue
-            b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+            s = np.asarray(b[:, 4], dtype=np.float64)
+            b = np.asarray(b[:, :4], dtype=np.float64)
             p = np.asarray(p, dtype=np.float64).reshape(-1, 5, 2)
-            s = np.asarray(s, dtype=np.float64).reshape(-1)
             b[:, 0::2] = (b[:, 0::2] + 0.5) / sx - 0.5
             b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
             p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
@@ -181,3 +239,12 @@ class FaceDetector:
             order = np.argsort(-s[keep], kind="stable")
             out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
         return out
+
+
+def _overlap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of `box` [4] with each of `others` [M, 4]."""
+    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = iw * ih
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)

@@ -8,11 +8,13 @@ with the SR backend's own downscaler, super-resolves, and calls `pipeline.stages
 Streaming: chunks must follow one another (`start_index` continues where the last chunk
 ended); the analyzer keeps only the tracker's state (one greyscale frame and a few numbers per
 track), so memory stays constant however long the stream. Detection runs on the chunk's
-detection frames (every `detect.every`-th) as one batch, then the tracker steps through every
-frame in order. Two more kinds of frame are detected on, one at a time, as the stream reaches
+detection frames (every `detect.every`-th): every `detect.full_every`-th of them scans the whole
+frame (as one batch), the others look only around the faces being tracked (their regions, as the
+tracker steps through every frame in order), so a tracked face is checked as often as before
+and a new one is found at the next full scan. Two more kinds of frame are detected on, one at a time, as the stream reaches
 them: the first frame of a shot (`pipeline/stages/cuts.py`: every track ends there), and the
 frame after one where a face was lost, so a missed face comes back at once instead of a
-cadence later.
+cadence later (there only around the lost faces: `FaceDetector.detect_regions`).
 
 For the run report, `last_detections` holds the raw detections of the latest chunk,
 `last_cuts` its shot cuts (frame indices), and `pop_finished_tracks()` / `close()` hand over the
@@ -110,11 +112,14 @@ class FaceAnalyzer:
             self._first_index = start_index
         every = self.detect_cfg.every
 
-        # 1. Detect on this chunk's detection frames, in one batch.
+        # 1. Detect on this chunk's full-scan frames, in one batch: every `detect.full_every`-th
+        #    detection frame; the detection frames between look around the tracked faces (step 2).
         start = time.perf_counter()
-        positions = [i for i in range(len(frames)) if (start_index + i - self._first_index) % every == 0]
-        found = self.detector.detect([frames[i] for i in positions]) if positions else []
-        by_position = dict(zip(positions, found))
+        cadence = [i for i in range(len(frames)) if (start_index + i - self._first_index) % every == 0]
+        full = [i for i in cadence if (start_index + i - self._first_index) // every % self.detect_cfg.full_every == 0]
+        found = self.detector.detect([frames[i] for i in full]) if full else []
+        by_position = dict(zip(full, found))
+        near_tracks = set(cadence) - set(full)
         self.seconds["detect"] += time.perf_counter() - start
         self.last_cuts = []
 
@@ -129,9 +134,9 @@ class FaceAnalyzer:
                 self.last_cuts.append(index)
                 self.tracker.cut(index)
             self.seconds["track"] += time.perf_counter() - start
-            if i not in by_position and (cut or self.tracker.wants_detection):
+            if i not in by_position and (cut or self.tracker.wants_detection or i in near_tracks):
                 start = time.perf_counter()
-                by_position[i] = self.detector.detect([frame])[0]
+                by_position[i] = self._detect_one(frame, cut, i in near_tracks)
                 self.seconds["detect"] += time.perf_counter() - start
             start = time.perf_counter()
             tracked = self.tracker.update(frame, by_position.get(i), index)
@@ -142,6 +147,10 @@ class FaceAnalyzer:
                 matrix = similarity_transform(face.landmarks, self.crop_size, template=self.template)
                 crop = warp_face(frame, matrix, self.crop_size)
                 native = native_px(matrix, self.crop_size)
+                # A face's blur is measured where it was detected (and on its first frame), not on
+                # the frames the flow carried it through: 4 ms a face and frame, a fifth of the tracking.
+                fresh = face.detected or not self.effective.measured(face.track_id)
+                measured = effective_px(crop, native) if fresh else None
                 crops.append(
                     FaceCrop(
                         frame_index=index,
@@ -153,7 +162,7 @@ class FaceAnalyzer:
                         score=face.score,
                         detected=face.detected,
                         native_px=native,
-                        effective_px=self.effective(face.track_id, effective_px(crop, native), native),
+                        effective_px=self.effective(face.track_id, measured, native),
                         weight=face.weight,
                     )
                 )
@@ -163,6 +172,13 @@ class FaceAnalyzer:
         self._next_index = start_index + len(frames)
         log.debug("frames %d..%d: %d faces", start_index, self._next_index - 1, sum(map(len, out)))
         return out
+
+    def _detect_one(self, frame: np.ndarray, cut: bool, near_tracks: bool) -> Detections:
+        """A shot's first frame: the whole frame; a detection frame between full scans: around every
+        tracked face; the frame after a face was lost: around the lost faces. With no face to look
+        around, the whole frame."""
+        near = [] if cut else (self.tracker.boxes() if near_tracks else self.tracker.lost_boxes)
+        return self.detector.detect_regions(frame, near) if near else self.detector.detect([frame])[0]
 
     def active_tracks(self) -> list[TrackRecord]:
         """Live tracks reported so far (last_frame = the latest frame each was seen on)."""

@@ -101,18 +101,25 @@ def effective_px(crop: np.ndarray, native: float) -> float:
 
 class EffectiveTracker:
     """Smooths each track's blur — how many octaves its effective resolution lies below its native
-    one — over its frames, so the kept resolution does not flicker; a face that grows or shrinks
-    on screen changes its native size at once. Forget a track when it ends."""
+    one — over its measurements, so the kept resolution does not flicker; a face that grows or
+    shrinks on screen changes its native size at once. Forget a track when it ends."""
 
     def __init__(self):
         self._blur: dict[int, float] = {}
 
-    def __call__(self, track_id: int, measured: float, native: float) -> float:
-        blur = max(0.0, math.log2(max(native, 1.0) / max(measured, 1.0)))
+    def __call__(self, track_id: int, measured: float | None, native: float) -> float:
+        """The track's effective resolution at `native` px, after a new measurement (or None: none
+        this frame, the track's blur as it stands; a track never measured counts as sharp)."""
         last = self._blur.get(track_id)
+        if measured is None:
+            return native / 2.0 ** (last or 0.0)
+        blur = max(0.0, math.log2(max(native, 1.0) / max(measured, 1.0)))
         blur = blur if last is None else last + BLUR_SMOOTHING * (blur - last)
         self._blur[track_id] = blur
         return native / 2.0 ** blur
+
+    def measured(self, track_id: int) -> bool:
+        return track_id in self._blur
 
     def forget(self, track_id: int) -> None:
         self._blur.pop(track_id, None)

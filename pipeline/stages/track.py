@@ -4,11 +4,8 @@ The second face stage. Detection runs only on every k-th frame; this tracker car
 through the frames in between and keeps one id per face for as long as it is on screen.
 
 - Between detections each visible face is followed with pyramidal Lucas-Kanade optical flow
-  (`cv2.calcOpticalFlowPyrLK`): corners inside its box are flowed forward and back, points
-  whose forward-backward error is large are dropped (Kalal et al., "Forward-Backward Error",
-  ICPR 2010), and a similarity fitted to the rest with RANSAC moves the landmarks and the box.
-  Where two faces overlap, each uses only corners outside the other's box, so the face in front
-  does not drag the one behind.
+  (`pipeline/stages/flow.py`: corners flowed forward and back, a similarity fitted to those that
+  agree), which moves the landmarks and the box.
 - On detection frames, tracks are matched to detections SORT-style (Bewley et al., "Simple
   Online and Realtime Tracking", ICIP 2016): Hungarian assignment on IoU between each track's
   predicted box and the detections (`scipy.optimize.linear_sum_assignment`), then a second
@@ -55,6 +52,7 @@ from scipy.optimize import linear_sum_assignment
 
 from pipeline.stages.align import check_frame, similarity_transform, transform_points, warp_face
 from pipeline.stages.detect import Detections
+from pipeline.stages.flow import FaceFlow
 from pipeline.config.sections import TrackConfig
 
 
@@ -243,7 +241,8 @@ class FaceTracker:
 
     Contract of `update` (SORT-style): call it once per frame, in frame order, with that frame;
     pass the frame's `Detections` on detection frames (an empty `Detections` when the detector
-    found nothing) and None on frames the detector skipped. Boxes are `x0, y0, x1, y1` in
+    found nothing; faces outside its `regions`, where it did not look, are left as they are) and
+    None on frames the detector skipped. Boxes are `x0, y0, x1, y1` in
     source pixels, landmarks `[5, 2]` in MTCNN's order. Frame indices must increase; a gap is
     allowed (tracks coast over it). Tracks that end are collected until `pop_finished()`; at the
     end of a stream, `close()` ends the rest.
@@ -254,10 +253,12 @@ class FaceTracker:
         self._tracks: list[_Track] = []
         self._finished: list[TrackRecord] = []
         self._next_id = 1
+        self._flow = FaceFlow(cfg.flow_points, cfg.flow_max_error)
         self._prev_gray: np.ndarray | None = None
         self._prev_index: int | None = None
         self._shot_start: int | None = None  # the first frame of the current shot
         self.wants_detection = False  # a face was lost on the latest frame: detect on the next one
+        self.lost_boxes: list[np.ndarray] = []  # where (`[4]` boxes): `FaceDetector.detect_regions` looks there
 
     def cut(self, frame_index: int) -> None:
         """A shot cut before frame `frame_index`: every track ends, and flow does not cross it."""
@@ -278,25 +279,30 @@ class FaceTracker:
         same_size = self._prev_gray is not None and self._prev_gray.shape == gray.shape
 
         # 1. Predict: optical flow for visible tracks; from the last detection for the rest.
-        flowed = self._flow(self._prev_gray, gray) if (self.cfg.flow and same_size) else {}
-        lost = False
+        visible = {t.id: t.box for t in self._tracks if t.visible}
+        flowed = {}
+        if self.cfg.flow and same_size and visible:
+            flowed = self._flow(self._prev_gray, gray, visible)
+        lost = set()
         for track in self._tracks:
             track.followed = flowed.get(track.id) is not None
             if track.followed:
                 track.move(flowed[track.id])
             elif track.id in flowed:  # flow was tried and failed: lost sight (occluded, turned away)
                 track.hide(frame_index)
-                lost = True
+                lost.add(track.id)
             else:
                 track.predict(frame_index)
 
-        # 2. Associate on detection frames.
+        # 2. Associate on detection frames (with the tracks the detector looked for: `Detections.regions`).
         seen = {t.id for t in self._tracks if t.visible}
+        looked = {t.id for t in self._tracks if detections is not None and detections.covers(t.box)}
         matched: set[int] = set()
         if detections is not None:
-            matched = self._associate(detections, frame_index, frame)
-        # A face lost on this frame (its flow failed, or the detector missed it): detect on the next.
-        self.wants_detection = lost or any(t.id in seen and not t.visible for t in self._tracks)
+            matched = self._associate(detections, frame_index, frame, looked)
+        # A face lost on this frame (its flow failed, or the detector missed it): detect on the next, near it.
+        self.lost_boxes = [t.box.copy() for t in self._tracks if (t.id in seen or t.id in lost) and not t.visible]
+        self.wants_detection = bool(self.lost_boxes)
 
         # 3. End tracks that left the frame, and, on detection frames (the only frames that can
         #    tell a face is gone), tracks unmatched for over max_age frames or still unconfirmed.
@@ -304,7 +310,7 @@ class FaceTracker:
         alive = []
         for track in self._tracks:
             gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
-            missed = detections is not None and track.id not in matched
+            missed = track.id in looked and track.id not in matched
             too_old = missed and frame_index - track.last_detected > self.cfg.max_age
             missed_tentative = missed and track.hits < self.cfg.min_hits
             if gone or too_old or missed_tentative:
@@ -333,6 +339,10 @@ class FaceTracker:
         """The tracks that ended since the last call (each reported at least once)."""
         finished, self._finished = self._finished, []
         return finished
+
+    def boxes(self) -> list[np.ndarray]:
+        """Where every live track is (shown, or predicted while hidden): `[4]` boxes on the latest frame."""
+        return [t.box.copy() for t in self._tracks]
 
     def active(self) -> list[TrackRecord]:
         """The live tracks that have been reported so far, with their frames up to now."""
@@ -375,8 +385,8 @@ class FaceTracker:
             visible=track.visible,
         )
 
-    def _associate(self, detections: Detections, frame_index: int, frame: np.ndarray) -> set[int]:
-        tracks = self._tracks
+    def _associate(self, detections: Detections, frame_index: int, frame: np.ndarray, looked: set[int]) -> set[int]:
+        tracks = [t for t in self._tracks if t.id in looked]
         det_boxes = detections.boxes.astype(np.float64)
         pairs: list[tuple[int, int]] = []
         free_tracks, free_dets = list(range(len(tracks))), list(range(len(det_boxes)))
@@ -442,60 +452,3 @@ class FaceTracker:
                 if iw > 0 and ih > 0 and iw * ih >= COVERED * area:
                     behind.add(t.id)
         return behind
-
-    def _flow(self, prev: np.ndarray | None, cur: np.ndarray) -> dict[int, np.ndarray | None]:
-        """Per visible track, the similarity prev -> cur from its corners (None where flow failed)."""
-        visible = [t for t in self._tracks if t.visible]
-        if prev is None or not visible:
-            return {}
-        height, width = prev.shape
-        starts, owners = [], []
-        for t in visible:
-            # The box's inner 80%: its rim holds background, which does not move with the face.
-            w, h = t.box[2] - t.box[0], t.box[3] - t.box[1]
-            bx = t.box + 0.1 * np.array([w, h, -w, -h])
-            x0, y0 = max(0, int(bx[0])), max(0, int(bx[1]))
-            x1, y1 = min(width, int(math.ceil(bx[2]))), min(height, int(math.ceil(bx[3])))
-            if x1 - x0 < 4 or y1 - y0 < 4:
-                continue
-            mask = np.full((y1 - y0, x1 - x0), 255, np.uint8)
-            for other in visible:  # corners where another face overlaps may belong to either
-                if other is t:
-                    continue
-                ox0, oy0 = max(x0, int(other.box[0])), max(y0, int(other.box[1]))
-                ox1, oy1 = min(x1, int(math.ceil(other.box[2]))), min(y1, int(math.ceil(other.box[3])))
-                if ox1 > ox0 and oy1 > oy0:
-                    mask[oy0 - y0 : oy1 - y0, ox0 - x0 : ox1 - x0] = 0
-            corners = cv2.goodFeaturesToTrack(
-                prev[y0:y1, x0:x1], maxCorners=self.cfg.flow_points, qualityLevel=0.01,
-                minDistance=max(1.0, (x1 - x0) / 15), mask=mask, blockSize=3,
-            )
-            if corners is None:
-                continue
-            starts.append(corners.reshape(-1, 2) + (x0, y0))
-            owners.append(np.full(len(starts[-1]), t.id))
-        result: dict[int, np.ndarray | None] = {t.id: None for t in visible}
-        if not starts:
-            return result
-        p0 = np.concatenate(starts).astype(np.float32).reshape(-1, 1, 2)
-        owner = np.concatenate(owners)
-        lk = dict(winSize=(15, 15), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
-        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
-        fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1)
-        good = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < self.cfg.flow_max_error)
-        for t in visible:
-            sel = good & (owner == t.id)
-            if sel.sum() < 4:
-                continue
-            src, dst = p0.reshape(-1, 2)[sel], p1.reshape(-1, 2)[sel]
-            matrix, inliers = cv2.estimateAffinePartial2D(
-                src, dst, method=cv2.RANSAC, ransacReprojThreshold=max(1.0, 0.02 * t.width)
-            )
-            if matrix is None or inliers is None or inliers.sum() < max(4, 0.3 * sel.sum()):
-                continue
-            scale = math.sqrt(abs(np.linalg.det(matrix[:, :2])))
-            if not 0.8 <= scale <= 1.25:  # a face does not change size by a quarter in one frame
-                continue
-            result[t.id] = matrix.astype(np.float64)
-        return result

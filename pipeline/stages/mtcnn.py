@@ -1,0 +1,242 @@
+"""MTCNN's cascade, with every candidate of a batch cut out in one call (the detector of record's
+networks, weights and arithmetic).
+
+This is facenet-pytorch's `detect_face` (models/utils/detect_face.py, v2.5.3) step for step, on
+its networks and weights (models/networks/mtcnn.py), with its helpers written out below (its
+module imports torchvision, seconds of a run's start), changed in two ways:
+
+1. The R- and O-net inputs. facenet-pytorch cuts each candidate box out of its frame and shrinks
+   it to 24x24 (48x48) with one `interpolate(mode="area")` call per box: thousands of calls a
+   second on a crowd (9,186 on a 275-frame clip; a fifth of MTCNN's time). Area interpolation is
+   adaptive average pooling: output cell i of a side of L input pixels averages pixels
+   floor(i L / S) .. ceil((i+1) L / S) - 1. `crop_area` makes every cell of every box at once
+   from a summed-area table of the batch (four lookups per cell), the same averages to float
+   rounding (tests/test_mtcnn.py: the same boxes and landmarks as `MTCNN.detect`).
+2. Its helpers' imports: torchvision's NMS is replaced by OpenCV's (the same greedy rule).
+
+Contract: `frames` `[B, H, W, 3]` uint8 RGB; returns per image `boxes [N, 5]`
+(x0, y0, x1, y1, score, working pixels) and `points [N, 5, 2]`, as facenet-pytorch's
+`detect_face` does.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PNET_WINDOW = 12  # px: the face size PNet sees at scale 1
+
+
+def pyramid(height: int, width: int, min_face: float, factor: float) -> list[float]:
+    """facenet-pytorch's scales: 12 / min_face, times `factor` while the image still holds a 12 px window."""
+    m = PNET_WINDOW / min_face
+    minl = min(height, width) * m
+    scales, scale = [], m
+    while minl >= PNET_WINDOW:
+        scales.append(scale)
+        scale, minl = scale * factor, minl * factor
+    return scales
+
+
+# ---- facenet-pytorch's helpers (models/utils/detect_face.py, MIT licence), the same arithmetic;
+# written out here because importing that module imports torchvision (see models/networks/mtcnn.py).
+
+def imresample(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(img, size=size, mode="area")
+
+
+def generate_boxes(reg: torch.Tensor, probs: torch.Tensor, scale: float, thresh: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-net's windows scoring >= thresh: `[M, 9]` (x0, y0, x1, y1 in image px, score, 4 offsets), image indices `[M]`."""
+    stride, cellsize = 2, 12
+    reg = reg.permute(1, 0, 2, 3)
+    mask = probs >= thresh
+    mask_inds = mask.nonzero()
+    image_inds = mask_inds[:, 0]
+    score = probs[mask]
+    reg = reg[:, mask].permute(1, 0)
+    bb = mask_inds[:, 1:].type(reg.dtype).flip(1)
+    q1 = ((stride * bb + 1) / scale).floor()
+    q2 = ((stride * bb + cellsize - 1 + 1) / scale).floor()
+    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), image_inds
+
+
+def bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """Move each box by its regression offsets (in box units, "+1" widths), in place."""
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    boxes[:, :4] = torch.stack([boxes[:, 0] + reg[:, 0] * w, boxes[:, 1] + reg[:, 1] * h,
+                                boxes[:, 2] + reg[:, 2] * w, boxes[:, 3] + reg[:, 3] * h]).permute(1, 0)
+    return boxes
+
+
+def rerec(boxes: torch.Tensor) -> torch.Tensor:
+    """Square each box around its centre (side = its longer side), in place."""
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = torch.max(w, h)
+    boxes[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    boxes[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    boxes[:, 2:4] = boxes[:, :2] + side.repeat(2, 1).permute(1, 0)
+    return boxes
+
+
+def pad(boxes: torch.Tensor, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Integer boxes clipped to the image, 1-based: y, ey, x, ex."""
+    boxes = boxes.trunc().int().cpu().numpy()
+    x, y, ex, ey = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    x[x < 1] = 1
+    y[y < 1] = 1
+    ex[ex > w] = w
+    ey[ey > h] = h
+    return y, ey, x, ex
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor, threshold: float) -> torch.Tensor:
+    """torchvision's `batched_nms` (greedy, IoU > threshold suppressed, per image; kept indices by
+    score, best first), with OpenCV's NMS, which needs no torchvision."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    b = boxes.detach().cpu().to(torch.float64).numpy()
+    s = scores.detach().cpu().to(torch.float32).numpy()
+    inds = image_inds.cpu().numpy()
+    keep = []
+    for image in np.unique(inds):
+        members = np.flatnonzero(inds == image)
+        xywh = np.concatenate([b[members, :2], b[members, 2:4] - b[members, :2]], axis=1)
+        kept = cv2.dnn.NMSBoxes(xywh, s[members], 0.0, threshold)
+        keep.append(members[np.asarray(kept, dtype=np.int64).reshape(-1)])
+    keep = np.concatenate(keep)
+    keep = keep[np.lexsort((keep, -s[keep]))]  # by score, best first; ties by index, as a stable sort
+    return torch.as_tensor(keep, dtype=torch.int64, device=boxes.device)
+
+
+def batched_nms_min(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor, threshold: float) -> torch.Tensor:
+    """facenet-pytorch's last NMS: overlap over the smaller box ("Min"), per image, greedy by score."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    offsets = image_inds.to(boxes) * (boxes.max() + 1)
+    b = (boxes + offsets[:, None]).cpu().numpy()
+    s = scores.cpu().numpy()
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(s)
+    pick = []
+    while order.size > 0:
+        i, rest = order[-1], order[:-1]
+        pick.append(i)
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        order = rest[w * h / np.minimum(area[i], area[rest]) <= threshold]
+    return torch.as_tensor(np.array(pick, dtype=np.int64), device=boxes.device)
+
+
+def run_net(net, im_data: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, ...]:
+    """`net` over `im_data` in batches of 512 (facenet-pytorch's `fixed_batch_process`)."""
+    out = [net(im_data[i : i + batch_size]) for i in range(0, len(im_data), batch_size)]
+    return tuple(torch.cat(v, dim=0) for v in zip(*out))
+
+
+def summed_area(frames: torch.Tensor) -> torch.Tensor:
+    """`[B, H, W, C]` uint8 -> `[B, H + 1, W + 1, C]` int32: the sum of the pixels above and left of
+    each corner (exact: at most 255 x H x W, under 2^31 up to 8k frames)."""
+    table = torch.zeros(frames.shape[0], frames.shape[1] + 1, frames.shape[2] + 1, frames.shape[3], dtype=torch.int32, device=frames.device)
+    table[:, 1:, 1:] = frames.to(torch.int32).cumsum(1).cumsum(2)
+    return table
+
+
+def _cells(start: torch.Tensor, end: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive pooling's cell edges for spans [start, end): `[N, size]` first and one-past-last pixels."""
+    length = (end - start)[:, None]  # [N, 1]
+    i = torch.arange(size, device=start.device)[None]  # [1, S]
+    first = start[:, None] + torch.div(i * length, size, rounding_mode="floor")
+    last = start[:, None] + torch.div((i + 1) * length + size - 1, size, rounding_mode="floor")
+    return first, last
+
+
+def crop_area(table: torch.Tensor, image: torch.Tensor, y0, y1, x0, x1, size: int) -> torch.Tensor:
+    """Each box `image[n], rows y0..y1-1, columns x0..x1-1` (integer tensors `[N]`) of the frames
+    whose `summed_area` is `table`, shrunk to `size` x `size` by area averaging: `[N, C, size, size]` float32."""
+    _, rows, cols, channels = table.shape
+    ya, yb = _cells(y0, y1, size)  # [N, S]
+    xa, xb = _cells(x0, x1, size)
+    flat = table.reshape(-1)
+    c = torch.arange(channels, device=table.device)
+
+    def at(y, x):  # table[image, y, x, :] for every cell: [N, S, S, C]
+        offset = ((image[:, None] * rows + y) * cols)[:, :, None] + x[:, None, :]  # [N, S, S]
+        return flat.take(offset[..., None] * channels + c)
+
+    sums = at(yb, xb) - at(ya, xb) - at(yb, xa) + at(ya, xa)
+    area = (yb - ya)[:, :, None] * (xb - xa)[:, None, :]  # [N, S, S]
+    return (sums.to(torch.float32) / area[..., None].to(torch.float32)).permute(0, 3, 1, 2)
+
+
+def _crops(table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, width: int, height: int, size: int):
+    """The inputs of the next net for `boxes` (facenet-pytorch's `pad` and 1-based slices), and
+    which boxes have any pixels (facenet-pytorch leaves empty ones out)."""
+    y, ey, x, ex = (torch.as_tensor(v, dtype=torch.int64, device=table.device) for v in pad(boxes, width, height))
+    keep = (ey > y - 1) & (ex > x - 1)
+    im = crop_area(table, image_inds[keep].to(torch.int64), y[keep] - 1, ey[keep], x[keep] - 1, ex[keep], size)
+    return (im - 127.5) * 0.0078125, keep
+
+
+def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thresholds, factor: float
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """MTCNN on a batch `[B, H, W, 3]` uint8 RGB (see the module docstring): per image, boxes `[N, 5]`
+    and points `[N, 5, 2]`."""
+    batch_size, h, w, _ = frames.shape
+    imgs = frames.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, H, W], NHWC in memory, as facenet-pytorch makes it
+    # 1. P-net over the pyramid; NMS within each scale and image, then within each image.
+    boxes, image_inds = [], []
+    for scale in pyramid(h, w, min_face, factor):
+        im_data = (imresample(imgs, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
+        reg, probs = pnet(im_data)
+        boxes_scale, inds_scale = generate_boxes(reg, probs[:, 1], scale, thresholds[0])
+        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
+        boxes.append(boxes_scale[pick])
+        image_inds.append(inds_scale[pick])
+    boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    boxes, image_inds = boxes[pick], image_inds[pick]
+    regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    boxes = torch.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
+                         boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh, boxes[:, 4]]).permute(1, 0)
+    boxes = rerec(boxes)
+    table = summed_area(frames) if len(boxes) else None
+
+    # 2. R-net on every candidate at once.
+    if len(boxes):
+        im_data, keep = _crops(table, boxes, image_inds, w, h, 24)
+        boxes, image_inds = boxes[keep], image_inds[keep]
+        out = run_net(rnet, im_data)
+        score = out[1][:, 1]
+        ipass = score > thresholds[1]
+        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+        image_inds, mv = image_inds[ipass], out[0][ipass]
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds, mv = boxes[pick], image_inds[pick], mv[pick]
+        boxes = rerec(bbreg(boxes, mv))
+
+    # 3. O-net on every survivor at once: scores, box regression, landmarks; NMS by "Min".
+    points = torch.zeros(0, 5, 2, device=imgs.device)
+    if len(boxes):
+        im_data, keep = _crops(table, boxes, image_inds, w, h, 48)
+        boxes, image_inds = boxes[keep], image_inds[keep]
+        out = run_net(onet, im_data)
+        score = out[2][:, 1]
+        ipass = score > thresholds[2]
+        points = out[1][ipass].permute(1, 0)  # [10, M]
+        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+        image_inds, mv = image_inds[ipass], out[0][ipass]
+        w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+        points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+        points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+        points = torch.stack((points_x, points_y)).permute(2, 1, 0)  # [M, 5, 2]
+        boxes = bbreg(boxes, mv)
+        pick = batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+        boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+
+    boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
+    return [boxes[image_inds == b] for b in range(batch_size)], [points[image_inds == b] for b in range(batch_size)]

@@ -1,0 +1,69 @@
+"""The batched cascade (pipeline/stages/mtcnn.py) is facenet-pytorch's MTCNN: same faces, same boxes."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crowd_scenes import CrowdClip
+from face_scenes import Face, background, render
+from pipeline.stages.detect import DetectConfig, FaceDetector
+from pipeline.stages.mtcnn import crop_area, pyramid, summed_area
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector(DetectConfig(device="cpu", working_size=0))
+
+
+def _reference(detector, frames, min_face):
+    """facenet-pytorch's own `MTCNN.detect` with the same settings."""
+    from facenet_pytorch import MTCNN
+
+    cfg = detector.cfg
+    mtcnn = MTCNN(min_face_size=min_face, thresholds=list(cfg.thresholds), factor=cfg.factor, select_largest=False, keep_all=True,
+                  device="cpu").eval()
+    boxes, scores, points = mtcnn.detect(np.stack(frames), landmarks=True)
+    out = []
+    for b, s, p in zip(boxes, scores, points):
+        if b is None:
+            out.append((np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))))
+            continue
+        order = np.argsort(-np.asarray(s, np.float64), kind="stable")
+        out.append((np.asarray(b)[order], np.asarray(s, np.float64)[order], np.asarray(p)[order]))
+    return out
+
+
+def test_the_batched_cascade_finds_the_same_faces_as_facenet_pytorchs_mtcnn(detector):
+    # Real faces: a crowd of LFW faces at 24-40 px over a textured background (hundreds of
+    # candidates reach R-net), and the astronaut at three sizes; two frames in one batch.
+    crowd = CrowdClip(360, 640, shots=1, shot_length=4, people=7, sizes=(24, 40), seed=1)
+    frames = [crowd.frame(0), render(background(360, 640, seed=1), [Face(90, 100, 36), Face(300, 150, 64), Face(500, 220, 110)])]
+    fast = detector.detect(frames)
+    for found, (boxes, scores, points) in zip(fast, _reference(detector, frames, 20)):
+        assert len(found) == len(boxes) >= 3
+        np.testing.assert_allclose(found.boxes, boxes, atol=0.01)
+        np.testing.assert_allclose(found.scores, scores, atol=1e-4)
+        np.testing.assert_allclose(found.landmarks, points, atol=0.01)
+    assert len(fast[0]) >= 6  # the crowd's faces, not just any three
+
+
+def test_crop_area_is_adaptive_average_pooling_of_each_box():
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 40, 50, 3), generator=gen, dtype=torch.uint8)
+    imgs = frames.permute(0, 3, 1, 2).float()
+    table = summed_area(frames)
+    boxes = [(0, 0, 40, 50), (3, 7, 30, 11), (5, 20, 6, 21), (10, 13, 39, 49)]  # y0, x0, y1, x1 (one-past-last)
+    image = torch.tensor([0, 1, 1, 0])
+    y0, x0, y1, x1 = (torch.tensor(v) for v in zip(*boxes))
+    for size in (24, 48):
+        got = crop_area(table, image, y0, y1, x0, x1, size)  # [N, 3, S, S]
+        for k, (a, b, c, d) in enumerate(boxes):
+            want = F.interpolate(imgs[image[k] : image[k] + 1, :, a:c, b:d], size=(size, size), mode="area")[0]
+            torch.testing.assert_close(got[k], want, atol=1e-3, rtol=0)
+
+
+def test_the_pyramid_is_facenet_pytorchs():
+    scales = pyramid(360, 640, 20, 0.6)
+    assert scales[0] == pytest.approx(0.6) and all(b == pytest.approx(a * 0.6) for a, b in zip(scales, scales[1:]))
+    assert 360 * scales[-1] >= 12 > 360 * scales[-1] * 0.6
