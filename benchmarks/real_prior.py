@@ -266,6 +266,23 @@ def framing_rows(args, workdir: Path) -> dict:
     return result
 
 
+def lr_rows(rates: list[float], *, steps: int, seed: int = 5) -> list[dict]:
+    """`--sweep-lr`: cold searches on 16 faces the prior drew, shrunk straight to 16x16, per peak learning rate."""
+    from models.downscale import bicubic_downscale
+    from models.search import pulse_search
+
+    prior = load_prior()
+    with torch.no_grad():
+        faces = prior.synthesize(torch.randn(16, 1, 100, generator=torch.Generator().manual_seed(seed)))
+    lr = bicubic_downscale(faces, 16).clamp(-1, 1)
+    rows = []
+    for rate in rates:
+        found = pulse_search(prior, lr, fit=None, seeds=list(range(16)), steps=steps, learning_rate=rate, device="cpu")
+        rows.append({"learning_rate": rate, "reach_eps": round(float(found.success.float().mean()), 3),
+                     "steps_per_face": round(float(found.steps.float().mean()), 1)})
+    return rows
+
+
 def goals(rows: list[dict]) -> list[dict]:
     by = {r["schedule"]: r for r in rows}
     checks = [
@@ -337,6 +354,7 @@ def main() -> None:
     p.add_argument("--live-seconds", type=float, default=15.0)
     p.add_argument("--skip-live", action="store_true", help="leave out the live row")
     p.add_argument("--only-framing", action="store_true", help="only part 4, the framing")
+    p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR", help="only: cold searches at each peak learning rate")
     p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
     args = p.parse_args()
     if args.quick:
@@ -345,6 +363,12 @@ def main() -> None:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    if args.sweep_lr:
+        rows = lr_rows(args.sweep_lr, steps=args.steps)
+        print(f"cold searches on 16 faces the prior drew, shrunk straight to 16x16, budget {args.steps}:")
+        print(table(rows, ["learning_rate", "reach_eps", "steps_per_face"]))
+        write_json(args.json, {"sweep_lr": rows})
+        return
     if args.only_framing:
         framing = framing_rows(args, workdir)
         print(f"MTCNN on {framing['detected']} of {framing['drawn']} drawn faces: mean landmarks' largest offset from each template "

@@ -128,6 +128,7 @@ def test_the_pulse_backend_runs_the_prior_by_name(monkeypatch):
 
     backend = create_backend(SRConfig(backend="pulse", generator=PRIOR, device="cpu", steps=5, warm_steps=2))
     assert (backend.in_size, backend.out_size, backend.fit) == (16, 64, None)
+    assert (backend.learning_rate, backend.warm_learning_rate) == (1.5, 0.05)  # the entry's measured cold rate; PULSE's warm one
     result = backend.super_resolve(torch.zeros(2, 3, 16, 16), [None, None], seeds=[0, 1])
     assert result.images.shape == (2, 3, 64, 64) and bool(torch.isfinite(result.images).all())
 

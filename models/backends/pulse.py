@@ -96,8 +96,10 @@ class PulseBackend(SRBackend):
         path = weights.resolve(name)
         model = load_generator(path, device=device, layout=pinned.layout if pinned else None, arch=dict(pinned.arch) if pinned else None)
         fit = gaussian_fit(model, path, device=device)
-        backend = cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps, temporal_weight=temporal_weight, device=device)
-        backend.framing = (pinned or weights.entry_for_file(path) or weights.REGISTRY[weights.DEFAULT]).framing
+        known = pinned or weights.entry_for_file(path)  # the same weights by path keep their entry's framing and settings
+        backend = cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps,
+                      temporal_weight=temporal_weight, device=device, **dict(known.search if known else ()))
+        backend.framing = known.framing if known else "ffhq"
         return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
