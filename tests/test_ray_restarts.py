@@ -58,3 +58,21 @@ def test_one_death_more_than_max_restarts_fails_the_job_and_leaves_no_output(ray
         run_video_ray(sample_clip, out, cfg=cfg, progress=False, hooks=KillAt(ray_session, batches=(2, 4)))
     assert "\n" not in str(caught.value)  # one line for the CLI, not Ray's dump
     assert list(tmp_path.iterdir()) == []
+
+
+def test_under_quiet_the_raylets_error_paragraphs_stay_off_stdout(capfd, monkeypatch):
+    """Past engine.max_restarts the CLI says one line on stderr; Ray's driver would also print the
+    raylet's "A worker died..." paragraph on stdout. Under -q that paragraph is dropped; a worker's
+    own log lines still come through."""
+    from ray._private import worker
+
+    from pipeline.engines.ray_start import quiet_raylet_errors
+
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)  # restored after the test
+    quiet_raylet_errors()
+    quiet_raylet_errors()  # once is enough: no wrapper around the wrapper
+    worker.print_to_stdstream({"lines": ["A worker died or was killed while executing a task"], "pid": "raylet", "is_err": False},
+                              ignore_prefix=True)
+    worker.print_to_stdstream({"lines": ["a warning an actor logged"], "pid": 4242, "is_err": True}, ignore_prefix=True)
+    out, err = capfd.readouterr()
+    assert "A worker died" not in out + err and "a warning an actor logged" in err

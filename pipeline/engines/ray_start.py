@@ -41,6 +41,8 @@ def connect(cfg) -> bool:
     except ConnectionError as err:
         raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
     terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
+    if library_log_level() >= logging.ERROR:  # -q: only facezoom's own one-line errors
+        quiet_raylet_errors()
     if pending:  # a Ctrl-C or SIGTERM while Ray started: stop what it started, then end as that signal does
         ray.shutdown()
         if pending[0] == signal.SIGTERM:
@@ -48,6 +50,27 @@ def connect(cfg) -> bool:
             raise Terminated()
         raise KeyboardInterrupt()
     return True
+
+
+def quiet_raylet_errors() -> None:
+    """Keep the paragraphs Ray's driver prints for the raylet's errors (an SR actor that died, its
+    process killed) off stdout: under -q facezoom says what matters in one line, e.g. past
+    `engine.max_restarts`. Ray prints them from `ray._private.worker.listen_error_messages` through
+    the module's `print_to_stdstream`, whatever `log_to_driver` says; the workers' own log lines
+    reach the driver through a handler that holds the original function, and are untouched. A
+    private function: where a Ray release has moved it, this does nothing."""
+    from ray._private import worker
+
+    show = getattr(worker, "print_to_stdstream", None)
+    if show is None or getattr(show, "quiet_raylet", False):
+        return
+
+    def without_raylet(data, ignore_prefix: bool):
+        if data.get("pid") != "raylet":
+            show(data, ignore_prefix)
+
+    without_raylet.quiet_raylet = True
+    worker.print_to_stdstream = without_raylet
 
 
 @contextlib.contextmanager
