@@ -359,7 +359,6 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.frames, args.steps, args.skip_live = 6, 10, True
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -77,9 +77,13 @@ def path_for(name: str) -> Path:
 
 
 def entry_for_file(path: Path) -> WeightsEntry | None:
-    """The registry entry whose pinned SHA-256 a local file has (the same weights under another path), if any."""
-    pinned = {e.sha256: e for e in REGISTRY.values() if e.sha256}
-    return pinned.get(sha256_file(path)) if pinned and path.is_file() else None
+    """The registry entry whose pinned SHA-256 a local file has (the same weights under another path), if any.
+    Only a file of a pinned entry's exact size is hashed: a large checkpoint of another size costs a stat."""
+    if not path.is_file():
+        return None
+    size = path.stat().st_size
+    pinned = {e.sha256: e for e in REGISTRY.values() if e.sha256 and e.size_bytes == size}
+    return pinned.get(sha256_file(path)) if pinned else None
 
 
 def companion_paths(name: str) -> list[tuple[Path, str, bool]]:
