@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 FACEZOOM = [sys.executable, str(ROOT / "run_pipeline.py")]
 TIMING_WORDS = ("seconds", "latency", "fps", "_ms", "wall", "elapsed")
+PLACEMENT = ("sr_actors", "video_actors")  # Ray's node ids: new in every run
 
 
 def _untimed(value):
@@ -122,7 +123,7 @@ def record(work: Path, only: list[str] | None = None) -> dict[str, dict]:
                                                                                          sort_keys=True).encode()).hexdigest()[:16]}
         elif report is not None and report.exists():
             data = _untimed(json.loads(report.read_text()))
-            for key in ("input", "output"):
+            for key in ("input", "output", *PLACEMENT):
                 data.pop(key, None)
             entry["report"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
             entry["report_data"] = data
@@ -143,7 +144,7 @@ def main() -> int:
     if args.against is None:
         return 0
     before = json.loads(args.against.read_text())
-    print(f"| run | frames | frames equal | report equal |\n|---|---|---|---|")
+    print("| run | frames | frames equal | report equal |\n|---|---|---|---|")
     same = True
     for name in sorted(set(before) | set(digests)):
         a, b = before.get(name, {}), digests.get(name, {})
