@@ -106,8 +106,12 @@ def _enhance_one(path: Path, target: Path, *, args, cfg, choice, background, pre
     enhanced = enhance_picture(picture, backends[0], cfg=cfg, iterations=args.iterations, samples=args.samples,
                                pre_blur=pre_blur, whole=args.whole, choice=choice, progress=not args.quiet)
     if args.samples > 1 and all(np.array_equal(c[-1], enhanced.results[0][0][-1]) for c in enhanced.results[0]):
-        log.warning("the %d samples are identical: sr.backend=%s does not depend on the seed; "
-                    "use a generative backend (sr.backend=pulse) for different samples", args.samples, cfg.sr.backend)
+        if cfg.sr.fidelity > 0:  # what the samples invent lies above the kept resolution, here above the picture's own
+            why = (f"with sr.fidelity={cfg.sr.fidelity:g} each keeps the picture's own face up to its resolution and "
+                   "the model's differences lie above what the output shows; -w 0 shows the model's faces whole")
+        else:
+            why = f"sr.backend={cfg.sr.backend} does not depend on the seed; use a generative backend (sr.backend=pulse) for different samples"
+        log.warning("the %d samples are identical: %s", args.samples, why)
     write_enhanced(enhanced, target, grid_path=grid_path, fps=args.fps)
 
 
