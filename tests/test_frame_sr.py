@@ -258,5 +258,12 @@ def test_composite_places_faces_on_the_models_frame_and_keeps_the_input_on_the_l
     both = composite(image, [], CompositeConfig(scale=2, upscaler="any.pth", side_by_side=True), upscaled=big)
     bicubic = composite(image, [], CompositeConfig(scale=2))
     assert (both[:, :120] == bicubic).all() and (both[:, 120:] == 77).all()  # before | after
+    # A face's detail is what interpolation lacks: over the model's frame it goes onto the interpolated
+    # face, as without a frame model, not onto the model's own invention.
+    detail = np.full((32, 32, 3), 9, np.int16)
+    with_detail = composite(image, [PasteFace(matrix, detail, 1, None)], cfg, upscaled=big).astype(int)
+    plain = composite(image, [PasteFace(matrix, detail, 1, None)], CompositeConfig(scale=2)).astype(int)
+    assert np.abs(with_detail[36:44, 36:44] - plain[36:44, 36:44]).max() <= 1  # the face's centre: as without the model
+    assert (with_detail[60:, :] == 77).all()  # outside the face: the model's frame
     with pytest.raises(UserError, match="does not run frame upscalers yet; use --engine local"):
         composite(image, [], cfg)
