@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 # The busy seconds a video run reports, per stage, in every engine. Stages run side by side (the
 # encoder on its own thread or actor, Ray's actors at once), so they add up to more than the wall time.
-STAGES = ("setup", "decode", "detect_track", "sr", "composite", "encode")
+STAGES = ("setup", "decode", "detect_track", "sr", "frame_sr", "composite", "encode")  # frame_sr: composite.upscaler's model
 
 
 def run_report(*, input_path, output_path, engine: str, backend: str, frames_in: int, frames_out: int,

@@ -266,6 +266,14 @@ class CompositeConfig:
     color_match: bool = False  # SR outputs downscale to their input, so colours already agree
     draw_boxes: bool = False  # debug: draw each face's box and track id
     side_by_side: bool = False  # before | after: the input (at the output scale) left of the result
+    # A whole-frame SR model in place of `upscale` at scale 2 or 4 (models/frame_sr.py): a registry name
+    # (`facezoom weights list`: RealESRGAN_x4plus, ...) or a .pth/.safetensors file spandrel reads; None = `upscale`.
+    upscaler: str | None = None
+    # Tiles bound the model's memory at any frame size: at 256 px cores one RealESRGAN_x4plus window needs ~0.5 GB
+    # (float32, benchmarks/frame_sr.py); 0 = whole frames (no seams, but a 4K frame at 4x fits no GPU)
+    upscaler_tile: int = 256
+    upscaler_overlap: int = 16  # context around each core (Real-ESRGAN's tile_pad is 10); seams vanish once it covers the model's reach
+    upscaler_batch: int = 4  # windows per model call, across the chunk's frames; more keeps a GPU busier
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The output frame's (width, height) for an input frame of `width` x `height`."""
@@ -280,6 +288,14 @@ class CompositeConfig:
             raise ValueError(f"mask must be 'ellipse' or 'square', got {self.mask!r}")
         if not 0.0 < self.feather <= 0.5:
             raise ValueError(f"feather must be in (0, 0.5] (a fraction of the crop side), got {self.feather}")
+        if self.upscaler is not None and not str(self.upscaler).strip():
+            raise ValueError("upscaler must name a registry entry or a model file (or be null for `upscale`), got ''")
+        if self.upscaler_tile != 0 and not 16 <= self.upscaler_tile <= 8192:
+            raise ValueError(f"upscaler_tile must be 0 (whole frames) or in 16..8192 input pixels, got {self.upscaler_tile}")
+        if not 0 <= self.upscaler_overlap <= 512:
+            raise ValueError(f"upscaler_overlap must be in 0..512 input pixels, got {self.upscaler_overlap}")
+        if not 1 <= self.upscaler_batch <= 256:
+            raise ValueError(f"upscaler_batch must be in 1..256 windows, got {self.upscaler_batch}")
 
 
 # ---- the settings of pipeline/engines/local.py

@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.media.reader import Frame
 from pipeline.report import FaceReport
-from pipeline.stages.composite import PasteFace, composite
+from pipeline.stages.composite import PasteFace, composite, frame_upscaler
 from pipeline.stages.faces import FaceAnalyzer, FaceCrop, FrameDetections
 from pipeline.stages.fidelity import FidelityPlanner
 from pipeline.stages.scheduler import Batch, CropJob, crop_seed, scheduler_for
@@ -112,6 +112,7 @@ def composite_chunk(
     crops: Sequence[Sequence[FaceCrop]],
     face_of: Callable[[FaceCrop], np.ndarray],
     cfg,
+    upscaled: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Step 3: each frame with its faces pasted back; `face_of(crop)` is what `run_batch` made for the
     crop (a face, detail or None: see `pipeline/stages/composite.py`). Faces are pasted smallest
@@ -120,7 +121,9 @@ def composite_chunk(
         ordered = sorted(frame_crops, key=lambda c: (c.box[2] - c.box[0]) * (c.box[3] - c.box[1]))
         return [PasteFace(c.matrix, face_of(c), c.track_id, c.box, c.weight) for c in ordered]
 
-    return [composite(frame.image, pastes(frame_crops), cfg) for frame, frame_crops in zip(frames, crops, strict=True)]
+    upscaled = upscaled if upscaled is not None else [None] * len(frames)  # the frame model's output, where one ran
+    return [composite(frame.image, pastes(frame_crops), cfg, upscaled=big)
+            for frame, frame_crops, big in zip(frames, crops, upscaled, strict=True)]
 
 
 class StageTimer:
@@ -167,6 +170,7 @@ class FaceProcessor:
         """`like`: another processor whose models (backend, detector) this one shares: a new
         stream (its own tracks, states and report) without loading the models again."""
         self.cfg = cfg
+        self.upscaler = like.upscaler if like is not None else frame_upscaler(cfg.composite, cfg.sr.device)  # None: interpolation
         self.backend = like.backend if like is not None else create_backend(cfg.sr)
         info = BackendInfo.of(self.backend)
         detector = like.analyzer.detector if like is not None else None
@@ -184,8 +188,12 @@ class FaceProcessor:
                 result = run_batch(self.backend, request)
                 self.step.commit(batch, result)
                 faces.update(((job.frame_index, job.track_id), face) for job, face in zip(batch.jobs, result.faces))
+        upscaled = None
+        if self.upscaler is not None:
+            with timer("frame_sr"):
+                upscaled = self.upscaler([f.image for f in frames])
         with timer("composite"):
-            return composite_chunk(frames, tracked.crops, lambda c: faces[c.frame_index, c.track_id], self.cfg.composite)
+            return composite_chunk(frames, tracked.crops, lambda c: faces[c.frame_index, c.track_id], self.cfg.composite, upscaled)
 
     def finish(self) -> dict[str, Any]:
         """End of stream: the report's face entries."""
