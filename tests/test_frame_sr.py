@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import re
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -74,7 +75,7 @@ NETWORKS = {
 }
 
 
-def save_network(name: str, folder) -> tuple[torch.nn.Module, "os.PathLike"]:
+def save_network(name: str, folder) -> tuple[torch.nn.Module, Path]:
     build, _, layout = NETWORKS[name]
     net = _seeded(build)
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -223,18 +224,21 @@ def test_without_spandrel_the_error_says_what_to_install(tmp_path, monkeypatch):
         load_model(str(path), "frame")
 
 
-@pytest.mark.parametrize("name, scale", [("rrdb-x2", 2), ("compact-x4", 4)])
-def test_video_with_a_frame_upscaler_writes_the_enlarged_frames(tmp_path, name, scale):
+@pytest.mark.parametrize("name, scale, engine", [("rrdb-x2", 2, "local"), ("compact-x4", 4, "local"), ("compact-x4", 4, "ray")])
+def test_video_with_a_frame_upscaler_writes_the_enlarged_frames(tmp_path, name, scale, engine, request):
+    if engine == "ray":
+        request.getfixturevalue("ray_session")  # the Ray engine runs the frame model on its SR actors, a chunk at a time
     net, path = save_network(name, tmp_path / "models")
-    src = make_video(tmp_path / "in.mp4", frames=3, width=48, height=32)
+    src = make_video(tmp_path / "in.mp4", frames=5, width=48, height=32)
     out = tmp_path / "out.mp4"
     assert main(["--quiet", "video", str(src), "-o", str(out), "-s", str(scale), "--set", f"composite.upscaler={path}",
-                 "--set", "composite.upscaler_tile=16", "--set", "video.crf=0", "--set", "video.pix_fmt=yuv444p"]) == 0
+                 "--set", "composite.upscaler_tile=16", "--set", "video.crf=0", "--set", "video.pix_fmt=yuv444p",
+                 "--set", f"engine.engine={engine}", "--set", "engine.chunk=2", "--set", "engine.sr_actors=2"]) == 0
     with av.open(str(src)) as c:
         first_in = next(c.decode(video=0)).to_ndarray(format="rgb24")
     with av.open(str(out)) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    assert len(frames) == 3 and frames[0].shape == (32 * scale, 48 * scale, 3)
+    assert len(frames) == 5 and frames[0].shape == (32 * scale, 48 * scale, 3)
     # The frame is the model's enlargement (no face here to paste), not a bicubic one: near-lossless
     # encoding in 4:4:4 keeps it within a few levels.
     model_frame = direct(net, first_in)
@@ -265,5 +269,5 @@ def test_composite_places_faces_on_the_models_frame_and_keeps_the_input_on_the_l
     plain = composite(image, [PasteFace(matrix, detail, 1, None)], CompositeConfig(scale=2)).astype(int)
     assert np.abs(with_detail[36:44, 36:44] - plain[36:44, 36:44]).max() <= 1  # the face's centre: as without the model
     assert (with_detail[60:, :] == 77).all()  # outside the face: the model's frame
-    with pytest.raises(UserError, match="does not run frame upscalers yet; use --engine local"):
+    with pytest.raises(ValueError, match="pass the frame model's output as `upscaled`"):
         composite(image, [], cfg)

@@ -138,7 +138,7 @@ class _Run:
         [ref], _ = ray.wait(list(self.waiting), num_returns=1)
         video, kind, ctx = self.waiting.pop(ref)
         if video.failed:
-            if kind == "sr":
+            if kind in ("sr", "upscaled"):
                 self.pool.returned(ctx)
             return
         try:

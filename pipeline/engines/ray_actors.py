@@ -4,7 +4,7 @@
 - `TrackActor` runs step 1 (detect, track, align; sequential: a tracker needs every frame in
   order) and puts each aligned crop into the object store by itself.
 - `SRActor` runs step 2's batches (`run_batch`) for any track: each arrives as one `SRRequest`,
-  its states with it.
+  its states with it; with a frame model (`composite.upscaler`) it also enlarges chunks of frames.
 - `EncodeActor` runs step 3 (composite) and encodes, strictly in input order, exactly once.
 
 The driver that schedules them is `pipeline/engines/ray.py` (with `ray_pool.py`, `ray_video.py`).
@@ -25,6 +25,7 @@ from pipeline.media.memory import keep_frame_memory_flat
 from pipeline.media.reader import VideoReader
 from pipeline.media.writer import VideoWriter
 from pipeline.stages.chunk import TrackedChunk, composite_chunk, track_chunk
+from pipeline.stages.composite import frame_upscaler
 from pipeline.stages.faces import FaceAnalyzer
 from pipeline.stages.superres import BackendInfo, SRRequest, create_backend, run_batch
 
@@ -111,13 +112,14 @@ class TrackActor(_Placed):
 @ray.remote
 @_setup_errors_reach_the_driver
 class SRActor:
-    def __init__(self, sr_cfg, threads: int):
+    def __init__(self, sr_cfg, composite_cfg, threads: int):
         keep_frame_memory_flat()
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self._backend = create_backend(sr_cfg)
+        self._upscaler = frame_upscaler(composite_cfg, sr_cfg.device)  # None: the frame is interpolated (by the encoder)
 
     def info(self) -> tuple[BackendInfo, dict[str, Any]]:
         """The backend it runs, and where it runs (node, device, resources: the report's `sr_actors`)."""
@@ -132,6 +134,14 @@ class SRActor:
         start = time.perf_counter()
         result = run_batch(self._backend, request.resolved(ray.get))
         return (result.summary(), time.perf_counter() - start), result.faces
+
+    @ray.method(num_returns=2)
+    def upscale(self, frames: list):
+        """A chunk's frames through the frame model (`composite.upscaler`): busy seconds, and the
+        enlarged images as their own object."""
+        start = time.perf_counter()
+        images = self._upscaler([f.image for f in frames]) if frames else []
+        return time.perf_counter() - start, images
 
 
 @ray.remote(num_cpus=0)
@@ -148,14 +158,14 @@ class EncodeActor(_Placed):
         self._writer.__enter__()
         self.busy = {"composite": 0.0, "encode": 0.0}
 
-    def write(self, frames: list, crops: list, placements: dict, *face_lists: list) -> int:
+    def write(self, frames: list, crops: list, placements: dict, upscaled: list | None, *face_lists: list) -> int:
         """Step 3 on one chunk, then encode it. placements[(frame, track)]: (face list, item) of each crop's face."""
         def face_of(crop):
             lists, item = placements[crop.frame_index, crop.track_id]
             return face_lists[lists][item]
 
         start = time.perf_counter()
-        images = composite_chunk(frames, crops, face_of, self._composite_cfg)
+        images = composite_chunk(frames, crops, face_of, self._composite_cfg, upscaled=upscaled)
         middle = time.perf_counter()
         for frame, image in zip(frames, images, strict=True):
             self._writer.write(image, frame.pts)

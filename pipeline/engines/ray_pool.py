@@ -65,7 +65,7 @@ class SRPool:
         """Start the SR actors (`started` keeps them, to be stopped on any exit) and wait for their weights."""
         threads = cfg.engine.sr_threads or max(1, (os.cpu_count() or 2) // (cfg.engine.sr_actors + 1))
         options = _sr_options(cfg.engine)
-        actors = [SRActor.options(**options).remote(cfg.sr, threads) for _ in range(cfg.engine.sr_actors)]
+        actors = [SRActor.options(**options).remote(cfg.sr, cfg.composite, threads) for _ in range(cfg.engine.sr_actors)]
         started.actors += actors
         get([a.ready.remote() for a in actors])  # weights loaded
         infos = get([a.info.remote() for a in actors])
@@ -74,20 +74,31 @@ class SRPool:
         return pool
 
     def dispatch(self, videos: list, waiting: dict) -> None:
-        """First one batch to each idle actor, shared out evenly, then a second, queued batch each,
-        so an actor never waits for the driver. Videos take turns: the one with most ready crops first."""
+        """First one job to each idle actor, shared out evenly, then a second, queued job each, so an
+        actor never waits for the driver. A chunk's frames for the frame model go first (frames are
+        independent: any actor takes any chunk); then face batches, videos taking turns: the one
+        with most ready crops first."""
         for slot in range(BATCHES_PER_ACTOR):
             free = [a for a in self.actors if self.load[id(a)] == slot]
             for n, actor in enumerate(free):
+                video = next((v for v in videos if v.to_upscale), None)
+                if video is not None:
+                    chunk = video.to_upscale.popleft()
+                    seconds_ref, images_ref = actor.upscale.remote(chunk.frames_ref)
+                    self._sent(waiting, seconds_ref, video, "upscaled", actor, chunk, images_ref)
+                    continue
                 video = max(videos, key=lambda v: v.step.ready, default=None)
                 if video is None or not video.step.ready:
                     return
                 ready = sum(v.step.ready for v in videos)
                 batch, request = video.step.next(limit=-(-ready // (len(free) - n)))
                 summary_ref, faces_ref = actor.run.remote(request)  # its crops are object refs: the actor fetches their pixels
-                self.dispatched += 1
-                waiting[summary_ref] = (video, "sr", Dispatch(actor, batch, faces_ref, self.dispatched))
-                self.load[id(actor)] += 1
+                self._sent(waiting, summary_ref, video, "sr", actor, batch, faces_ref)
+
+    def _sent(self, waiting: dict, ref, video, kind: str, actor, work, result_ref) -> None:
+        self.dispatched += 1
+        waiting[ref] = (video, kind, Dispatch(actor, work, result_ref, self.dispatched))
+        self.load[id(actor)] += 1
 
     def returned(self, ctx: "Dispatch") -> None:
         self.load[id(ctx.actor)] -= 1
@@ -120,14 +131,15 @@ class SRPool:
                                 "or engine.sr_actors, or raise engine.max_restarts") from None
             log.warning("a super-resolution actor keeps dying; going on with %d", len(self.actors))
         else:
-            log.warning("a super-resolution actor died; its %d crops run again", len(ctx.batch.jobs))
+            what = f"its {len(ctx.work.jobs)} crops run" if isinstance(ctx.work, Batch) else "a chunk's frames run through the frame model"
+            log.warning("a super-resolution actor died; %s again", what)
 
 
 @dataclasses.dataclass
 class Dispatch:
-    """A batch out on an SR actor."""
+    """A job out on an SR actor: a batch of faces, or a chunk of frames for the frame model."""
 
     actor: Any
-    batch: Batch
-    faces_ref: Any
+    work: Any  # the `Batch`, or the chunk (`ray_video._Chunk`)
+    result_ref: Any  # the faces to paste, or the upscaled frames
     number: int  # dispatch order, to tell one death from the next

@@ -36,10 +36,13 @@ class _Chunk:
     arrived: TrackedChunk | None = None  # step 1's result, before the chunks ahead of it are scheduled
     pending: int = 0  # crops not yet super-resolved
     faces: dict = dataclasses.field(default_factory=dict)  # (frame, track) -> (faces ref, item)
+    upscaled: Any = None  # the frame model's output (an object ref), once made
+    upscaling: bool = False  # a frame model enlarges this chunk's frames
 
     @property
     def ready(self) -> bool:
-        return self.tracked is not None and self.pending == 0 and self.count is not None
+        return (self.tracked is not None and self.pending == 0 and self.count is not None
+                and (self.upscaled is not None or not self.upscaling))
 
 
 class VideoJob:
@@ -57,7 +60,9 @@ class VideoJob:
         self.chunk_size, self.limit = cfg.engine.chunk, cfg.engine.max_frames_in_flight
         self.chunks: deque[_Chunk] = deque()
         self.in_flight = self.frames_in = self.frames_out = self.next_number = 0
-        self.sr_seconds, self.setup, self.started_at, self.first_frame = 0.0, setup, time.perf_counter(), None
+        self.to_upscale: deque[_Chunk] = deque()  # chunks waiting for an SR actor's frame model (composite.upscaler)
+        self.sr_seconds = self.frame_sr_seconds = 0.0
+        self.setup, self.started_at, self.first_frame = setup, time.perf_counter(), None
         self.eof = self.failed = False
 
     @classmethod
@@ -91,9 +96,11 @@ class VideoJob:
         """Decode and track more chunks while the backpressure budget allows."""
         while not self.eof and self.in_flight + self.chunk_size <= self.limit and len(self.chunks) * self.chunk_size < self.limit:
             count_ref, frames_ref = self.decoder.read.remote(self.chunk_size)
-            chunk = _Chunk(self.next_number, frames_ref)
+            chunk = _Chunk(self.next_number, frames_ref, upscaling=self.cfg.composite.upscaler is not None and self.cfg.composite.scale > 1)
             self.next_number += 1
             self.chunks.append(chunk)
+            if chunk.upscaling:
+                self.to_upscale.append(chunk)
             waiting[count_ref] = (self, "count", chunk)
             waiting[self.tracker.process.remote(frames_ref)] = (self, "tracked", chunk)
             self.in_flight += self.chunk_size  # until the decoder says how many it read
@@ -130,16 +137,26 @@ class VideoJob:
         try:
             result, seconds = get(ref)
         except ray.exceptions.RayActorError as err:
-            self.step.retry(ctx.batch)
+            self.step.retry(ctx.work)
             self.pool.on_death(ctx, err)
             return
-        self.step.commit(ctx.batch, result)
+        self.step.commit(ctx.work, result)
         self.sr_seconds += seconds
-        for i, job in enumerate(ctx.batch.jobs):
+        for i, job in enumerate(ctx.work.jobs):
             chunk = self.chunks[job.frame_index // self.chunk_size - self.chunks[0].number]
-            chunk.faces[job.frame_index, job.track_id] = (ctx.faces_ref, i)
+            chunk.faces[job.frame_index, job.track_id] = (ctx.result_ref, i)
             chunk.pending -= 1
         self.pool.after_batch(ctx.actor)
+
+    def on_upscaled(self, ref, ctx: Dispatch) -> None:
+        self.pool.returned(ctx)
+        try:
+            self.frame_sr_seconds += get(ref)
+        except ray.exceptions.RayActorError as err:
+            self.to_upscale.appendleft(ctx.work)  # frames are independent: the chunk goes to the next free actor
+            self.pool.on_death(ctx, err)
+            return
+        ctx.work.upscaled = ctx.result_ref
 
     def on_written(self, ref, chunk: _Chunk) -> None:
         written = get(ref)
@@ -165,7 +182,7 @@ class VideoJob:
             first_frame_seconds=None if self.first_frame is None else self.first_frame - self.started_at + self.setup,
             # Busy seconds per actor; the actors run side by side, so these overlap.
             stage_seconds={"setup": self.setup, "decode": decode_seconds, "detect_track": track_seconds, "sr": self.sr_seconds,
-                           **encode_seconds},
+                           "frame_sr": self.frame_sr_seconds, **encode_seconds},
             sr_actors=self.pool.placement, video_actors=self.nodes, faces=self.step.report.to_dict(),
         )
 
@@ -177,13 +194,14 @@ class VideoJob:
             raise err
         started.drop([self.decoder, self.tracker, self.encoder], abort=self.encoder)
         for ref, (video, kind, ctx) in list(waiting.items()):
-            if video is self and kind != "sr":  # its SR batches return to free their actors' slots
+            if video is self and kind not in ("sr", "upscaled"):  # its SR actors' jobs return to free their slots
                 del waiting[ref]
         skip(self.input, err)
 
 
 def _write(encoder, chunk: _Chunk):
-    """Send a finished chunk to the encoder with the faces it needs (each result list once)."""
+    """Send a finished chunk to the encoder with the faces it needs (each result list once) and the
+    frame model's output (None: the encoder interpolates)."""
     refs: list = []
     slot: dict[Any, int] = {}
     placements: dict[tuple[int, int], tuple[int, int]] = {}
@@ -193,7 +211,7 @@ def _write(encoder, chunk: _Chunk):
             refs.append(faces_ref)
         placements[key] = (slot[faces_ref], item)
     crops = [[dataclasses.replace(c, crop=None) for c in frame_crops] for frame_crops in chunk.tracked.crops]
-    return encoder.write.remote(chunk.frames_ref, crops, placements, *refs)
+    return encoder.write.remote(chunk.frames_ref, crops, placements, chunk.upscaled, *refs)
 
 
 # What the driver does with each result it waits for: the result's kind -> the method that takes it.
@@ -201,5 +219,6 @@ HANDLERS = {
     "count": VideoJob.on_count,  # the decoder read a chunk: how many frames
     "tracked": VideoJob.on_tracked,  # step 1 is done on a chunk: schedule its crops
     "sr": VideoJob.on_sr,  # a batch came back from an SR actor (or its actor died)
+    "upscaled": VideoJob.on_upscaled,  # a chunk's frames came back from an SR actor's frame model
     "written": VideoJob.on_written,  # the encoder wrote a chunk
 }

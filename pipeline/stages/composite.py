@@ -43,7 +43,6 @@ import cv2
 
 from pipeline.stages.align import check_frame, check_matrix, compose, invert, matrix_scale, resize_matrix, transform_points
 from pipeline.config.sections import CompositeConfig
-from pipeline.errors import UserError
 
 _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -177,9 +176,9 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
 
 def _enlarged(upscaled: np.ndarray | None, cfg: CompositeConfig, shape: tuple[int, int]) -> np.ndarray:
     """A copy of the frame model's output (the engine's array may be read-only), checked against the output's shape."""
-    if upscaled is None:  # an engine that does not run frame models yet
-        raise UserError(f"composite.upscaler={cfg.upscaler}: this engine does not run frame upscalers yet; "
-                        "use --engine local, or drop composite.upscaler for the bicubic frame")
+    if upscaled is None:  # every engine runs the frame model and passes its output: a caller's mistake
+        raise ValueError(f"composite.upscaler={cfg.upscaler} is set: pass the frame model's output as `upscaled` "
+                         "(`frame_upscaler`), or drop composite.upscaler for the interpolated frame")
     if upscaled.dtype != np.uint8 or upscaled.shape != (*shape, 3):
         raise ValueError(f"upscaled must be {[*shape, 3]} uint8, got {upscaled.dtype} {list(upscaled.shape)}")
     return upscaled.copy()
