@@ -247,7 +247,6 @@ def test_video_with_a_frame_upscaler_writes_the_enlarged_frames(tmp_path, name, 
 
 def test_composite_places_faces_on_the_models_frame_and_keeps_the_input_on_the_left():
     from pipeline.config.sections import CompositeConfig
-    from pipeline.errors import UserError
     from pipeline.stages.composite import PasteFace, composite
 
     image = frame(40, 60)
