@@ -27,7 +27,7 @@ class WeightsEntry:
     approx_size: str  # for humans: what the download costs
     licence: str
     source: str  # who trained and published it, and where it is described
-    layout: str  # key layout: one of models.generators.LAYOUTS, or "pfsr" (models.networks.pfsr)
+    layout: str  # key layout: one of models.generators.LAYOUTS, "pfsr" (models.networks.pfsr), or "spandrel-face"/"spandrel-frame" (models.zoo)
     converter: str  # how the file's contents become the generator's state dict
     arch: tuple[tuple[str, object], ...]  # architecture settings the file must match exactly
     description: str
@@ -59,6 +59,57 @@ PFSR_CELEBA = WeightsEntry(
     description="Progressive Face SR 16x16 -> 128x128, CelebA-aligned faces (sr.backend=ffsr's default)",
     git_blob="231a06b9cd426a79ca044d687b0b7d2e6fb91367",
 )
+
+GFPGAN_RELEASES = "https://github.com/TencentARC/GFPGAN/releases/download/"
+# Face restorers (`sr.backend=restore`, models/backends/restore.py), loaded through spandrel (models/zoo.py),
+# which recognises the architecture from the keys: `arch` stays empty. Their publishers give no
+# checksums: each is trusted on first use (its SHA-256 recorded on arrival, checked at every load).
+GFPGAN_ENTRY = WeightsEntry(
+    name="gfpgan-1.4",
+    url=GFPGAN_RELEASES + "v1.3.0/GFPGANv1.4.pth",  # published with release v1.3.0 (inference_gfpgan.py's URL)
+    filename="GFPGANv1.4.pth",
+    sha256=None,  # not published by TencentARC/GFPGAN
+    size_bytes=None,
+    approx_size="~350 MB (86M float32 weights; 512x512 faces)",
+    licence=f"{NON_COMMERCIAL}: trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0); GFPGAN's code is Apache 2.0",
+    source="Wang et al., CVPR 2021, TencentARC/GFPGAN release v1.3.0: GFPGANv1Clean (channel multiplier 2)",
+    layout="spandrel-face",
+    converter="take the 'params_ema' state dict",
+    arch=(),
+    description="GFPGAN v1.4 face restorer, 512x512 FFHQ-aligned faces (more detail and identity than v1.3)",
+)
+FACE_RESTORERS = (
+    GFPGAN_ENTRY,
+    dataclasses.replace(
+        GFPGAN_ENTRY,
+        name="gfpgan-1.3",
+        url=GFPGAN_RELEASES + "v1.3.0/GFPGANv1.3.pth",
+        filename="GFPGANv1.3.pth",
+        description="GFPGAN v1.3 face restorer, 512x512 FFHQ-aligned faces (smoother, more natural than v1.4)",
+    ),
+    dataclasses.replace(
+        GFPGAN_ENTRY,
+        name="restoreformer",
+        url=GFPGAN_RELEASES + "v1.3.4/RestoreFormer.pth",
+        filename="RestoreFormer.pth",
+        approx_size="~290 MB (73M float32 weights; 512x512 faces)",
+        licence=f"{NON_COMMERCIAL}: trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0); RestoreFormer's and GFPGAN's code is Apache 2.0",
+        source="Wang et al., CVPR 2022 (wzhouxiff/RestoreFormer), as republished in TencentARC/GFPGAN release v1.3.4",
+        converter="take the 'params_ema' (or 'params') state dict",
+        description="RestoreFormer face restorer, 512x512 FFHQ-aligned faces",
+    ),
+    dataclasses.replace(
+        GFPGAN_ENTRY,
+        name="codeformer",
+        url="https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        filename="codeformer.pth",
+        approx_size="~380 MB (94M float32 weights; 512x512 faces)",
+        licence=f"{NON_COMMERCIAL}: S-Lab License 1.0 (non-commercial; weights and code); trained on FFHQ",
+        source="Zhou et al., NeurIPS 2022, sczhou/CodeFormer release v0.1.0 (needs spandrel_extra_arches)",
+        description="CodeFormer face restorer, 512x512 FFHQ-aligned faces; sr.codeformer_w trades quality (0) for fidelity (1)",
+    ),
+)
+
 
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -153,6 +204,7 @@ REGISTRY: dict[str, WeightsEntry] = {
             search=(("learning_rate", 1.5),),
             install="pip install gan-face-generate==1.1.1",
         ),
+        *FACE_RESTORERS,
     )
 }
 DEFAULT = "stylegan2-ffhq-512"
