@@ -118,7 +118,7 @@ def test_full_size_models_through_the_backend_equal_the_model_called_directly(fi
     assert backend.out_size == 512 and backend.framing == "ffhq"
     lr = backend.downscale_to(to_tensor(backend, [crop_of(512)]), 64).clamp(-1, 1)
     got = backend.super_resolve(lr, [None], seeds=[0]).images
-    x = F.interpolate(lr, size=(512, 512), mode="bicubic", align_corners=False).clamp(-1, 1)
+    x = F.interpolate(lr, size=(512, 512), mode="bicubic", align_corners=False).clamp(-1, 1).contiguous()
     with torch.no_grad():
         direct = model(x, return_rgb=False, randomize_noise=False)[0] if arch == "GFPGAN" else model(x, weight=0.3)[0]
     assert torch.allclose(got, direct.clamp(-1, 1), atol=1e-4)

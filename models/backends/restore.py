@@ -160,7 +160,8 @@ class RestoreBackend(SRBackend):
     def degrade(self, lr: torch.Tensor) -> torch.Tensor:
         """The model's input: the low-res faces enlarged bicubically to its side, `[B, 3, S, S]` in [-1, 1]."""
         size = (self.out_size, self.out_size)
-        return F.interpolate(lr.to(self.device), size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+        up = F.interpolate(lr.to(self.device), size=size, mode="bicubic", align_corners=False).clamp(-1, 1)
+        return up.contiguous(memory_format=torch.contiguous_format)  # GFPGAN views its features: no channels-last strides
 
     def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int], gaps=None) -> SRResult:
         """One model call for the batch; see `SRBackend.super_resolve`. Seeds are unused (deterministic)."""
