@@ -75,8 +75,18 @@ class _Cached(torch.nn.Module):
         return self.cache[key]
 
 
+class _CachedModel:
+    """A face model (spandrel descriptor) whose network is `_Cached`: what RestoreBackend needs of it."""
+
+    def __init__(self, descriptor):
+        self.architecture, self.model = descriptor.architecture, _Cached(descriptor.model)
+
+    def to(self, device):
+        return self
+
+
 def flicker_rows(model, args) -> list[dict]:
-    model.model = _Cached(model.model)
+    model = _CachedModel(model)
     truth = astronaut_track(args.frames, 512, drift=args.drift)
     mask = face_mask(512)
     rows = []
