@@ -13,8 +13,10 @@
    `sr.temporal_blend` 0 and each of `--blends`. flicker = mean |out_t - out_t-1| minus the
    truth's, on the face region (0..255 scale); error = mean |out - truth| there. The model runs
    once per frame (its outputs are cached; the stabiliser runs on them in the backend as in a
-   video). Random weights make faces that change a great deal from frame to frame: real flicker
-   for the stabiliser to remove, though not a trained model's (which flickers less, in finer detail).
+   video). The model is RestoreFormer at its published size (`--flicker-model`): with random
+   weights its faces change a great deal from frame to frame, real flicker for the stabiliser to
+   remove, though not a trained model's (which flickers less, in finer detail). A random GFPGAN's
+   faces hardly follow their input at all (they change less than the truth does): nothing to remove.
 
     python benchmarks/restorers.py --json out/restorers.json
 
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from models import zoo  # noqa: E402
 from models.backends.restore import RestoreBackend  # noqa: E402
 from pipeline.stages.superres import to_images, to_tensor  # noqa: E402
-from restorer_models import ARCHS, astronaut_track, build, face_mask, flicker, save_published  # noqa: E402
+from restorer_models import ARCHS, astronaut_track, build, change, face_mask, flicker, save_published  # noqa: E402
 
 
 def load(arch: str, folder: Path, *, small: bool = False):
@@ -99,20 +101,23 @@ def flicker_rows(model, args) -> list[dict]:
             state = result.states[0]
             outs.append(to_images(result.images)[0])
         error = np.mean([np.abs(o.astype(np.float32) - t)[mask].mean() for o, t in zip(outs, truth)])
-        rows.append({"temporal_blend": blend, "flicker": round(flicker(outs, truth), 2), "error": round(float(error), 1),
+        rows.append({"temporal_blend": blend, "change": round(change(outs), 2), "truth_change": round(change(truth), 2),
+                     "flicker": round(flicker(outs, truth), 2), "error": round(float(error), 1),
                      "cpu_s_per_frame": round((time.process_time() - start) / len(truth), 2)})
     for r in rows:
-        r["flicker_vs_off"] = round(r["flicker"] / rows[0]["flicker"], 2) if rows[0]["flicker"] else None
+        r["flicker_vs_off"] = round(r["flicker"] / rows[0]["flicker"], 2) if rows[0]["flicker"] > 0 else None
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[1])
-    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    p.add_argument("--archs", nargs="*", default=list(ARCHS), choices=ARCHS, help="models to time (none: flicker only)")
     p.add_argument("--batches", nargs="+", type=int, default=[1])
     p.add_argument("--calls", type=int, default=2, help="timed calls per row, after one warm-up")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--flicker-model", default="GFPGAN", choices=ARCHS)
+    # RestoreFormer: with random weights GFPGAN's faces hardly follow the input (its output changes less
+    # than the truth's, so there is no flicker to remove); RestoreFormer's and CodeFormer's do.
+    p.add_argument("--flicker-model", default="RestoreFormer", choices=ARCHS)
     p.add_argument("--frames", type=int, default=12)
     p.add_argument("--drift", type=float, default=1.6, help="crop pixels per frame at 512")
     p.add_argument("--lr", type=int, default=32, help="the low-res face side")
@@ -123,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(args.workdir) / "restorers"
     folder.mkdir(parents=True, exist_ok=True)
     speed = [throughput(a, folder, batch=b, calls=args.calls, small=args.small) for a in args.archs for b in args.batches]
-    print(f"face restorers on the CPU, 64 -> 512, {args.threads} torch thread(s); random weights, published architectures")
-    print(table(speed, ["model", "params_m", "batch", "cpu_s_per_face", "faces_per_cpu_s", "wall_s_per_face"]))
+    if speed:
+        print(f"face restorers on the CPU, 64 -> 512, {args.threads} torch thread(s); random weights, published architectures")
+        print(table(speed, ["model", "params_m", "batch", "cpu_s_per_face", "faces_per_cpu_s", "wall_s_per_face"]))
     rows = flicker_rows(load(args.flicker_model, folder, small=args.small), args)
     print(f"\nflicker of {args.flicker_model} on {args.frames} frames of a {args.lr}px face drifting {args.drift} px/frame at 512 "
           "(0..255 on the face, minus the truth's)")
-    print(table(rows, ["temporal_blend", "flicker", "flicker_vs_off", "error", "cpu_s_per_frame"]))
+    print(table(rows, ["temporal_blend", "change", "truth_change", "flicker", "flicker_vs_off", "error", "cpu_s_per_frame"]))
     write_json(args.json, {"throughput": speed, "flicker": rows, "flicker_model": args.flicker_model, "frames": args.frames,
                            "lr": args.lr, "drift": args.drift, "threads": args.threads})
     return 0

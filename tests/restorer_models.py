@@ -85,11 +85,12 @@ def face_mask(size: int) -> np.ndarray:
     return ((xx - 0.5) / 0.3) ** 2 + ((yy - 0.56) / 0.36) ** 2 <= 1
 
 
-def flicker(frames: list[np.ndarray], truth: list[np.ndarray]) -> float:
-    """Mean absolute frame-to-frame change of `frames` minus the truth's, on the face region, 0..255 scale."""
+def change(frames: list[np.ndarray]) -> float:
+    """Mean absolute frame-to-frame change on the face region, 0..255 scale."""
     mask = face_mask(frames[0].shape[0])
+    return float(np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32))[mask].mean() for a, b in zip(frames, frames[1:])]))
 
-    def change(seq):
-        return float(np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32))[mask].mean() for a, b in zip(seq, seq[1:])]))
 
+def flicker(frames: list[np.ndarray], truth: list[np.ndarray]) -> float:
+    """The frame-to-frame change of `frames` minus the truth's, on the face region, 0..255 scale."""
     return change(frames) - change(truth)

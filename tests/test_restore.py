@@ -146,6 +146,11 @@ def test_a_frame_upscaler_is_not_a_face_model_and_the_other_way_round(files, tmp
         zoo.load_model(str(path), "face")
     assert "not a face model" in one_line(err) and "frame" in one_line(err)
     assert zoo.load_model(str(path), "frame").scale == 2
+    from safetensors.torch import save_file
+
+    tensors = tmp_path / "realesr-compact-x2.safetensors"  # the same weights as safetensors (no pickle at all)
+    save_file(torch.load(path, weights_only=True)["params"], str(tensors))
+    assert zoo.load_model(str(tensors), "frame").architecture.id == "Compact"
     with pytest.raises(ModelError) as err:
         zoo.load_model(str(files["RestoreFormer"][1]), "frame")
     assert "not a frame model" in one_line(err)
