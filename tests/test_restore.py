@@ -99,7 +99,8 @@ def test_the_backend_runs_the_model_on_the_enlarged_low_res_crop(files):
     lr = backend.downscale_to(to_tensor(backend, [crop]), 32).clamp(-1, 1)
     got = backend.super_resolve(lr, [None], seeds=[0])
     with torch.no_grad():
-        direct = model(F.interpolate(lr, size=(128, 128), mode="bicubic", align_corners=False).clamp(-1, 1))[0].clamp(-1, 1)
+        x = F.interpolate(lr, size=(128, 128), mode="bicubic", align_corners=False).clamp(-1, 1).contiguous()
+        direct = model(x)[0].clamp(-1, 1)
     assert torch.allclose(got.images, direct, atol=1e-5)
     assert got.states == [None] and not backend.stateful and got.steps.tolist() == [0]
     # consistency: the restored face against the input at the input's side
