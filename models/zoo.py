@@ -5,7 +5,8 @@ models, `kind="face"`) and Real-ESRGAN, SwinIR, HAT, SPAN, ... files (whole-fram
 `kind="frame"`). spandrel (chaiNNer's model loader, MIT) recognises the architecture and its
 settings from the keys and shapes of a state dict and builds the network; CodeFormer (S-Lab
 licence) lives in `spandrel_extra_arches`. Both are the optional extra `facezoom[restore]`:
-without them, asking for such a model is one `ModelError` naming the pip command.
+without spandrel, asking for such a model is one `ModelError` naming the pip command; without the
+extra architectures, a CodeFormer file is one naming it.
 
 `load_model(spec, kind)` takes a registry entry (`models/registry.py`, layout "spandrel-face" or
 "spandrel-frame": fetched and verified by `models.weights`) or a local `.pth`/`.ckpt`/`.pt`/
@@ -21,6 +22,7 @@ without changing spandrel's global registry.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,13 +44,17 @@ def _registry():
     if _REGISTRY is None:
         try:
             import spandrel
-            import spandrel_extra_arches
-        except ImportError as err:
-            raise ModelError(f"face restorers and frame upscalers need the optional packages: {INSTALL} "
-                             f"({err.name} is not installed)") from None
+        except ImportError:
+            raise ModelError(f"face restorers and frame upscalers need the optional packages: {INSTALL}") from None
         registry = spandrel.ArchRegistry()
         registry.add(*spandrel.MAIN_REGISTRY)
-        registry.add(*spandrel_extra_arches.EXTRA_REGISTRY, ignore_duplicates=True)
+        try:
+            with warnings.catch_warnings():  # CodeFormer's module uses torch.jit.script, deprecated in torch 2.10+
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+                import spandrel_extra_arches
+            registry.add(*spandrel_extra_arches.EXTRA_REGISTRY, ignore_duplicates=True)
+        except ImportError:
+            log.info("spandrel_extra_arches is not installed: CodeFormer is not available (%s)", INSTALL)
         _REGISTRY = registry
     return _REGISTRY
 
@@ -110,9 +116,9 @@ def load_model(spec: str, kind: str, device: str | torch.device = "cpu"):
     try:
         model = spandrel.ModelLoader(torch.device("cpu"), registry=registry).load_from_state_dict(state)
     except spandrel.UnsupportedModelError:
+        extra = "" if "CodeFormer" in registry else f"; CodeFormer needs spandrel_extra_arches: {INSTALL}"
         raise ModelError(f"{path}: spandrel {spandrel.__version__} does not recognise this model's architecture "
-                         f"(for a {kind} model use e.g. {', '.join(model_names(kind)[:3]) or 'a spandrel model'}; "
-                         "CodeFormer needs spandrel_extra_arches)") from None
+                         f"(for a {kind} model use e.g. {', '.join(model_names(kind)[:3]) or 'a spandrel model'}{extra})") from None
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as err:  # keys or shapes that do not fit
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelError(f"{path}: its weights do not fit the architecture spandrel detected ({first[:200]}); "

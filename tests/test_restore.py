@@ -182,6 +182,15 @@ def test_without_the_optional_packages_the_backend_names_what_to_install(monkeyp
     assert "pip install" in one_line(err) and "facezoom[restore]" in one_line(err)
 
 
+def test_without_the_extra_architectures_codeformer_alone_is_refused_naming_them(files, monkeypatch):
+    monkeypatch.setattr(zoo, "_REGISTRY", None)
+    monkeypatch.setitem(sys.modules, "spandrel_extra_arches", None)
+    assert zoo.load_model(str(files["RestoreFormer"][1]), "face").architecture.id == "RestoreFormer"
+    with pytest.raises(ModelError) as err:
+        zoo.load_model(str(files["CodeFormer"][1]), "face")
+    assert "spandrel_extra_arches" in one_line(err) and "pip install" in one_line(err)
+
+
 def run_track(backend: RestoreBackend, crops, lr_side: int) -> list[np.ndarray]:
     out, state = [], None
     for crop in crops:
