@@ -166,6 +166,10 @@ def test_an_unknown_architecture_or_a_bad_name_is_one_line(tmp_path):
     with pytest.raises(ModelError) as err:
         zoo.load_model(str(path), "face")
     assert "does not recognise" in one_line(err)
+    torch.save({"params_ema": {"toRGB.0.weight": torch.zeros(3, 8, 1, 1), "stylegan_decoder.style_mlp.1.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(ModelError) as err:  # GFPGAN's keys, but not its weights
+        zoo.load_model(str(path), "face")
+    assert "do not fit" in one_line(err)
     with pytest.raises(ModelError) as err:
         zoo.load_model(str(tmp_path / "absent.pth"), "face")
     assert "gfpgan-1.4" in one_line(err)  # names the registry's face models
