@@ -17,6 +17,10 @@ from pipeline.errors import InputError, RunAborted, UserError
 
 log = logging.getLogger(__name__)
 
+# This command's defaults where they differ from the pipeline's: the loop's point is the model's
+# own invention, so the model's faces are shown whole (sr.fidelity 0; -w 1 keeps the source's).
+DEFAULTS = {"sr": {"fidelity": 0.0}}
+
 
 def register(commands, add_config_args) -> None:
     p = commands.add_parser(
@@ -40,7 +44,7 @@ def register(commands, add_config_args) -> None:
     target.add_argument("--whole", action="store_true", help="no face detection: the whole picture is the face input (a 16x16 picture always is)")
     p.add_argument("--background", default="white", metavar="COLOUR", help="colour behind transparent pixels: white (default), black, gray, #rrggbb or r,g,b")
     p.add_argument("--seed", type=int, help="shortcut for --set sr.seed=N")
-    add_config_args(p, fidelity=0.0)
+    add_config_args(p, fidelity=True, defaults=DEFAULTS)
     p.set_defaults(handler=cmd_enhance)
 
 
@@ -56,7 +60,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     if not 0.1 <= args.fps <= 60:
         raise UserError(f"--fps must be in 0.1..60, got {args.fps:g}")
     overrides = list(args.overrides) + ([f"sr.seed={args.seed}"] if args.seed is not None else [])
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides, DEFAULTS)
     choice = Choice(face=args.face, track=args.track, at=parse_point(args.at) if args.at else None)
     background = parse_colour(args.background)
     source, output = Path(args.input), Path(args.output)
@@ -64,7 +68,7 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     batch = source.is_dir()
     targets = _targets(source, output, grid_path, overwrite=args.overwrite, settings=setting_inputs(args, cfg))
     pre_blur = args.pre_blur or cfg.sr.pre_blur
-    say_backend_note(cfg, quiet=args.quiet, fidelity=0.0)
+    say_backend_note(cfg, quiet=args.quiet)
     backends: list = []  # made once the first input proved readable: a backend may load (or fetch) weights
     skipped, written = 0, 0
     try:

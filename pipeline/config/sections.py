@@ -216,7 +216,7 @@ class SRConfig:
     temporal_blend: float = 0.0  # feed-forward (ffsr, restore): weight of the previous frame's output (0 = off)
     codeformer_w: float = 0.5  # restore with CodeFormer: its fidelity weight w, 0 = the model's own face, 1 = closest to the input (its default 0.5)
     pre_blur: bool = False  # up-then-down resize before the model's downscaler (gives room to invent)
-    fidelity: float | None = None  # 1 = keep all the source's detail, 0 = the model's face whole; None = the command's default
+    fidelity: float = 1.0  # 1 = keep all the source's detail, 0 = the model's face whole (enhance states its own default: 0)
     seed: int = 0  # base seed; each track's seed is derived from it and the track id
 
     def __post_init__(self):
@@ -226,7 +226,7 @@ class SRConfig:
             raise ValueError(f"in_size must be 'auto' or in 4..256, got {self.in_size}")
         if self.out_size is not None and not self.base_in_size < self.out_size <= 2048:
             raise ValueError(f"out_size must be in {self.base_in_size + 1}..2048 (larger than in_size), got {self.out_size}")
-        if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
+        if not 0.0 <= self.fidelity <= 1.0:
             raise ValueError(f"fidelity must be in 0..1 (or null for the command's default), got {self.fidelity}")
         if not 1 <= self.segment <= 1000:
             raise ValueError(f"segment must be in 1..1000 crops (1 = each frame starts from the previous one), got {self.segment}")

@@ -137,52 +137,56 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
         before = cv2.resize(frame, (width * s, height * s), interpolation=_INTERPOLATION[cfg.upscale])
     out = before.copy()
     to_out = resize_matrix(float(s))  # source pixels -> output pixels, as cv2.resize maps them
-    out_h, out_w = out.shape[:2]
 
     for face in checked:
-        if face.image is None or face.weight <= 0.0:
-            continue
-        size = face.image.shape[0]
-        crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
-        # 2. The rectangle the mask lands on, clipped to the frame.
-        ex0, ey0, ex1, ey1 = _mask_extent(cfg.mask)
-        corners = np.array([[ex0, ey0], [ex1, ey0], [ex1, ey1], [ex0, ey1]]) * size - 0.5
-        footprint = transform_points(crop_to_out, corners)
-        x0, y0 = np.floor(footprint.min(0)).astype(int) - 1
-        x1, y1 = np.ceil(footprint.max(0)).astype(int) + 2
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        # 3. A face much larger than its footprint is area-shrunk first, so the warp cannot alias.
-        detail = face.image.dtype == np.int16
-        image, local = face.image.astype(np.float32) if detail else face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
-        ratio = matrix_scale(crop_to_out)
-        if ratio < 0.5:
-            small = max(8, int(np.ceil(size * ratio * 1.5)))
-            image = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
-            local = compose(local, resize_matrix(size / small))
-        mask = face_mask(image.shape[0], cfg.mask, cfg.feather)
-        # 4. Warp face and mask into the rectangle only, and blend.
-        dsize = (x1 - x0, y1 - y0)
-        warped = cv2.warpAffine(image, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        if face.weight < 1.0:
-            alpha = alpha * np.float32(face.weight)
-        region = out[y0:y1, x0:x1].astype(np.float32)
-        warped = warped.astype(np.float32)
-        if detail:
-            blended = region + alpha[..., None] * warped
-        else:
-            if cfg.color_match:
-                warped = _match_colour(warped, region, alpha)
-            blended = region + alpha[..., None] * (warped - region)
-        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        if face.image is not None and face.weight > 0.0:
+            _paste(out, face, to_out, cfg)
 
     if cfg.draw_boxes:
         _draw_boxes(out, checked, to_out)
     if cfg.side_by_side:
         return np.concatenate([before, out], axis=1)
     return out
+
+
+def _paste(out: np.ndarray, face: PasteFace, to_out: np.ndarray, cfg: CompositeConfig) -> None:
+    """Blend one face into `out` (the frame at the output scale; `to_out`: source -> output pixels), in place."""
+    out_h, out_w = out.shape[:2]
+    size = face.image.shape[0]
+    crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
+    # 2. The rectangle the mask lands on, clipped to the frame.
+    ex0, ey0, ex1, ey1 = _mask_extent(cfg.mask)
+    corners = np.array([[ex0, ey0], [ex1, ey0], [ex1, ey1], [ex0, ey1]]) * size - 0.5
+    footprint = transform_points(crop_to_out, corners)
+    x0, y0 = np.floor(footprint.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(footprint.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    # 3. A face much larger than its footprint is area-shrunk first, so the warp cannot alias.
+    detail = face.image.dtype == np.int16
+    image, local = face.image.astype(np.float32) if detail else face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
+    ratio = matrix_scale(crop_to_out)
+    if ratio < 0.5:
+        small = max(8, int(np.ceil(size * ratio * 1.5)))
+        image = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
+        local = compose(local, resize_matrix(size / small))
+    mask = face_mask(image.shape[0], cfg.mask, cfg.feather)
+    # 4. Warp face and mask into the rectangle only, and blend.
+    dsize = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(image, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if face.weight < 1.0:
+        alpha = alpha * np.float32(face.weight)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    warped = warped.astype(np.float32)
+    if detail:
+        blended = region + alpha[..., None] * warped
+    else:
+        if cfg.color_match:
+            warped = _match_colour(warped, region, alpha)
+        blended = region + alpha[..., None] * (warped - region)
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def _draw_boxes(out: np.ndarray, faces: list[PasteFace], to_out: np.ndarray) -> None:
