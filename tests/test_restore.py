@@ -19,7 +19,7 @@ from models import weights, zoo
 from models.backends.restore import RestoreBackend, call_model
 from models.errors import ModelError
 from pipeline.config.sections import SRConfig
-from pipeline.stages.superres import create_backend, run_batch, to_images, to_tensor
+from pipeline.stages.superres import SRRequest, create_backend, run_batch, to_images, to_tensor
 from restorer_models import ARCHS, astronaut_track, build, flicker, save_published
 from test_weights import Server
 
@@ -107,7 +107,7 @@ def test_the_backend_runs_the_model_on_the_enlarged_low_res_crop(files):
     assert float(got.consistency[0]) == pytest.approx(float(((backend.downscale_to(direct, 32).clamp(-1, 1) - lr) / 2).pow(2).mean()), rel=1e-4)
     from pipeline.stages.fidelity import replacement
 
-    batch = run_batch(backend, [crop], [None], [0], plans=[replacement(32)])
+    batch = run_batch(backend, SRRequest.make(SRConfig(), crops=[crop], states=[None], seeds=[0], plans=[replacement(32)]))
     assert np.abs(batch.faces[0].astype(int) - to_images(direct)[0]).max() <= 1  # rounding of float-equal faces
 
 
