@@ -231,6 +231,14 @@ def test_the_stabiliser_does_not_blend_across_a_cut(files):
         steady.super_resolve(lr, [{"previous": torch.zeros(3, 8, 8, dtype=torch.uint8)}], seeds=[0])
 
 
+def test_the_gfpgan_preset_names_the_restorer_at_each_faces_own_resolution():
+    from pipeline.config import load_config
+
+    cfg = load_config("gfpgan")
+    assert (cfg.sr.backend, cfg.sr.generator, cfg.sr.in_size, cfg.composite.scale) == ("restore", "gfpgan-1.4", "auto", 2)
+    assert cfg.sr.generator in zoo.model_names("face") and 0 < cfg.sr.temporal_blend < 1
+
+
 def test_settings_that_do_not_fit_the_model_are_one_line(files):
     path = files["RestoreFormer"][1]
     with pytest.raises(ModelError) as err:
