@@ -27,63 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
 from models.errors import ModelError
+from models.zoo import load_model
 
 if TYPE_CHECKING:
-    from spandrel import ImageModelDescriptor, ModelDescriptor
+    from spandrel import ImageModelDescriptor
 
 log = logging.getLogger(__name__)
 
-INSTALL = "pip install 'facezoom[restore]' (or: pip install 'spandrel>=0.4')"
 FRAME_SCALES = (2, 4)  # the output scales composite.scale allows above 1
 
 
-# ---- STAND-IN for models/zoo.py (issue 26, the face half, written in another branch). At the merge
-# the lead replaces this function with `from models.zoo import load_model`: same signature, same
-# errors (ModelError, one line). It exists here only so this half can be built and tested alone.
-def load_model(spec: str, kind: str, device: torch.device | str = "cpu") -> "ModelDescriptor":
-    """Spandrel's descriptor for `spec` (a registry name or a .pth/.pt/.ckpt/.safetensors file) on
-    `device`, checked to be a `kind` model ("face": a face restorer; "frame": a whole-image SR model)."""
-    try:
-        import spandrel
-    except ImportError:
-        raise ModelError(f"{spec}: frame and face restoration models need spandrel, which is not installed; run `{INSTALL}`") from None
-    from models import weights
-
-    path = weights.fetch(spec) if spec in weights.REGISTRY else Path(spec).expanduser()
-    if not path.is_file():
-        raise ModelError(f"{spec!r} is neither a registry name (`facezoom weights list`) nor an existing model file")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise ModelError(f"could not read {path} ({err}); it may be truncated: fetch or copy it again") from None
-    else:
-        state = weights.load_checkpoint(path)  # torch.load(weights_only=True): no pickled code runs
-    try:
-        model = spandrel.ModelLoader(device).load_from_state_dict(spandrel.canonicalize_state_dict(state))
-    except spandrel.UnsupportedModelError:
-        raise ModelError(f"{path}: spandrel {spandrel.__version__} knows no architecture with these keys; "
-                         "is it an image restoration or super-resolution model?") from None
-    except (KeyError, RuntimeError, ValueError, AttributeError) as err:
-        first = (str(err).splitlines() or [""])[0][:200]
-        raise ModelError(f"{path}: spandrel could not build the model its keys describe ({type(err).__name__}: {first}); "
-                         "the file may be damaged, or a variant this spandrel does not read") from None
-    if model.purpose not in {"face": ("FaceSR",), "frame": ("SR",)}[kind]:
-        what = {"FaceSR": "a face restorer", "SR": "a whole-image upscaler", "Restoration": "a 1x restoration model",
-                "Inpainting": "an inpainting model"}.get(model.purpose, model.purpose)
-        raise ModelError(f"{spec} is {what} ({model.architecture.name}), not a {kind} model")
-    return model
-# ---- end of the stand-in
 
 
 def check_frame_model(model: "ImageModelDescriptor", *, scale: int, spec: str) -> None:

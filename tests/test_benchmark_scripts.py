@@ -21,6 +21,7 @@ def test_gpu_benchmark_runs_quick_on_the_cpu_and_writes_its_figures(tmp_path):
     assert all(r["ms_per_step"] > 0 and r["cold_faces_per_s"] > 0 for r in data["pulse"])
     assert data["pfsr_faces_per_s"] > 0 and all(v["faces"] >= 1 for v in data["mtcnn"].values())
     assert [r["segment"] for r in data["schedules"]] == [1, 4, 8] and all(r["reached_eps"] > 0 for r in data["schedules"])
+    assert [r["batch"] for r in data["restorers"]] == [1, 2] and all(r["faces_per_s"] > 0 for r in data["restorers"])
     assert {r["model"] for r in data["frame_sr"]} == {"RealESRGAN_x4plus", "realesr-general-x4v3"}
     assert all(r["fps"] > 0 for r in data["frame_sr"])
 

@@ -178,7 +178,7 @@ def test_published_entries_are_frame_models_with_their_licences():
     for name, scale in [("RealESRGAN_x4plus", 4), ("RealESRGAN_x2plus", 2), ("realesr-general-x4v3", 4)]:
         e = weights.REGISTRY[name]
         assert e.url == f"https://github.com/xinntao/Real-ESRGAN/releases/download/{e.url.split('/')[-2]}/{e.filename}"
-        assert e.layout == "spandrel" and dict(e.arch)["scale"] == scale and "BSD-3-Clause" in e.licence
+        assert e.layout == "spandrel-frame" and dict(e.arch)["scale"] == scale and "BSD-3-Clause" in e.licence
         assert e.sha256 and re.fullmatch(r"[0-9a-f]{64}", e.sha256) and e.size_bytes
 
 
@@ -189,11 +189,11 @@ def tiny_restoreformer(path):
 
 
 @pytest.mark.parametrize("case, scale, message", [
-    ("face", "2", "is a face restorer (RestoreFormer), not a frame model"),
-    ("unknown", "2", "knows no architecture with these keys"),
+    ("face", "2", "is RestoreFormer (a face model, scale 1), not a frame model"),
+    ("unknown", "2", "does not recognise this model's architecture"),
     ("not-a-model", "2", "could not read checkpoint"),
-    ("cut-short", "2", "it may be truncated"),
-    ("missing", "2", "is neither a registry name"),
+    ("cut-short", "2", "it may be damaged: fetch or copy it again"),
+    ("missing", "2", "is neither a frame-model registry name"),
     ("scale", "2", "is a 4x model (ESRGAN) but the run's scale is 2; pass -s 4 or a 2x model"),
     ("scale", "1", "enlarges the frame 4x, but the run's scale is 1; pass -s 4"),
 ])
@@ -219,8 +219,11 @@ def test_a_wrong_frame_model_is_one_line_exit_2_and_no_output(tmp_path, capsys, 
 
 def test_without_spandrel_the_error_says_what_to_install(tmp_path, monkeypatch):
     _, path = save_network("compact-x4", tmp_path)
+    from models import zoo
+
     monkeypatch.setitem(sys.modules, "spandrel", None)  # import spandrel now raises ImportError
-    with pytest.raises(ModelError, match=r"pip install 'facezoom\[restore\]'"):
+    monkeypatch.setattr(zoo, "_REGISTRY", None)  # as in a process that has not loaded spandrel yet
+    with pytest.raises(ModelError, match=r'pip install "facezoom\[restore\]"'):
         load_model(str(path), "frame")
 
 

@@ -355,7 +355,7 @@ def test_every_configurable_backend_has_a_builder_and_none_is_imported_until_bui
     assert tuple(BUILDERS) == BACKENDS  # sr.backend's allowed values are exactly the ones create_backend builds
     code = (
         "import sys, pipeline.stages.superres\n"
-        "loaded = [m for m in ('models.backends.classical', 'models.backends.pulse', 'models.backends.ffsr', 'models.search') if m in sys.modules]\n"
+        "loaded = [m for m in ('models.backends.classical', 'models.backends.pulse', 'models.backends.ffsr', 'models.backends.restore', 'models.zoo', 'spandrel', 'models.search') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)

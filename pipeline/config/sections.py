@@ -197,13 +197,13 @@ class TrackConfig:
 
 # ---- the settings of pipeline/stages/superres.py
 
-BACKENDS = ("classical", "pulse", "ffsr")
+BACKENDS = ("classical", "pulse", "ffsr", "restore")
 
 
 @dataclasses.dataclass(frozen=True)
 class SRConfig:
-    backend: Literal["classical", "pulse", "ffsr"] = "classical"  # weight-free until weights are configured
-    generator: str | None = None  # a registry name (`weights list`) or a local checkpoint path
+    backend: Literal["classical", "pulse", "ffsr", "restore"] = "classical"  # weight-free until weights are configured
+    generator: str | None = None  # a registry name (`weights list`) or a local checkpoint path (restore: a face model file)
     device: str = "auto"  # 'auto' = CUDA when present, else CPU
     batch_size: int = 8  # crops per model call; bigger keeps a GPU busier
     in_size: int | Literal["auto"] = 16  # the low-res side the model sees; auto = each face's own resolution (16 up)
@@ -213,7 +213,8 @@ class SRConfig:
     segment: int = 1  # PULSE: every N-th crop of a track is a keyframe (from the last keyframe); each segment chains from its own, beside the others (1 = one chain)
     eps: float = 2e-3  # PULSE's success threshold on the downscaling MSE ([0, 1] scale)
     temporal_weight: float = 0.0  # PULSE: lambda of the prior |w_t - w_{t-1}|^2 on warm frames
-    temporal_blend: float = 0.0  # feed-forward: weight of the previous frame's output (0 = off)
+    temporal_blend: float = 0.0  # feed-forward (ffsr, restore): weight of the previous frame's output (0 = off)
+    codeformer_w: float = 0.5  # restore with CodeFormer: its fidelity weight w, 0 = the model's own face, 1 = closest to the input (its default 0.5)
     pre_blur: bool = False  # up-then-down resize before the model's downscaler (gives room to invent)
     fidelity: float = 1.0  # 1 = keep all the source's detail, 0 = the model's face whole (enhance states its own default: 0)
     seed: int = 0  # base seed; each track's seed is derived from it and the track id
@@ -238,6 +239,8 @@ class SRConfig:
             raise ValueError(f"temporal_weight must be in [0, 1000] (0 = off; past that the prior alone decides), got {self.temporal_weight}")
         if not 0 <= self.temporal_blend < 1:
             raise ValueError(f"temporal_blend must be in [0, 1), got {self.temporal_blend}")
+        if not 0 <= self.codeformer_w <= 1:
+            raise ValueError(f"codeformer_w must be in [0, 1] (CodeFormer's fidelity weight), got {self.codeformer_w}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if not 0 <= self.seed < 2**63:

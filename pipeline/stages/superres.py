@@ -71,6 +71,13 @@ def _ffsr(cfg: SRConfig, device: torch.device) -> SRBackend:
     )
 
 
+def _restore(cfg: SRConfig, device: torch.device) -> SRBackend:
+    from models.backends.restore import RestoreBackend
+
+    return RestoreBackend.from_settings(generator=cfg.generator, device=device, in_size=cfg.in_size, out_size=cfg.out_size,
+                                        eps=cfg.eps, temporal_blend=cfg.temporal_blend, codeformer_w=cfg.codeformer_w)
+
+
 # sr.backend -> how to build it from the `sr` settings and the device. Each builder imports its
 # backend's module when called, so importing this stage loads no backend (and no weights code).
 # The names are pipeline.config.sections.BACKENDS (tests/test_pulse.py checks they agree).
@@ -78,6 +85,7 @@ BUILDERS: dict[str, Callable[[SRConfig, torch.device], SRBackend]] = {
     "classical": _classical,
     "pulse": _pulse,
     "ffsr": _ffsr,
+    "restore": _restore,
 }
 
 
