@@ -275,3 +275,33 @@ def test_call_model_uses_spandrels_range_for_other_face_architectures():
 
     x = torch.linspace(-1, 1, 3 * 4 * 4).reshape(1, 3, 4, 4)
     assert torch.allclose(call_model(Fake(), x), x, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_restored_faces_on_a_model_upscaled_frame_with_sound_on_either_engine(files, tmp_path, request):
+    """Issue 26's user: a face restorer and a frame upscaler in one `facezoom video` run, streamed,
+    with the sound, on the local engine and on Ray, which agree."""
+    from pipeline.commands.cli import main
+    from pipeline.media.sample import write_sample
+    from synth import audio_packets, video_frames
+
+    request.getfixturevalue("ray_session")
+    clip = write_sample(tmp_path / "sample.mp4", seconds=0.4)
+    upscaler = frame_model(tmp_path)
+    outputs = {}
+    for engine in ("local", "ray"):
+        out, report = tmp_path / f"{engine}.mp4", tmp_path / f"{engine}.json"
+        assert main(["--quiet", "video", str(clip), "-o", str(out), "--report", str(report), "-s", "2", "-w", "0",
+                     "--set", "sr.backend=restore", "--set", f"sr.generator={files['RestoreFormer'][1]}", "--set", "sr.in_size=auto",
+                     "--set", f"composite.upscaler={upscaler}", "--set", "composite.upscaler_tile=64",
+                     "--set", f"engine.engine={engine}", "--set", "engine.chunk=4", "--set", "video.preset=ultrafast"]) == 0
+        data = json.loads(report.read_text())
+        assert data["frames_in"] == data["frames_out"] == 10 and data["faces_model_ran"] >= 5
+        assert data["stage_seconds"]["frame_sr"] > 0
+        assert audio_packets(out) == audio_packets(clip)
+        times, frames = video_frames(out)
+        assert frames[0].shape[:2] == tuple(2 * s for s in video_frames(clip)[1][0].shape[:2])
+        outputs[engine] = (times, frames)
+    assert outputs["ray"][0] == outputs["local"][0]
+    worst = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(outputs["ray"][1], outputs["local"][1], strict=True))
+    assert worst < 1.0, worst  # the same frames, to the last bits of float sums in differently sized batches
