@@ -70,10 +70,11 @@ def runs(work: Path) -> dict[str, tuple[list[str], Path, Path | None]]:
     """name -> (facezoom arguments, output, report or None)."""
     from synth import tiny_stylegan2_checkpoint
 
-    sample, picture = work / "sample.mp4", work / "face.png"
-    _run(["sample", "-o", str(sample), "--seconds", "2"])
-    _run(["sample", "-o", str(picture)])
-    tiny = tiny_stylegan2_checkpoint(work / "tiny.pth")
+    sample, picture, tiny = work / "sample.mp4", work / "face.png", work / "tiny.pth"
+    if not (sample.exists() and picture.exists() and tiny.exists()):  # kept in --workdir: both records from the same inputs
+        _run(["sample", "-o", str(sample), "--seconds", "2"])
+        _run(["sample", "-o", str(picture)])
+        tiny_stylegan2_checkpoint(tiny)
     pulse = ["--set", "sr.backend=pulse", "--set", f"sr.generator={tiny}", "--set", "sr.out_size=32",
              "--set", "sr.steps=6", "--set", "sr.warm_steps=3"]
     ray = ["--set", "engine.engine=ray", "--set", "engine.sr_actors=2"]
@@ -137,9 +138,13 @@ def main() -> int:
     parser.add_argument("output", type=Path)
     parser.add_argument("--against", type=Path, help="an earlier record: print what differs, exit 1 if anything does")
     parser.add_argument("--only", nargs="+", metavar="RUN", help="these runs only")
+    parser.add_argument("--workdir", type=Path, help="keep the inputs (and outputs) here, and reuse the inputs found there: "
+                                                     "records to compare should share them")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        digests = record(Path(work), args.only)
+    with tempfile.TemporaryDirectory() as temp:
+        work = args.workdir or Path(temp)
+        work.mkdir(parents=True, exist_ok=True)
+        digests = record(work, args.only)
     args.output.write_text(json.dumps(digests, indent=1) + "\n")
     if args.against is None:
         return 0
