@@ -108,17 +108,22 @@ def _ready_processor(cfg, live: LiveConfig):
 def _run(run: "_LiveRun", output, stop: threading.Event, duration: float | None) -> None:
     """The loop, recording to `output`; the recording is finished however the loop ends.
 
-    The models load (and the detector runs once) once the source is open and read from: a source
-    that sends nothing fails at its open time-out, not after the models, and the frames that come
-    while they load are dropped (newest frame wins), not queued, so the first frame processed is a
-    fresh one. A stop (Ctrl-C) while they load is a KeyboardInterrupt: nothing was processed."""
+    The models load (and the detector runs once) once the source is open: a source that sends
+    nothing fails at its open time-out, not after the models. Their modules are imported before the
+    reader starts (torch's C libraries load holding the GIL for seconds, which would starve its
+    read time-out); what the source sent meanwhile waits in its buffers and is read at once. The
+    reader runs while the models are built, dropping what comes (newest frame wins), so the first
+    frame processed is a fresh one. A stop (Ctrl-C) before they are ready is a KeyboardInterrupt:
+    nothing was processed."""
     try:
-        if output is not None:
-            run.open_recorder(output)
-        run.source.start()
-        if run.device is not None:
-            run.device.start(video_lead=lambda: run.source.lead)
-        with _torch_threads(run.live.torch_threads):  # torch is imported here, after the open: seconds
+        with _torch_threads(run.live.torch_threads):  # imports torch
+            from pipeline.stages import chunk  # noqa: F401 - and the face stages' other modules
+
+            if output is not None:
+                run.open_recorder(output)
+            run.source.start()
+            if run.device is not None:
+                run.device.start(video_lead=lambda: run.source.lead)
             start = time.monotonic()
             processor = _ready_processor(run.cfg, run.live)
             if stop.is_set():
