@@ -221,7 +221,7 @@ def test_a_udp_stream_plays_and_its_silence_ends_the_run_at_the_read_timeout():
     port = free_udp_port()
     with pytest.raises(InputError, match="open time-out"):  # nothing sent yet: no hang either
         LiveSource(parse_source(f"udp://127.0.0.1:{port}"), open_timeout=1.0, read_timeout=1.0)
-    # 10 s: the sender starts first, and run_live builds its models before it connects (~2-5 s here).
+    # 10 s: the sender starts first; run_live opens it, then builds its models (~1-5 s here) while reading it.
     with UDPSender(port, seconds=10.0) as sender:
         report = run_live(parse_source(sender.url), cfg=CLASSICAL, live=LiveConfig(read_timeout=1.0), duration=30)
     assert report["stopped"] == "source dropped" and "no data for 1 s" in report["error"]
