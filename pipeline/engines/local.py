@@ -129,9 +129,17 @@ def run_video(
             encoder = EncodeThread(writer, timer, bar)
             frames_in = 0
             try:
+                # One chunk read ahead: its whole-frame scans run on the detection thread while this
+                # one tracks and composites the chunk before it.
+                pending = None
                 for chunk in chunks(iter(reader), cfg.engine.chunk, timer):
                     frames_in += len(chunk)
-                    encoder.put(chunk, processor(chunk, timer))
+                    processor.prefetch(chunk, timer)
+                    if pending is not None:
+                        encoder.put(pending, processor(pending, timer))
+                    pending = chunk
+                if pending is not None:
+                    encoder.put(pending, processor(pending, timer))
                 faces = processor.finish()
                 encoder.finish()
             except BaseException:

@@ -149,6 +149,10 @@ class FaceProcessor:
         self.report.add_tracks(tracked.finished)
         return images
 
+    def prefetch(self, frames: Sequence[Frame], timer: StageTimer) -> None:
+        """Start the coming chunk's whole-frame scans on the detection thread (`FaceAnalyzer.prefetch`)."""
+        self.analyzer.prefetch([f.image for f in frames], frames[0].index, timing=lambda: timer("detect_ahead"))
+
     def finish(self) -> dict[str, Any]:
         """End of stream: the report's face entries."""
         self.report.add_tracks(self.analyzer.close())

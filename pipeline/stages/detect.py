@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -119,6 +120,7 @@ class FaceDetector:
         for net in (self.pnet, self.rnet, self.onet):
             net.to(memory_format=torch.channels_last)
         self._warned_sizes: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in each frame: one `Detections` per frame, in order.
@@ -149,14 +151,17 @@ class FaceDetector:
 
         from pipeline.stages.mtcnn import detect_faces
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.no_grad():
-                return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
-                                    thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
-        finally:
-            torch.set_num_threads(before)
+        # One run at a time (a detection thread and the tracker's own re-detections share the
+        # networks): torch's thread settings are not made to change under a running network.
+        with self._lock:
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                with torch.no_grad():
+                    return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
+                                        thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
+            finally:
+                torch.set_num_threads(before)
 
     def detect_regions(self, frame: np.ndarray, boxes: Sequence[np.ndarray]) -> Detections:
         """Detect faces near `boxes` only (x0, y0, x1, y1 source px): each box and a face width
