@@ -175,3 +175,21 @@ def test_scans_prefetched_on_the_detection_thread_give_the_same_faces(detector):
     assert [d.frame_index for d in got_dets] == [d.frame_index for d in want_dets]
     assert ahead.close() == plain.close()
     assert not any(t.name.startswith("facezoom-detect") for t in threading.enumerate())
+
+
+def test_a_face_that_grows_between_full_scans_keeps_its_id_and_its_detections(detector):
+    # A face coming towards the camera, 36 -> 110 px over 31 frames; every=3, full_every=3: the
+    # detection frames between full scans look only around it, on every pyramid level, so it is
+    # detected there at each new size, and never lost or given a new id.
+    bg = background(240, 320, seed=27)
+    frames = [render(bg, [Face(160, 120, 36 + 74 * i / 30)]) for i in range(31)]
+    analyzer = FaceAnalyzer(DetectConfig(every=3, full_every=3), TrackConfig(), CROP, detector=detector)
+    out = analyzer.process(frames, 0)
+    regions = {d.frame_index: d.detections.regions for d in analyzer.last_detections}
+    between = [i for i in range(0, 31, 3) if i % 9]
+    assert all(regions[i] is not None for i in between)
+    assert all(len(out[i]) == 1 and out[i][0].detected for i in between)
+    assert all(len(faces) == 1 for faces in out) and {f.track_id for faces in out for f in faces} == {1}
+    for i in (12, 30):  # the box follows the growth
+        width = out[i][0].box[2] - out[i][0].box[0]
+        assert abs(width / (36 + 74 * i / 30) - 1) < 0.3

@@ -188,9 +188,9 @@ class FaceAnalyzer:
         return out
 
     def prefetch(self, frames: Sequence[np.ndarray], start_index: int, timing: Callable[[], Any] | None = None) -> None:
-        """Start the whole-frame scans of the chunk that `process` will get next but one (or next) on
-        the detection thread. Chunks must come here in stream order, each before `process` gets the
-        very same frames. `timing()`: a context manager the detection thread's busy time is counted in."""
+        """Start the whole-frame scans of a chunk that `process` has not had yet, on the detection
+        thread. Chunks come here in stream order, each before `process` gets the very same frames.
+        `timing()`: a context manager the detection thread's busy time is counted in."""
         if self._first_index is None:
             self._first_index = start_index
         _, full = self._scans(len(frames), start_index)
