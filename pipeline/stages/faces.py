@@ -156,36 +156,25 @@ class FaceAnalyzer:
             tracked = self.tracker.update(frame, by_position.get(i), index)
             self.seconds["track"] += time.perf_counter() - start
             start = time.perf_counter()
-            crops = []
-            for face in tracked:
-                matrix = similarity_transform(face.landmarks, self.crop_size, template=self.template)
-                crop = warp_face(frame, matrix, self.crop_size)
-                native = native_px(matrix, self.crop_size)
-                # A face's blur is measured where it was detected (and on its first frame), not on
-                # the frames the flow carried it through: 4 ms a face and frame, a fifth of the tracking.
-                fresh = face.detected or not self.effective.measured(face.track_id)
-                measured = effective_px(crop, native) if fresh else None
-                crops.append(
-                    FaceCrop(
-                        frame_index=index,
-                        track_id=face.track_id,
-                        box=face.box,
-                        landmarks=face.landmarks,
-                        matrix=matrix,
-                        crop=crop,
-                        score=face.score,
-                        detected=face.detected,
-                        native_px=native,
-                        effective_px=self.effective(face.track_id, measured, native),
-                        weight=face.weight,
-                    )
-                )
+            out.append([self._align(frame, index, face) for face in tracked])
             self.seconds["align"] += time.perf_counter() - start
-            out.append(crops)
         self.last_detections = [FrameDetections(start_index + i, by_position[i]) for i in sorted(by_position)]
         self._next_index = start_index + len(frames)
         log.debug("frames %d..%d: %d faces", start_index, self._next_index - 1, sum(map(len, out)))
         return out
+
+    def _align(self, frame: np.ndarray, index: int, face) -> FaceCrop:
+        """One tracked face (`TrackedFace`) on frame `index`, aligned."""
+        matrix = similarity_transform(face.landmarks, self.crop_size, template=self.template)
+        crop = warp_face(frame, matrix, self.crop_size)
+        native = native_px(matrix, self.crop_size)
+        # A face's blur is measured where it was detected (and on its first frame), not on the
+        # frames the flow carried it through: 4 ms a face and frame, a fifth of the tracking.
+        fresh = face.detected or not self.effective.measured(face.track_id)
+        measured = effective_px(crop, native) if fresh else None
+        return FaceCrop(frame_index=index, track_id=face.track_id, box=face.box, landmarks=face.landmarks, matrix=matrix,
+                        crop=crop, score=face.score, detected=face.detected, native_px=native,
+                        effective_px=self.effective(face.track_id, measured, native), weight=face.weight)
 
     def prefetch(self, frames: Sequence[np.ndarray], start_index: int, timing: Callable[[], Any] | None = None) -> None:
         """Start the whole-frame scans of a chunk that `process` has not had yet, on the detection

@@ -244,6 +244,25 @@ def _crops(table: torch.Tensor, boxes: torch.Tensor, image_inds: torch.Tensor, w
     return (im - 127.5) * 0.0078125, keep
 
 
+def _pnet(frames: torch.Tensor, pnet, table, regions, *, min_face: float, threshold: float, factor: float):
+    """Step 1: P-net's windows over the pyramid (whole images, or `regions` from `table`), after NMS
+    within each scale and image: `[M, 9]` boxes and image indices `[M]`."""
+    _, h, w, _ = frames.shape
+    imgs = frames.permute(0, 3, 1, 2).to(torch.float32) if regions is None else None  # [B, 3, H, W], NHWC in memory
+    boxes, image_inds = [], []
+    for scale in pyramid(h, w, min_face, factor):
+        if regions is None:
+            im_data = (imresample(imgs, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
+            reg, probs = pnet(im_data)
+            boxes_scale, inds_scale = generate_boxes(reg, probs[:, 1], scale, threshold)
+        else:
+            boxes_scale, inds_scale = _pnet_regions(pnet, table, regions, h, w, scale, threshold)
+        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
+        boxes.append(boxes_scale[pick])
+        image_inds.append(inds_scale[pick])
+    return torch.cat(boxes), torch.cat(image_inds)
+
+
 def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thresholds, factor: float, regions=None
                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """MTCNN on a batch `[B, H, W, 3]` uint8 RGB (see the module docstring): per image, boxes `[N, 5]`
@@ -252,21 +271,9 @@ def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thr
     batch_size, h, w, _ = frames.shape
     if regions is not None and len(regions) != batch_size:
         raise ValueError(f"regions must hold one list of rectangles per frame: got {len(regions)} for {batch_size} frames")
-    imgs = frames.permute(0, 3, 1, 2).to(torch.float32)  # [B, 3, H, W], NHWC in memory, as facenet-pytorch makes it
     table = summed_area(frames) if regions is not None else None
     # 1. P-net over the pyramid; NMS within each scale and image, then within each image.
-    boxes, image_inds = [], []
-    for scale in pyramid(h, w, min_face, factor):
-        if regions is None:
-            im_data = (imresample(imgs, (int(h * scale + 1), int(w * scale + 1))) - 127.5) * 0.0078125
-            reg, probs = pnet(im_data)
-            boxes_scale, inds_scale = generate_boxes(reg, probs[:, 1], scale, thresholds[0])
-        else:
-            boxes_scale, inds_scale = _pnet_regions(pnet, table, regions, h, w, scale, thresholds[0])
-        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], inds_scale, 0.5)
-        boxes.append(boxes_scale[pick])
-        image_inds.append(inds_scale[pick])
-    boxes, image_inds = torch.cat(boxes), torch.cat(image_inds)
+    boxes, image_inds = _pnet(frames, pnet, table, regions, min_face=min_face, threshold=thresholds[0], factor=factor)
     pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
     boxes, image_inds = boxes[pick], image_inds[pick]
     regw, regh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -290,7 +297,7 @@ def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thr
         boxes = rerec(bbreg(boxes, mv))
 
     # 3. O-net on every survivor at once: scores, box regression, landmarks; NMS by "Min".
-    points = torch.zeros(0, 5, 2, device=imgs.device)
+    points = torch.zeros(0, 5, 2, device=frames.device)
     if len(boxes):
         im_data, keep = _crops(table, boxes, image_inds, w, h, 48)
         boxes, image_inds = boxes[keep], image_inds[keep]
