@@ -333,9 +333,13 @@ def test_an_impossible_budget_drives_the_real_face_stages_to_their_cheapest_rung
 
 
 def _fake_processor(steps=100, warm_steps=20, every=5):
-    backend = types.SimpleNamespace(steps=steps, warm_steps=warm_steps, name="fake")
-    analyzer = types.SimpleNamespace(detect_cfg=DetectConfig(every=every))
-    return types.SimpleNamespace(backend=backend, analyzer=analyzer)
+    """A FaceProcessor's knobs on stand-ins for its parts: the controller turns only `knobs` and `turn`."""
+    from pipeline.stages.chunk import FaceProcessor
+
+    processor = FaceProcessor.__new__(FaceProcessor)
+    processor.backend = types.SimpleNamespace(steps=steps, warm_steps=warm_steps, name="fake")
+    processor.analyzer = types.SimpleNamespace(detect_cfg=DetectConfig(every=every))
+    return processor
 
 
 def test_the_budget_spends_fewer_steps_when_late_and_more_again_when_calm():
@@ -363,7 +367,7 @@ def test_a_far_overshoot_skips_rungs_and_the_bottom_detects_less_often():
 
 
 def test_backends_without_a_step_budget_adapt_by_detecting_less_often():
-    rungs = ladder(types.SimpleNamespace(name="classical"), detect_every=5, max_detect_every=15)
+    rungs = ladder(Rung(5), max_detect_every=15)
     assert rungs == [Rung(5), Rung(10), Rung(15)]
 
 

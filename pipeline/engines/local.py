@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pipeline.media.reader import Frame, VideoReader
 from pipeline.media.writer import VideoWriter
+from pipeline.report import run_report
 from pipeline.stages.chunk import FaceProcessor, StageTimer
 
 log = logging.getLogger(__name__)
@@ -153,17 +154,9 @@ def run_video(
             with timer("encode"):
                 writer.close()
         expected = reader.frame_count
-    return {
-        "input": str(input_path),
-        "output": str(output_path),
-        "engine": "local",
-        "backend": processor.backend.name,
-        "frames_in": frames_in,
-        "frames_out": writer.frames_written,
-        "frames_expected": expected,  # what the container declares or its duration implies
-        "warnings": [reader.damage] if reader.damage else [],
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "first_frame_seconds": round(timer.first_frame - start, 3) if timer.first_frame else None,
-        "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
-        **faces,
-    }
+    return run_report(
+        input_path=input_path, output_path=output_path, engine="local", backend=processor.backend.name,
+        frames_in=frames_in, frames_out=writer.frames_written, frames_expected=expected, damage=reader.damage,
+        wall_seconds=time.perf_counter() - start, stage_seconds=timer.seconds, sr_actors=[], video_actors={},
+        first_frame_seconds=timer.first_frame - start if timer.first_frame else None, faces=faces,
+    )

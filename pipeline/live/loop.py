@@ -98,15 +98,13 @@ def run_live(
 
 def _ready_processor(cfg, live: LiveConfig):
     """The face stages, built and warmed up (MTCNN's first call costs far more than the next)."""
-    import numpy as np
-
     from pipeline.stages.chunk import FaceProcessor
 
     # The detector sets its own thread count per call (detect.threads); unless that is pinned, it gets live's too.
     if live.torch_threads and not cfg.detect.threads:
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=live.torch_threads))
     processor = FaceProcessor(cfg, report=False)
-    processor.analyzer.detector.detect([np.zeros((120, 160, 3), np.uint8)])
+    processor.warm_up()
     return processor
 
 
