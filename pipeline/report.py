@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 # The busy seconds a video run reports, per stage, in every engine. Stages run side by side (the
 # encoder on its own thread or actor, Ray's actors at once), so they add up to more than the wall time.
-STAGES = ("setup", "decode", "detect_track", "sr", "frame_sr", "composite", "encode")  # frame_sr: composite.upscaler's model
+# frame_sr: composite.upscaler's model; detect_ahead: the whole-frame scans the local engine runs on
+# its detection thread, beside detect_track (which waits for them only where they are late)
+STAGES = ("setup", "decode", "detect_track", "detect_ahead", "sr", "frame_sr", "composite", "encode")
 
 
 def run_report(*, input_path, output_path, engine: str, backend: str, frames_in: int, frames_out: int,

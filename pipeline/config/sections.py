@@ -96,11 +96,11 @@ class VideoConfig:
 class DetectConfig:
     every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
     # every n-th detection frame scans the whole frame; those between look only around the faces
-    # being tracked (a face width each side): cheaper, and a tracked face is checked as often, but a
-    # new face waits up to every x full_every frames, and MTCNN's boxes there move with the region's
-    # pixel phase: at 2, recall -0.5% and still-face jitter 0.2 -> 0.9% on benchmarks/real_footage.py's
-    # clips. 1 (every detection frame a full scan) loses nothing, so it is the default.
-    full_every: int = 1
+    # being tracked (a face width each side), on the whole frame's pyramid cells, so a tracked face
+    # gets the very box a full scan gives it, for 40% of a 1080p scan's time. A new face waits up to
+    # every x full_every frames: on benchmarks/real_footage.py's clips, 2 gives the recall, ids and
+    # jitter of 1; 3 missed one of the 1080p crowd's 16 people for good.
+    full_every: int = 2
     working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels
     # source px: smaller faces are not looked for (fewer pyramid levels). MTCNN's default; a 20 px
     # face's FFHQ crop is ~40 px, more than a 16x16 input. At working_size the floor is 12 working px.

@@ -97,6 +97,22 @@ class EncodeThread:
             raise self._error
 
 
+def process_ahead(chunked: Iterator[list[Frame]], processor: FaceProcessor, encoder: EncodeThread, timer: StageTimer) -> int:
+    """Each chunk through `processor` to `encoder`, one chunk read ahead: the chunk after is handed
+    to `processor.prefetch` first, so its whole-frame scans run on the detection thread while this
+    thread tracks and composites the chunk before it. Returns the frames read."""
+    pending, frames_in = None, 0
+    for chunk in chunked:
+        frames_in += len(chunk)
+        processor.prefetch(chunk, timer)
+        if pending is not None:
+            encoder.put(pending, processor(pending, timer))
+        pending = chunk
+    if pending is not None:
+        encoder.put(pending, processor(pending, timer))
+    return frames_in
+
+
 def run_video(
     input_path: str | Path,
     output_path: str | Path,
@@ -128,11 +144,8 @@ def run_video(
             audio_from=input_path,
         ) as writer:
             encoder = EncodeThread(writer, timer, bar)
-            frames_in = 0
             try:
-                for chunk in chunks(iter(reader), cfg.engine.chunk, timer):
-                    frames_in += len(chunk)
-                    encoder.put(chunk, processor(chunk, timer))
+                frames_in = process_ahead(chunks(iter(reader), cfg.engine.chunk, timer), processor, encoder, timer)
                 faces = processor.finish()
                 encoder.finish()
             except BaseException:
