@@ -249,20 +249,7 @@ class FaceTracker:
         same_size = self._prev_gray is not None and self._prev_gray.shape == gray.shape
 
         # 1. Predict: optical flow for visible tracks; from the last detection for the rest.
-        visible = {t.id: t.box for t in self._tracks if t.visible}
-        flowed = {}
-        if self.cfg.flow and same_size and visible:
-            flowed = self._flow(self._prev_gray, gray, visible)
-        lost = set()
-        for track in self._tracks:
-            track.followed = flowed.get(track.id) is not None
-            if track.followed:
-                track.move(flowed[track.id])
-            elif track.id in flowed:  # flow was tried and failed: lost sight (occluded, turned away)
-                track.hide(frame_index)
-                lost.add(track.id)
-            else:
-                track.predict(frame_index)
+        lost = self._predict(gray, same_size, frame_index)
 
         # 2. Associate on detection frames (with the tracks the detector looked for: `Detections.regions`).
         seen = {t.id for t in self._tracks if t.visible}
@@ -277,17 +264,7 @@ class FaceTracker:
         # 3. End tracks that left the frame, and, on detection frames (the only frames that can
         #    tell a face is gone), tracks unmatched for over max_age frames or still unconfirmed.
         height, width = gray.shape
-        alive = []
-        for track in self._tracks:
-            gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
-            missed = track.id in looked and track.id not in matched
-            too_old = missed and frame_index - track.last_detected > self.cfg.max_age
-            missed_tentative = missed and track.hits < self.cfg.min_hits
-            if gone or too_old or missed_tentative:
-                self._end(track)
-            else:
-                alive.append(track)
-        self._tracks = alive
+        self._end_gone(width, height, looked - matched, frame_index)
 
         # 4. Report the confirmed tracks that are shown or still fading out, smoothed.
         behind = self._covered()
@@ -304,6 +281,39 @@ class FaceTracker:
                 faces.append(self._report(track, frame_index, detected=track.id in matched))
         self._prev_gray, self._prev_index = gray, frame_index
         return faces
+
+    def _predict(self, gray: np.ndarray, same_size: bool, frame_index: int) -> set[int]:
+        """Move each track: along the optical flow where it is visible, else from its last detection.
+        Returns the tracks whose flow failed on this frame (lost sight: occluded, turned away)."""
+        visible = {t.id: t.box for t in self._tracks if t.visible}
+        flowed = {}
+        if self.cfg.flow and same_size and visible:
+            flowed = self._flow(self._prev_gray, gray, visible)
+        lost = set()
+        for track in self._tracks:
+            track.followed = flowed.get(track.id) is not None
+            if track.followed:
+                track.move(flowed[track.id])
+            elif track.id in flowed:
+                track.hide(frame_index)
+                lost.add(track.id)
+            else:
+                track.predict(frame_index)
+        return lost
+
+    def _end_gone(self, width: int, height: int, missed: set[int], frame_index: int) -> None:
+        """End the tracks that left the frame, and the `missed` ones (looked for, not matched) that
+        went unmatched for over max_age frames or are still unconfirmed."""
+        alive = []
+        for track in self._tracks:
+            gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
+            too_old = track.id in missed and frame_index - track.last_detected > self.cfg.max_age
+            missed_tentative = track.id in missed and track.hits < self.cfg.min_hits
+            if gone or too_old or missed_tentative:
+                self._end(track)
+            else:
+                alive.append(track)
+        self._tracks = alive
 
     def pop_finished(self) -> list[TrackRecord]:
         """The tracks that ended since the last call (each reported at least once)."""
