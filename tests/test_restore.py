@@ -294,7 +294,10 @@ def test_restored_faces_on_a_model_upscaled_frame_with_sound_on_either_engine(fi
         assert main(["--quiet", "video", str(clip), "-o", str(out), "--report", str(report), "-s", "2", "-w", "0",
                      "--set", "sr.backend=restore", "--set", f"sr.generator={files['RestoreFormer'][1]}", "--set", "sr.in_size=auto",
                      "--set", f"composite.upscaler={upscaler}", "--set", "composite.upscaler_tile=64",
-                     "--set", f"engine.engine={engine}", "--set", "engine.chunk=4", "--set", "video.preset=ultrafast"]) == 0
+                     "--set", f"engine.engine={engine}", "--set", "engine.chunk=4", "--set", "video.preset=ultrafast",
+                     # one face per model call in both engines: RestoreFormer's codebook lookup may pick another
+                     # code where batches of other sizes change a distance in its last bits
+                     "--set", "sr.batch_size=1", "--set", "engine.sr_actors=1"]) == 0
         data = json.loads(report.read_text())
         assert data["frames_in"] == data["frames_out"] == 10 and data["faces_model_ran"] >= 5
         assert data["stage_seconds"]["frame_sr"] > 0
@@ -304,4 +307,4 @@ def test_restored_faces_on_a_model_upscaled_frame_with_sound_on_either_engine(fi
         outputs[engine] = (times, frames)
     assert outputs["ray"][0] == outputs["local"][0]
     worst = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(outputs["ray"][1], outputs["local"][1], strict=True))
-    assert worst < 1.0, worst  # the same frames, to the last bits of float sums in differently sized batches
+    assert worst < 1.0, worst  # the same frames
