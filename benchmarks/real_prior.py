@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The heart on a real prior: PULSE's latent search and its warm starts on faces a trained generator drew.
 
-    python benchmarks/real_prior.py [--frames 32] [--json out/real_prior.json] [--quick] [--skip-live]
+    python benchmarks/real_prior.py [--frames 32] [--json out/real_prior.json] [--quick] [--skip-live] [--only-video]
 
 The prior is `dcgan-digiface-64` (the gan-face-generate wheel: a DCGAN trained on DigiFace-1M's
 rendered faces; `pip install -e '.[prior]'`). Because the faces come from the prior itself, the
@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import parser, table, write_json  # noqa: E402
 
-from models import weights  # noqa: E402
+from models import reframe, weights  # noqa: E402
 from models.generators import load_generator  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.config.sections import VideoConfig  # noqa: E402
@@ -256,12 +256,17 @@ def framing_rows(args, workdir: Path) -> dict:
         true = np.array([[64 / side, 0, -(cx - side / 2) * 64 / side], [0, 64 / side, -(cy - side / 2) * 64 / side]])
         centre = np.linalg.solve(crop.matrix[:, :2], np.array([32.0, 32.0]) - crop.matrix[:, 2])  # the crop's centre in frame px
         searched = {}
-        for name, image in (("pipeline", crop.crop), ("true geometry", align.warp_face(frame, true, 64))):
+        for name, image, refine in (("pipeline_crop", crop.crop, False), ("framing_refined", crop.crop, True),
+                                    ("true_crop", align.warp_face(frame, true, 64), False)):
+            backend.refine_framing = refine
             r = backend.super_resolve(low_res(backend, [image], pre_blur=False), [None], seeds=[0])
             searched[name] = f"{'eps' if bool(r.success[0]) else 'missed'} in {int(r.steps[0])} steps (L2 {float(r.consistency[0]):.2e})"
+            if refine:
+                found = reframe.to_pixels(r.states[0]["framing"], 64)
+                searched["found_framing"] = f"x{float(found['scale']):.3f}, {float(found['degrees']):+.1f} deg, " \
+                                            f"({float(found['shift_px'][0]):+.1f}, {float(found['shift_px'][1]):+.1f}) px"
         rows.append({"face": len(rows), "crop_scale_vs_true": round(align.matrix_scale(true) / align.matrix_scale(crop.matrix), 3),
-                     "centre_offset_px": round(float(np.hypot(*(centre - (cx, cy)))), 1),
-                     "pipeline_crop": searched["pipeline"], "true_crop": searched["true geometry"]})
+                     "centre_offset_px": round(float(np.hypot(*(centre - (cx, cy)))), 1), **searched})
     result["first_frame"] = rows
     return result
 
@@ -354,11 +359,14 @@ def main() -> None:
     p.add_argument("--live-seconds", type=float, default=15.0)
     p.add_argument("--skip-live", action="store_true", help="leave out the live row")
     p.add_argument("--only-framing", action="store_true", help="only part 4, the framing")
+    p.add_argument("--only-video", action="store_true", help="only parts 1-2, the clip through the video path")
     p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR", help="only: cold searches at each peak learning rate")
     p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
     args = p.parse_args()
     if args.quick:
         args.frames, args.steps, args.skip_live = 6, 10, True
+    if args.only_video:
+        args.skip_live = True
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -372,7 +380,8 @@ def main() -> None:
         framing = framing_rows(args, workdir)
         print(f"MTCNN on {framing['detected']} of {framing['drawn']} drawn faces: mean landmarks' largest offset from each template "
               f"{framing['mean_landmarks_max_offset']} (crop sides); per-face spread (std) up to {framing['per_face_spread']}")
-        print(table(framing["first_frame"], ["face", "crop_scale_vs_true", "centre_offset_px", "pipeline_crop", "true_crop"]))
+        print(table(framing["first_frame"], ["face", "crop_scale_vs_true", "centre_offset_px", "pipeline_crop", "framing_refined", "found_framing",
+                                             "true_crop"]))
         write_json(args.json, {"framing": framing})
         return
     rows = video_rows(args, workdir)
@@ -383,14 +392,14 @@ def main() -> None:
     checks = goals(rows)
     print(table(checks, ["goal", "measured", "target", "met"]))
     result = {"frames": args.frames, "steps": args.steps, "rows": rows, "goals": checks}
-    if not args.quick:
+    if not (args.quick or args.only_video):
         result["direct"] = direct_rows(args)
         result["direct_goals"] = goals(result["direct"])
         print("the same faces shrunk straight to 16x16 (the prior's own framing; no detector, alignment or video coding):")
         print(table(result["direct"], ["schedule", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker_vs_truth", "flicker_vs_cold",
                                        "steps_vs_chain", "flicker_vs_chain"]))
         print(table(result["direct_goals"], ["goal", "measured", "target", "met"]))
-    if not args.quick:
+    if not (args.quick or args.only_video):
         result["photos"] = photo_rows(args.steps)
         print("cold searches on real photographs at 16x16 (the prior invents rendered faces; eps is rarely reachable):")
         print(table(result["photos"], ["photos", "faces", "reach_eps"]))
