@@ -37,6 +37,7 @@ ground truth is known exactly: a face the search could find.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -240,7 +241,8 @@ def framing_rows(args, workdir: Path) -> dict:
     points = np.asarray(points, np.float64)  # [n, 5, 2] in crop sides
     templates = {f"vs {name}": round(float(np.abs(points.mean(0) - t).max()), 3) for name, t in align.TEMPLATES.items()}
     result = {"drawn": len(faces), "detected": len(points), "mean_landmarks_max_offset": templates,
-              "per_face_spread": round(float(points.std(0).max()), 3)}
+              "per_face_spread": round(float(points.std(0).max()), 3),
+              "crops": [crop_error(points, name, t) for name, t in (("arcface", align.ARCFACE_TEMPLATE), ("mean of MTCNN's", points.mean(0)))]}
     # The clip's first frame: the pipeline's crop against the true geometry's, each searched cold.
     paths = face_paths(max(args.frames, 1), seed=args.seed)
     clip = workdir / f"real_prior_{args.frames}.mkv"
@@ -269,6 +271,20 @@ def framing_rows(args, workdir: Path) -> dict:
                      "centre_offset_px": round(float(np.hypot(*(centre - (cx, cy)))), 1), **searched})
     result["first_frame"] = rows
     return result
+
+
+def crop_error(points: np.ndarray, name: str, template: np.ndarray) -> dict:
+    """How far the crops aligned to `template` from MTCNN's landmarks `points` [n, 5, 2] (in drawn crop
+    sides) are from the drawn framing: each crop's scale and centre shift (64 px crop) against the drawn one."""
+    from pipeline.stages import align
+
+    found = []
+    for p in points:
+        m = align.similarity_transform(p * 64 - 0.5, 64, template=template)  # drawn crop px -> pipeline crop px
+        found.append([align.matrix_scale(m), *(align.transform_points(m, np.array([31.5, 31.5])) - 31.5)])
+    found = np.asarray(found)
+    return {"template": name, "scale_mean": round(float(found[:, 0].mean()), 3), "scale_std": round(float(found[:, 0].std()), 3),
+            "shift_mean_px": round(float(np.hypot(*found[:, 1:].mean(0))), 2), "shift_std_px": round(float(found[:, 1:].std(0).max()), 2)}
 
 
 def lr_rows(rates: list[float], *, steps: int, seed: int = 5) -> list[dict]:
@@ -360,6 +376,7 @@ def main() -> None:
     p.add_argument("--skip-live", action="store_true", help="leave out the live row")
     p.add_argument("--only-framing", action="store_true", help="only part 4, the framing")
     p.add_argument("--only-video", action="store_true", help="only parts 1-2, the clip through the video path")
+    p.add_argument("--plain-framing", action="store_true", help="the search keeps the pipeline's framing (no refinement): as before issue 22's fix")
     p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR", help="only: cold searches at each peak learning rate")
     p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
     args = p.parse_args()
@@ -369,6 +386,9 @@ def main() -> None:
         args.skip_live = True
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.plain_framing:
+        entry = weights.REGISTRY[PRIOR]
+        weights.REGISTRY[PRIOR] = dataclasses.replace(entry, search=tuple((k, v) for k, v in entry.search if k != "refine_framing"))
     start = time.perf_counter()
     if args.sweep_lr:
         rows = lr_rows(args.sweep_lr, steps=args.steps)
@@ -380,6 +400,8 @@ def main() -> None:
         framing = framing_rows(args, workdir)
         print(f"MTCNN on {framing['detected']} of {framing['drawn']} drawn faces: mean landmarks' largest offset from each template "
               f"{framing['mean_landmarks_max_offset']} (crop sides); per-face spread (std) up to {framing['per_face_spread']}")
+        print("each face's crop against its drawn framing (scale > 1: the crop shows the face larger), aligned to:")
+        print(table(framing["crops"], ["template", "scale_mean", "scale_std", "shift_mean_px", "shift_std_px"]))
         print(table(framing["first_frame"], ["face", "crop_scale_vs_true", "centre_offset_px", "pipeline_crop", "framing_refined", "found_framing",
                                              "true_crop"]))
         write_json(args.json, {"framing": framing})

@@ -16,7 +16,7 @@ The transform is bounded (`LIMITS`), so the drawn face always covers most of the
 cannot shrink it away and let the input explain itself.
 
 The parameters `[N, 4]`: log of the scale (> 0: the face appears larger in the crop), rotation
-(radians, counter-clockwise in the image), shift x and y (in half crop sides, the unit of
+(radians, from x towards y: clockwise on screen), shift x and y (in half crop sides, the unit of
 `affine_grid`: 0.1 is 5% of the side). Zero is the identity.
 """
 
