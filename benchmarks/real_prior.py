@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The heart on a real prior: PULSE's latent search and its warm starts on faces a trained generator drew.
 
-    python benchmarks/real_prior.py [--frames 32] [--json out/real_prior.json] [--quick] [--skip-live] [--only-video]
+    python benchmarks/real_prior.py [--frames 32] [--json out/real_prior.json] [--quick] [--skip-live]
+                                    [--only-video | --skip-video | --only-framing] [--plain-framing]
 
 The prior is `dcgan-digiface-64` (the gan-face-generate wheel: a DCGAN trained on DigiFace-1M's
 rendered faces; `pip install -e '.[prior]'`). Because the faces come from the prior itself, the
@@ -28,8 +29,12 @@ ground truth is known exactly: a face the search could find.
    exactly a face the prior can draw. The gap between parts 2 and 3 is the pipeline's alignment.
 4. The framing (`--only-framing` runs this part alone): MTCNN's landmarks on 64 faces the prior
    draws, against the ArcFace template the prior's crops are aligned to (and FFHQ's), in crop
-   sides; and on the clip's first frame, the pipeline's aligned crop against the crop the true
-   geometry gives (scale and offset), each searched cold.
+   sides; each face's crop against its drawn framing (scale, shift) with that template and with one
+   fitted to MTCNN's mean landmarks; and on the clip's first frame, the pipeline's aligned crop
+   against the crop the true geometry gives (scale and offset), each searched cold, the pipeline's
+   crop also with the framing refined (models/reframe.py: the framing it found).
+`--plain-framing` turns the framing refinement off (the prior's search as it was before it): the
+before of a before/after.
 5. Plain facts: the share of cold searches reaching eps within 100 steps on real photographs at
    16x16 (the astronaut, Grace Hopper, `lfw_subset` faces), and a live run's latency and fps
    with this prior on one real face (benchmarks/live.py's camera).
@@ -376,6 +381,7 @@ def main() -> None:
     p.add_argument("--skip-live", action="store_true", help="leave out the live row")
     p.add_argument("--only-framing", action="store_true", help="only part 4, the framing")
     p.add_argument("--only-video", action="store_true", help="only parts 1-2, the clip through the video path")
+    p.add_argument("--skip-video", action="store_true", help="leave out parts 1-2 (the direct path, photos and live only)")
     p.add_argument("--plain-framing", action="store_true", help="the search keeps the pipeline's framing (no refinement): as before issue 22's fix")
     p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR", help="only: cold searches at each peak learning rate")
     p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
@@ -406,14 +412,15 @@ def main() -> None:
                                              "true_crop"]))
         write_json(args.json, {"framing": framing})
         return
-    rows = video_rows(args, workdir)
-    columns = ["schedule", "faces", "tracks", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker", "truth_change", "flicker_vs_truth",
-               "flicker_vs_cold", "steps_vs_chain", "flicker_vs_chain", "rmse_64", "rmse_16", "faces_per_s"]
-    print(f"real prior ({PRIOR}), {args.frames} frames of 2 drawn faces at 320x240 through `video` (sr.fidelity=0), cold budget {args.steps}")
-    print(table(rows, columns))
-    checks = goals(rows)
-    print(table(checks, ["goal", "measured", "target", "met"]))
-    result = {"frames": args.frames, "steps": args.steps, "rows": rows, "goals": checks}
+    result = {"frames": args.frames, "steps": args.steps}
+    if not args.skip_video:
+        rows = video_rows(args, workdir)
+        columns = ["schedule", "faces", "tracks", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker", "truth_change", "flicker_vs_truth",
+                   "flicker_vs_cold", "steps_vs_chain", "flicker_vs_chain", "rmse_64", "rmse_16", "faces_per_s"]
+        print(f"real prior ({PRIOR}), {args.frames} frames of 2 drawn faces at 320x240 through `video` (sr.fidelity=0), cold budget {args.steps}")
+        print(table(rows, columns))
+        result |= {"rows": rows, "goals": goals(rows)}
+        print(table(result["goals"], ["goal", "measured", "target", "met"]))
     if not (args.quick or args.only_video):
         result["direct"] = direct_rows(args)
         result["direct_goals"] = goals(result["direct"])

@@ -111,7 +111,7 @@ def pulse_search(
     trainable_noise: int = 5,
     l2_weight: float = 100.0, geocross_weight: float = 0.05,  # PULSE's loss
     refine_framing: bool = False,
-    framing_learning_rates: tuple[float, float] = (0.01, 0.002),  # cold, warm; benchmarks/real_prior.py --sweep-framing
+    framing_learning_rates: tuple[float, float] = (0.01, 0.002),  # cold, warm peaks: a cold budget can cross the limits, a warm one moves ~1 px
     render_size: int | None = None, out_size: int | None = None,
     device: torch.device | str,
 ) -> SearchResult:

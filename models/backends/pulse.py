@@ -113,7 +113,8 @@ class PulseBackend(SRBackend):
     def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int], gaps=None) -> SRResult:
         """One PULSE search per crop; see `SRBackend.super_resolve` for the contract. A warm start
         `gap` frames from its parent may take up to `gap` warm rounds (at most a cold start's
-        steps) before it counts as a cut: a keyframe that needs more than a neighbour is no cut."""
+        steps) before it counts as a cut: a keyframe that needs more than a neighbour is no cut.
+        With `refine_framing` each face comes back in its crop's frame, moved to where the crop has it."""
         self.check_lr(lr, states, seeds)
         rounds = [max(1, min(g, self.steps // self.warm_steps)) for g in gaps] if gaps is not None else None
         found = pulse_search(
