@@ -278,6 +278,49 @@ def framing_rows(args, workdir: Path) -> dict:
     return result
 
 
+def framing_prior_rows(prior_weights: list[float], args, workdir: Path) -> list[dict]:
+    """`--sweep-framing-prior`: the pipeline's crops of frames 0, 10, 20, 30 of the clip, searched cold
+    with the framing refined at each prior weight (-1: not refined); the share reaching eps, the
+    steps, the error to the truth in the crop (RMSE at 64 px, 0-255, its central 3/4) and the
+    scale found over the true one."""
+    from pipeline.stages import align
+    from pipeline.stages.faces import FaceAnalyzer
+    from pipeline.stages.superres import SRConfig, create_backend, low_res
+
+    prior, cfg, paths = load_prior(), load_config(), face_paths(32, seed=args.seed)
+    clip = workdir / "real_prior_32.mkv"
+    render_clip(clip, prior, paths, 32)
+    frames = decode(clip)
+    backend = create_backend(SRConfig(backend="pulse", generator=PRIOR, device="cpu", steps=args.steps))
+    cases = []
+    for t in (0, 10, 20, 30):
+        crops = FaceAnalyzer(cfg.detect, cfg.track, crop_size=64, framing=backend.framing).process([frames[t]], 0)[0]
+        for p in paths:
+            (cx, cy), side = p["centre"][t], p["side"][t]
+            crop = min(crops, key=lambda c: abs((c.box[0] + c.box[2]) / 2 - cx))
+            true = np.array([[64 / side, 0, -(cx - side / 2) * 64 / side], [0, 64 / side, -(cy - side / 2) * 64 / side]])
+            with torch.no_grad():
+                drawn = ((prior.synthesize(p["z"][t])[0] + 1) * 127.5).clamp(0, 255).permute(1, 2, 0).numpy()
+            m = align.compose(crop.matrix, align.invert(true))  # drawn face px -> the pipeline's crop px
+            inside = cv2.warpAffine(np.ones((64, 64), np.float32), m, (64, 64)) > 0.99
+            inside[:8], inside[-8:], inside[:, :8], inside[:, -8:] = False, False, False, False
+            cases.append((m, crop.crop, cv2.warpAffine(drawn, m, (64, 64), flags=cv2.INTER_LINEAR), inside))
+    rows = []
+    for w in prior_weights:
+        reframe.PRIOR_WEIGHT, backend.refine_framing = w, w >= 0
+        ok, err, steps, scale = [], [], [], []
+        for m, image, truth, inside in cases:
+            r = backend.super_resolve(low_res(backend, [image], pre_blur=False), [None], seeds=[0])
+            out = ((r.images[0] + 1) * 127.5).permute(1, 2, 0).numpy()
+            ok.append(bool(r.success[0]))
+            err.append(np.sqrt(((out - truth) ** 2)[inside].mean()))
+            steps.append(int(r.steps[0]))
+            scale += [float(torch.exp(r.states[0]["framing"][0])) / align.matrix_scale(m)] if w >= 0 else []
+        rows.append({"prior_weight": w if w >= 0 else "not refined", "reach_eps": round(float(np.mean(ok)), 3), "steps": round(float(np.mean(steps)), 1),
+                     "rmse_64": round(float(np.mean(err)), 1), "scale_found_vs_true": round(float(np.mean(scale)), 3) if scale else None})
+    return rows
+
+
 def crop_error(points: np.ndarray, name: str, template: np.ndarray) -> dict:
     """How far the crops aligned to `template` from MTCNN's landmarks `points` [n, 5, 2] (in drawn crop
     sides) are from the drawn framing: each crop's scale and centre shift (64 px crop) against the drawn one."""
@@ -383,6 +426,7 @@ def main() -> None:
     p.add_argument("--only-video", action="store_true", help="only parts 1-2, the clip through the video path")
     p.add_argument("--skip-video", action="store_true", help="leave out parts 1-2 (the direct path, photos and live only)")
     p.add_argument("--plain-framing", action="store_true", help="the search keeps the pipeline's framing (no refinement): as before issue 22's fix")
+    p.add_argument("--sweep-framing-prior", type=float, nargs="+", metavar="W", help="only: the clip's crops searched at each framing prior weight (-1: none)")
     p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR", help="only: cold searches at each peak learning rate")
     p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
     args = p.parse_args()
@@ -396,6 +440,12 @@ def main() -> None:
         entry = weights.REGISTRY[PRIOR]
         weights.REGISTRY[PRIOR] = dataclasses.replace(entry, search=tuple((k, v) for k, v in entry.search if k != "refine_framing"))
     start = time.perf_counter()
+    if args.sweep_framing_prior:
+        rows = framing_prior_rows(args.sweep_framing_prior, args, workdir)
+        print("the pipeline's crops of 8 faces of the clip, searched cold with the framing refined, per prior weight:")
+        print(table(rows, ["prior_weight", "reach_eps", "steps", "rmse_64", "scale_found_vs_true"]))
+        write_json(args.json, {"sweep_framing_prior": rows})
+        return
     if args.sweep_lr:
         rows = lr_rows(args.sweep_lr, steps=args.steps)
         print(f"cold searches on 16 faces the prior drew, shrunk straight to 16x16, budget {args.steps}:")

@@ -126,6 +126,8 @@ class _Objective:
         loss = self.l2_weight * l2.clamp(min=self.eps) + self.geocross_weight * geocross(w)  # [n]
         if self.prior is not None:
             loss = loss + self.prior_weight[rows] * (xs[0] - self.prior[rows]).pow(2).sum(-1).mean(-1)
+        if framed:
+            loss = loss + reframe.prior(xs[-1])
         with torch.no_grad():  # success is judged on the image as returned: clamped, then the model's downscaler
             shown = bicubic_downscale(image.clamp(-1, 1), in_size).clamp(-1, 1)
             l2_shown = ((shown - goal) / 2).pow(2).flatten(1).mean(1)  # [n]

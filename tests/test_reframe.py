@@ -41,6 +41,8 @@ def test_where_the_moved_face_does_not_reach_the_fill_shows_and_the_transform_is
     smaller = reframe.reframe(image, torch.tensor([[-0.2, 0.0, 0.0, 0.0]]), fill)  # the face at 0.82x: a ring of fill
     assert smaller[0, 0, 0, 0] == pytest.approx(-0.5) and smaller[0, 0, 16, 16] == pytest.approx(1.0)
     assert reframe.clamp(torch.tensor([[1.0, -1.0, 0.05, -0.3]]))[0].tolist() == pytest.approx([0.2, -0.2, 0.05, -0.2])
+    spread = torch.tensor([reframe.SPREAD])
+    assert float(reframe.prior(reframe.identity(1))) == 0 and float(reframe.prior(2 * spread)) == pytest.approx(16 * reframe.PRIOR_WEIGHT)
     small = reframe.fill_for(torch.full((1, 3, 16, 16), 2.0), 64)
     assert small.shape == (1, 3, 64, 64) and float(small.max()) == 1.0  # enlarged and clamped to [-1, 1]
 
