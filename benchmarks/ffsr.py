@@ -152,7 +152,8 @@ def sample_track(seconds: float) -> list[np.ndarray]:
 
 
 def flicker_rows(ckpt: Path, crops: list[np.ndarray], blends: list[float]) -> list[dict]:
-    from pipeline.stages.superres import run_batch
+    from pipeline.stages.fidelity import replacement
+    from pipeline.stages.superres import SRRequest, run_batch
 
     loaded = load_pfsr(ckpt)
     gt = np.stack(crops).astype(np.float32)  # [T, 128, 128, 3]
@@ -162,7 +163,7 @@ def flicker_rows(ckpt: Path, crops: list[np.ndarray], blends: list[float]) -> li
         backend = FFSRBackend(loaded.generator, step=loaded.step, alpha=loaded.alpha, temporal_blend=blend)
         state, outs, start = None, [], time.perf_counter()
         for crop in crops:
-            result = run_batch(backend, [crop], [state], [0])
+            result = run_batch(backend, SRRequest([crop], [state], [0], [replacement(backend.in_size)]))
             outs.append(result.faces[0])
             state = result.states[0]
         seconds = time.perf_counter() - start

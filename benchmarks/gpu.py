@@ -13,8 +13,15 @@ figures as JSON); `--quick` shrinks every model so a CPU checks in seconds (unde
 - MTCNN (facenet-pytorch) on a 1080p frame with one face: ms per frame, at detect.working_size
   640 (the default) and at native size.
 
+- GFPGAN v1.x (clean, the `restore` backend's most used face model) at 512x512, published
+  architecture, random weights: faces per second at batch 1, 8 and 16, peak memory (`--quick`: a
+  small RestoreFormer at 64). Skipped where spandrel (`facezoom[restore]`) is not installed.
 - One face along a track (benchmarks/scale.py's part 1 on this generator): the frame-by-frame
   chain against the keyframe schedule (`sr.segment` 4 and 8): steps per frame, flicker, faces per second.
+- Whole-frame upscalers (composite.upscaler, issue 26) on a 1080p frame: RealESRGAN_x4plus (RRDBNet,
+  23 blocks) and realesr-general-x4v3 (SRVGGNetCompact) at their published widths, random weights, in
+  float16 as `models/frame_sr.py` runs them on a GPU: frames per second and peak memory for tiles of
+  256 at batch 1, 4 and 8, tiles of 512, and the whole frame (tile 0; "OOM" where it does not fit).
 
     python benchmarks/gpu.py --json gpu.json           # on the GPU machine
     python benchmarks/gpu.py --quick --json /tmp/g.json  # anywhere, in seconds
@@ -45,13 +52,13 @@ from models.search import draw_start, pulse_search  # noqa: E402
 
 FULL = dict(resolution=512, narrow=1.0, render=256, batches=(1, 8, 32), timed_steps=5, pfsr_channels=PUBLISHED_CHANNELS,
             pfsr_batch=32, frame=(1920, 1080), eps_faces=4, track_frames=32, mapping={}, fit_samples=20_000, pfsr_seconds=2.0,
-            mtcnn_repeats=5)
+            mtcnn_repeats=5, frame_sr=dict(frame=(1920, 1080), tiny=False, frames=2, settings=((256, 1), (256, 4), (256, 8), (512, 2), (0, 1))), restorer="GFPGAN", restorer_size=512, restorer_batches=(1, 8, 16), restorer_calls=3)
 # --quick only checks that every part runs, on any CPU in well under 30 s beside other work (it took
 # 204 s when it ran a 64 px generator with the full 512-wide mapping and 20,000-sample fits):
 # a 32 px generator with a small mapping (as benchmarks/common.py's stand-ins), small fits, short tracks.
 QUICK = dict(resolution=32, narrow=0.0625, render=32, batches=(1, 2), timed_steps=1, pfsr_channels=(16, 8, 8, 8),
              pfsr_batch=4, frame=(640, 360), eps_faces=2, track_frames=4, mapping=dict(w_dim=64, num_mlp=2), fit_samples=2_000,
-             pfsr_seconds=0.2, mtcnn_repeats=1)
+             pfsr_seconds=0.2, mtcnn_repeats=1, frame_sr=dict(frame=(160, 96), tiny=True, frames=1, settings=((48, 2), (0, 1))), restorer="RestoreFormer", restorer_size=64, restorer_batches=(1, 2), restorer_calls=1)
 
 
 def generator(resolution: int, narrow: float, device, mapping: dict | None = None) -> StyleGAN2Generator:
@@ -155,6 +162,36 @@ def pfsr_faces_per_second(size: dict, device) -> float:
     return round(n * len(x) / (time.perf_counter() - start), 1)
 
 
+def restorer_rows(size: dict, device) -> list[dict]:
+    """Faces per second of `sr.backend=restore` on `size['restorer']` (random weights, through the backend)."""
+    try:
+        from spandrel import ModelLoader
+    except ImportError:
+        return []
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from models.backends.restore import RestoreBackend
+    from restorer_models import build
+
+    net = build(size["restorer"], published=size["restorer"] == "GFPGAN")
+    model = ModelLoader().load_from_state_dict(net.state_dict())
+    backend = RestoreBackend(model, in_size=32, size=size["restorer_size"], device=device)
+    rows = []
+    for batch in size["restorer_batches"]:
+        lr = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        backend.super_resolve(lr, [None] * batch, seeds=[0] * batch)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(size["restorer_calls"]):
+            backend.super_resolve(lr, [None] * batch, seeds=[0] * batch)
+        sync(device)
+        rows.append({"model": size["restorer"], "size": size["restorer_size"], "batch": batch,
+                     "faces_per_s": round(batch * size["restorer_calls"] / (time.perf_counter() - start), 2),
+                     "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None})
+    return rows
+
+
 def mtcnn_ms(size: dict, device) -> dict:
     from pipeline.media.sample import astronaut
     from pipeline.stages.detect import DetectConfig, FaceDetector
@@ -173,6 +210,39 @@ def mtcnn_ms(size: dict, device) -> dict:
         out[f"working_size={working}"] = {"ms": round((time.perf_counter() - start) / size["mtcnn_repeats"] * 1000, 1),
                                           "faces": len(found[0].boxes)}
     return out
+
+
+def frame_sr_rows(size: dict, device) -> list[dict]:
+    """Frames per second of the frame upscalers on one frame size, per (tile, batch) setting."""
+    from frame_sr import descriptor, textured
+
+    from models.frame_sr import upscale_frames
+
+    cfg = size["frame_sr"]
+    width, height = cfg["frame"]
+    frames = [textured(height, width, seed=i) for i in range(cfg["frames"])]
+    rows = []
+    for name in ("RealESRGAN_x4plus", "realesr-general-x4v3"):
+        model = descriptor(name, cfg["tiny"]).to(device)
+        upscale_frames(frames[:1], model, tile=64, overlap=16)  # kernels chosen, fp16 weights made: not timed
+        for tile, batch in cfg["settings"]:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            row = {"model": name, "frame": f"{width}x{height}", "tile": tile, "batch": batch, "dtype": str(model.dtype).split(".")[-1]}
+            try:
+                sync(device)
+                start = time.perf_counter()
+                upscale_frames(frames, model, tile=tile, overlap=16, batch=batch)
+                sync(device)
+            except torch.OutOfMemoryError:
+                rows.append({**row, "fps": "OOM"})
+                continue
+            seconds = (time.perf_counter() - start) / len(frames)
+            rows.append({**row, "dtype": str(model.dtype).split(".")[-1], "s_per_frame": round(seconds, 3), "fps": round(1 / seconds, 3),
+                         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None})
+        del model
+    return rows
 
 
 def main() -> None:
@@ -205,12 +275,22 @@ def main() -> None:
     print(f"\nPFSR {size['pfsr_channels']}: {pfsr} faces/s at batch {size['pfsr_batch']}")
     mtcnn = mtcnn_ms(size, device)
     print(f"MTCNN on a {size['frame'][0]}x{size['frame'][1]} frame: {mtcnn}")
+    frame_sr = frame_sr_rows(size, device)
+    print("\nwhole-frame upscalers (composite.upscaler), overlap 16")
+    for r in frame_sr:
+        print(f"  {r['model']:<22}{r['frame']:>10}  tile {r['tile']:>4}  batch {r['batch']:>2}  {r['dtype']:<8}  "
+              f"fps {r['fps']}  s/frame {r.get('s_per_frame')}  peak GiB {r.get('peak_gib')}")
+    restorers = restorer_rows(size, device)
+    for r in restorers:
+        print(f"{r['model']} at {r['size']}, batch {r['batch']}: {r['faces_per_s']} faces/s, peak {r['peak_gib']} GiB")
+    if not restorers:
+        print("face restorers: skipped (spandrel is not installed: pip install 'facezoom[restore]')")
     total = round(time.perf_counter() - started, 1)
     print(f"\n{total} s in all")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({**info, "pulse": rows, "steps_to_eps": eps, "schedules": schedules, "pfsr_faces_per_s": pfsr,
-                                               "mtcnn": mtcnn, "seconds": total}, indent=2) + "\n")
+                                               "mtcnn": mtcnn, "frame_sr": frame_sr, "restorers": restorers, "seconds": total}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ class Passthrough:
     def __call__(self, frames, timer):
         return [f.image for f in frames]
 
+    def prefetch(self, frames, timer):
+        pass  # no detection thread to start
+
     def finish(self):
         return {}
 

@@ -3,8 +3,8 @@
 Each `WeightsEntry` says where the file itself is published (the URL a script downloads, or the
 Python package it ships in), what proves a copy authentic (a pinned SHA-256, or the git blob id
 GitHub publishes for a committed file; None where nothing is published: never invented), its
-licence and training data, its key layout (`models.generators.LAYOUTS`, or "pfsr") and the
-architecture it must match. `models.weights` fetches, verifies and locates them; this module
+licence and training data, its key layout (`models.generators.LAYOUTS`, "pfsr", or "spandrel-face"/"spandrel-frame"
+for the restorers and upscalers spandrel detects) and the architecture it must match. `models.weights` fetches, verifies and locates them; this module
 holds data only and imports nothing heavy.
 """
 
@@ -27,7 +27,7 @@ class WeightsEntry:
     approx_size: str  # for humans: what the download costs
     licence: str
     source: str  # who trained and published it, and where it is described
-    layout: str  # key layout: one of models.generators.LAYOUTS, or "pfsr" (models.networks.pfsr)
+    layout: str  # key layout: one of models.generators.LAYOUTS, "pfsr" (models.networks.pfsr), or "spandrel-face"/"spandrel-frame" (models.zoo)
     converter: str  # how the file's contents become the generator's state dict
     arch: tuple[tuple[str, object], ...]  # architecture settings the file must match exactly
     description: str
@@ -59,6 +59,90 @@ PFSR_CELEBA = WeightsEntry(
     description="Progressive Face SR 16x16 -> 128x128, CelebA-aligned faces (sr.backend=ffsr's default)",
     git_blob="231a06b9cd426a79ca044d687b0b7d2e6fb91367",
 )
+
+REAL_ESRGAN = "https://github.com/xinntao/Real-ESRGAN/releases/download/"
+# Real-ESRGAN's code is BSD-3-Clause (xinntao/Real-ESRGAN LICENSE); its releases give the weights no other
+# terms, so they are commonly taken to come under it. They were trained on DIV2K (released for academic
+# research), Flickr2K and OutdoorSceneTraining: a commercial user should read those datasets' terms too.
+REAL_ESRGAN_LICENCE = ("BSD-3-Clause (xinntao/Real-ESRGAN, which states no separate terms for its weights); "
+                       "trained on DIV2K (academic research only), Flickr2K and OST")
+# The SHA-256s and sizes below are not published by xinntao: they are those recorded, identically, by several
+# independent projects that pin the official release assets (AUR python-realesrgan's PKGBUILD and others);
+# facezoom's authors could not download the files to check them here (the work machine has no network).
+
+
+def _frame_model(name: str, release: str, *, sha256: str, size: int, scale: int, arch: str, layout: str, description: str) -> WeightsEntry:
+    """A Real-ESRGAN release asset: a whole-frame upscaler (composite.upscaler), read by spandrel."""
+    return WeightsEntry(
+        name=name, url=f"{REAL_ESRGAN}{release}/{name}.pth", filename=f"{name}.pth", sha256=sha256, size_bytes=size,
+        approx_size=f"{size / 1e6:.0f} MB", licence=REAL_ESRGAN_LICENCE,
+        source=f"Wang et al., Real-ESRGAN (ICCVW 2021), xinntao/Real-ESRGAN release {release}", layout="spandrel-frame",
+        converter=f"none: spandrel detects {arch} in the {layout} state dict", arch=(("scale", scale),), description=description)
+
+
+FRAME_MODELS = (  # whole-frame upscalers for -s 2 / -s 4 (models/frame_sr.py); read by spandrel, not models.generators
+    _frame_model("RealESRGAN_x4plus", "v0.1.0", sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+                 size=67040989, scale=4, arch="RRDBNet (23 blocks, 64 features)", layout="'params_ema'",
+                 description="Real-ESRGAN 4x for real-world photos and video (RRDBNet, 16.7M weights): best detail, slowest"),
+    _frame_model("RealESRGAN_x2plus", "v0.2.1", sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+                 size=67061725, scale=2, arch="RRDBNet (pixel-unshuffle by 2, 23 blocks)", layout="'params_ema'",
+                 description="Real-ESRGAN 2x (RRDBNet on the frame unshuffled by 2, 16.7M weights)"),
+    _frame_model("realesr-general-x4v3", "v0.2.5.0", sha256="8dc7edb9ac80ccdc30c3a5dca6616509367f05fbc184ad95b731f05bece96292",
+                 size=4885111, scale=4, arch="SRVGGNetCompact (32 convs, 64 features)", layout="'params'",
+                 description="Real-ESRGAN's small general 4x model (SRVGGNetCompact, 1.2M weights): many times faster than x4plus"),
+)
+
+
+GFPGAN_RELEASES = "https://github.com/TencentARC/GFPGAN/releases/download/"
+# Face restorers (`sr.backend=restore`, models/backends/restore.py), loaded through spandrel (models/zoo.py),
+# which recognises the architecture from the keys: `arch` stays empty. Their publishers give no
+# checksums: each is trusted on first use (its SHA-256 recorded on arrival, checked at every load).
+GFPGAN_ENTRY = WeightsEntry(
+    name="gfpgan-1.4",
+    url=GFPGAN_RELEASES + "v1.3.0/GFPGANv1.4.pth",  # published with release v1.3.0 (inference_gfpgan.py's URL)
+    filename="GFPGANv1.4.pth",
+    sha256=None,  # not published by TencentARC/GFPGAN
+    size_bytes=None,
+    approx_size="~350 MB (86M float32 weights; 512x512 faces)",
+    licence=f"{NON_COMMERCIAL}: trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0); GFPGAN's code is Apache 2.0",
+    source="Wang et al., CVPR 2021, TencentARC/GFPGAN release v1.3.0: GFPGANv1Clean (channel multiplier 2)",
+    layout="spandrel-face",
+    converter="take the 'params_ema' state dict",
+    arch=(),
+    description="GFPGAN v1.4 face restorer, 512x512 FFHQ-aligned faces (more detail and identity than v1.3)",
+)
+FACE_RESTORERS = (
+    GFPGAN_ENTRY,
+    dataclasses.replace(
+        GFPGAN_ENTRY,
+        name="gfpgan-1.3",
+        url=GFPGAN_RELEASES + "v1.3.0/GFPGANv1.3.pth",
+        filename="GFPGANv1.3.pth",
+        description="GFPGAN v1.3 face restorer, 512x512 FFHQ-aligned faces (smoother, more natural than v1.4)",
+    ),
+    dataclasses.replace(
+        GFPGAN_ENTRY,
+        name="restoreformer",
+        url=GFPGAN_RELEASES + "v1.3.4/RestoreFormer.pth",
+        filename="RestoreFormer.pth",
+        approx_size="~290 MB (73M float32 weights; 512x512 faces)",
+        licence=f"{NON_COMMERCIAL}: trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0); RestoreFormer's and GFPGAN's code is Apache 2.0",
+        source="Wang et al., CVPR 2022 (wzhouxiff/RestoreFormer), as republished in TencentARC/GFPGAN release v1.3.4",
+        converter="take the 'params_ema' (or 'params') state dict",
+        description="RestoreFormer face restorer, 512x512 FFHQ-aligned faces",
+    ),
+    dataclasses.replace(
+        GFPGAN_ENTRY,
+        name="codeformer",
+        url="https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        filename="codeformer.pth",
+        approx_size="~380 MB (94M float32 weights; 512x512 faces)",
+        licence=f"{NON_COMMERCIAL}: S-Lab License 1.0 (non-commercial; weights and code); trained on FFHQ",
+        source="Zhou et al., NeurIPS 2022, sczhou/CodeFormer release v0.1.0 (needs spandrel_extra_arches)",
+        description="CodeFormer face restorer, 512x512 FFHQ-aligned faces; sr.codeformer_w trades quality (0) for fidelity (1)",
+    ),
+)
+
 
 REGISTRY: dict[str, WeightsEntry] = {
     e.name: e
@@ -155,6 +239,8 @@ REGISTRY: dict[str, WeightsEntry] = {
             search=(("learning_rate", 1.5), ("refine_framing", True)),
             install="pip install gan-face-generate==1.1.1",
         ),
+        *FRAME_MODELS,
+        *FACE_RESTORERS,
     )
 }
 DEFAULT = "stylegan2-ffhq-512"

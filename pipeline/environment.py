@@ -28,7 +28,8 @@ def describe() -> list[tuple[str, str]]:
 
     rows = [("facezoom", _version("facezoom")), ("python", f"{platform.python_version()} ({sys.executable})"),
             ("platform", platform.platform())]
-    for dist in ("torch", "torchvision", "av", "ray", "numpy", "opencv-python-headless", "facenet-pytorch", "pillow"):
+    for dist in ("torch", "torchvision", "av", "ray", "numpy", "opencv-python-headless", "facenet-pytorch", "pillow",
+                 "spandrel", "spandrel_extra_arches"):  # the last two: the optional facezoom[restore]
         rows.append((dist, _version(dist)))
     rows.append(("ffmpeg (PyAV's)", ", ".join(f"{k} {'.'.join(map(str, v))}" for k, v in sorted(av.library_versions.items()))))
     rows.append(("cpu", f"{os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads"))

@@ -18,6 +18,43 @@ if TYPE_CHECKING:
     from pipeline.stages.track import TrackRecord
 
 
+# The busy seconds a video run reports, per stage, in every engine. Stages run side by side (the
+# encoder on its own thread or actor, Ray's actors at once), so they add up to more than the wall time.
+# frame_sr: composite.upscaler's model; detect_ahead: the whole-frame scans the local engine runs on
+# its detection thread, beside detect_track (which waits for them only where they are late)
+STAGES = ("setup", "decode", "detect_track", "detect_ahead", "sr", "frame_sr", "composite", "encode")
+
+
+def run_report(*, input_path, output_path, engine: str, backend: str, frames_in: int, frames_out: int,
+               frames_expected: int | None, damage: str | None, wall_seconds: float, first_frame_seconds: float | None,
+               stage_seconds: dict[str, float], sr_actors: list, video_actors: dict, faces: dict[str, Any]) -> dict[str, Any]:
+    """A video run's report, the same keys and meanings for every engine.
+
+    frames_in: frames decoded; frames_expected: what the container declares or its duration
+    implies; sr_actors / video_actors: where Ray placed its actors (the local engine: none);
+    faces: `FaceReport.to_dict()`.
+    """
+    unknown = set(stage_seconds) - set(STAGES)
+    if unknown:
+        raise ValueError(f"stage_seconds: unknown stages {sorted(unknown)}; the stages are {STAGES}")
+    return {
+        "input": str(input_path),
+        "output": str(output_path),
+        "engine": engine,
+        "backend": backend,
+        "sr_actors": sr_actors,
+        "video_actors": video_actors,
+        "frames_in": frames_in,
+        "frames_out": frames_out,
+        "frames_expected": frames_expected,
+        "warnings": [damage] if damage else [],
+        "wall_seconds": round(wall_seconds, 3),
+        "first_frame_seconds": None if first_frame_seconds is None else round(first_frame_seconds, 3),
+        "stage_seconds": {stage: round(stage_seconds.get(stage, 0.0), 3) for stage in STAGES},
+        **faces,
+    }
+
+
 def write_report(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON to `path`, atomically (a temporary file beside it, then a rename)."""
     report = ReportFile(path)

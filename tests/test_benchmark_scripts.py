@@ -21,6 +21,20 @@ def test_gpu_benchmark_runs_quick_on_the_cpu_and_writes_its_figures(tmp_path):
     assert all(r["ms_per_step"] > 0 and r["cold_faces_per_s"] > 0 for r in data["pulse"])
     assert data["pfsr_faces_per_s"] > 0 and all(v["faces"] >= 1 for v in data["mtcnn"].values())
     assert [r["segment"] for r in data["schedules"]] == [1, 4, 8] and all(r["reached_eps"] > 0 for r in data["schedules"])
+    assert [r["batch"] for r in data["restorers"]] == [1, 2] and all(r["faces_per_s"] > 0 for r in data["restorers"])
+    assert {r["model"] for r in data["frame_sr"]} == {"RealESRGAN_x4plus", "realesr-general-x4v3"}
+    assert all(r["fps"] > 0 for r in data["frame_sr"])
+
+
+@pytest.mark.slow
+def test_frame_sr_benchmark_runs_quick_and_its_extrapolation_matches_a_whole_frame(tmp_path):
+    out = tmp_path / "frame_sr.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "frame_sr.py"), "--quick", "--models", "realesr-general-x4v3",
+                           "RealESRGAN_x2plus", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["model"], r["how"]) for r in rows} >= {("RealESRGAN_x2plus", "extrapolated"), ("RealESRGAN_x2plus", "measured (whole frame)")}
+    assert all(r["fps_per_core"] > 0 and r["windows"] >= 6 for r in rows)
 
 
 @pytest.mark.slow

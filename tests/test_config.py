@@ -47,7 +47,7 @@ def test_codec_aliases_resolve_to_encoders():
     [
         ("sr.nope=1", r"unknown config key sr\.nope; allowed: backend, generator"),
         ("nope.key=1", r"unknown config section 'nope'"),
-        ("sr.backend=magic", r"sr\.backend must be one of 'classical', 'pulse', 'ffsr'; got 'magic'"),
+        ("sr.backend=magic", r"sr\.backend must be one of 'classical', 'pulse', 'ffsr', 'restore'; got 'magic'"),
         ("sr.batch_size=0", r"sr\.batch_size must be in 1\.\.1024 crops, got 0"),
         ("sr.batch_size=many", r"sr\.batch_size must be an integer, got 'many'"),
         ("video.crf=99", r"video\.crf must be in 0\.\.63, got 99"),

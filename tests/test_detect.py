@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from crowd_scenes import CrowdClip
 from face_scenes import Face, background, render
 from pipeline.stages.detect import DetectConfig, Detections, FaceDetector, working_scale
 from pipeline.stages.track import iou_matrix
@@ -112,8 +113,25 @@ def test_detect_regions_finds_the_face_near_a_box_as_the_whole_frame_does_and_on
     near = detector.detect_regions(frame, [faces[1].box()])
     assert len(near) == 1 and near.covers(faces[1].box()) and not near.covers(faces[0].box())
     j = int(iou_matrix(near.boxes, whole.boxes)[0].argmax())
-    assert np.abs(near.boxes[0] - whole.boxes[j]).max() < 0.05 * faces[1].width  # the same face, found again
+    np.testing.assert_allclose(near.boxes[0], whole.boxes[j], atol=0.01)  # the same face, with the same box
+    np.testing.assert_allclose(near.landmarks[0], whole.landmarks[j], atol=0.01)
     assert Detections.empty().covers(faces[0].box())  # no regions: the whole frame was looked at
+
+
+def test_detect_regions_gives_a_crowds_faces_the_whole_frames_boxes_at_any_offset(detector):
+    # MTCNN's box for a small face moves by several % of its width with the pixel phase of its
+    # input; regions are made of the whole frame's pyramid cells, so wherever a region starts, a
+    # face in it gets the whole frame's box (a 1080p crowd, detected at the 640 px working size).
+    crowd = CrowdClip(1080, 1920, shots=1, shot_length=2, people=7, sizes=(44, 64), seed=2)
+    frame = crowd.frame(0)
+    (whole,) = detector.detect([frame])
+    assert len(whole) >= 5
+    for shift in (0.0, 1.0, 7.3):  # regions start at different source (and working) pixels
+        near = detector.detect_regions(frame, [b + np.array([shift, shift, 0, 0], np.float32) for b in whole.boxes])
+        assert len(near) == len(whole)
+        order = iou_matrix(whole.boxes, near.boxes).argmax(1)
+        np.testing.assert_allclose(near.boxes[order], whole.boxes, atol=0.01)
+        np.testing.assert_allclose(near.scores[order], whole.scores, atol=1e-5)
 
 
 def test_detect_regions_reaches_the_frame_edge(detector):

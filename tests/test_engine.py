@@ -25,6 +25,9 @@ class Scripted:
                 return [f.image[:-2] for f in frames]  # the encoder must refuse these
         return [f.image for f in frames]
 
+    def prefetch(self, frames, timer):
+        pass  # no detection thread to start
+
     def finish(self):
         return {}
 

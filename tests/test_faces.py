@@ -1,8 +1,11 @@
 """The face stages end to end on real faces: detect every k frames, track, align, chunk by chunk."""
 
+import threading
+
 import numpy as np
 import pytest
 
+from crowd_scenes import CrowdClip
 from face_scenes import Face, background, moving_face, render
 from pipeline.stages.align import template_points, transform_points
 from pipeline.stages.detect import DetectConfig, FaceDetector
@@ -144,3 +147,49 @@ def test_detection_frames_between_full_scans_look_around_the_tracked_faces(detec
     assert all(regions[i] is not None and len(regions[i]) >= 1 for i in (3, 6, 12, 15))
     assert all(f.detected for i in (3, 6, 12, 15) for f in out[i])  # the tracked face, checked as often as before
     assert [len(out[i]) for i in (8, 9)] == [1, 2] and len({f.track_id for f in out[18]}) == 2  # the new one: at the next full scan
+
+
+def test_scans_prefetched_on_the_detection_thread_give_the_same_faces(detector):
+    # The local engine hands each chunk to `prefetch` one chunk ahead: the whole-frame scans run on
+    # the detection thread while the chunk before is tracked. Faces, ids, boxes and the raw
+    # detections are those of a run without it; the thread stops at close().
+    clip = CrowdClip(240, 320, shots=2, shot_length=14, people=4, sizes=(28, 40), seed=3)
+    frames = [clip.frame(i) for i in range(clip.frames)]
+    plain, ahead = _analyzer(detector, every=3), _analyzer(detector, every=3)
+    chunks = [(s, frames[s : s + 5]) for s in range(0, len(frames), 5)]
+    want, got, want_dets, got_dets = [], [], [], []
+    for s, chunk in chunks:
+        want += plain.process(chunk, s)
+        want_dets += plain.last_detections
+    ahead.prefetch(chunks[0][1], 0)
+    for k, (s, chunk) in enumerate(chunks):
+        if k + 1 < len(chunks):
+            ahead.prefetch(chunks[k + 1][1], chunks[k + 1][0])
+        got += ahead.process(chunk, s)
+        got_dets += ahead.last_detections
+    assert any(t.name.startswith("facezoom-detect") for t in threading.enumerate())
+    assert sum(map(len, want)) >= 0.8 * 4 * len(frames) // 2
+    assert [[(f.track_id, f.detected) for f in faces] for faces in got] == [[(f.track_id, f.detected) for f in faces] for faces in want]
+    for a, b in zip((f for faces in got for f in faces), (f for faces in want for f in faces)):
+        np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+    assert [d.frame_index for d in got_dets] == [d.frame_index for d in want_dets]
+    assert ahead.close() == plain.close()
+    assert not any(t.name.startswith("facezoom-detect") for t in threading.enumerate())
+
+
+def test_a_face_that_grows_between_full_scans_keeps_its_id_and_its_detections(detector):
+    # A face coming towards the camera, 36 -> 110 px over 31 frames; every=3, full_every=3: the
+    # detection frames between full scans look only around it, on every pyramid level, so it is
+    # detected there at each new size, and never lost or given a new id.
+    bg = background(240, 320, seed=27)
+    frames = [render(bg, [Face(160, 120, 36 + 74 * i / 30)]) for i in range(31)]
+    analyzer = FaceAnalyzer(DetectConfig(every=3, full_every=3), TrackConfig(), CROP, detector=detector)
+    out = analyzer.process(frames, 0)
+    regions = {d.frame_index: d.detections.regions for d in analyzer.last_detections}
+    between = [i for i in range(0, 31, 3) if i % 9]
+    assert all(regions[i] is not None for i in between)
+    assert all(len(out[i]) == 1 and out[i][0].detected for i in between)
+    assert all(len(faces) == 1 for faces in out) and {f.track_id for faces in out for f in faces} == {1}
+    for i in (12, 30):  # the box follows the growth
+        width = out[i][0].box[2] - out[i][0].box[0]
+        assert abs(width / (36 + 74 * i / 30) - 1) < 0.3

@@ -20,8 +20,8 @@ from pipeline.media.reader import Frame
 from pipeline.media.sample import astronaut
 from pipeline.stages.chunk import FaceProcessor, StageTimer
 from pipeline.stages.composite import PasteFace, composite
-from pipeline.stages.fidelity import MARGIN, FidelityPlanner, native_px
-from pipeline.stages.superres import run_batch
+from pipeline.stages.fidelity import MARGIN, FidelityPlanner, native_px, replacement
+from pipeline.stages.superres import SRRequest, run_batch
 
 
 def _hopper() -> np.ndarray:
@@ -84,7 +84,7 @@ def test_fidelity_0_is_the_full_replacement():
     assert face["kept_px"] == face["in_size"] == 16
     # What the engine pasted is what the model made from the 16x16 input, whole.
     crop = processor.analyzer.__class__(load_config().detect, load_config().track, crop_size=128).process([image], 0)[0][0]
-    whole = run_batch(processor.backend, [crop.crop], [None], [0]).faces[0]
+    whole = run_batch(processor.backend, SRRequest([crop.crop], [None], [0], [replacement(16)])).faces[0]
     assert whole.dtype == np.uint8
     np.testing.assert_array_equal(out, composite(image, [PasteFace(crop.matrix, whole, crop.track_id, crop.box)], load_config().composite))
     assert sharpness(out, face["box"]) < 0.5 * sharpness(image, face["box"])  # the 16x16 face, enlarged: the "enhance" look
@@ -147,20 +147,20 @@ def test_at_scale_1_a_sharp_face_keeps_its_pixels_and_costs_no_model_call():
 
 
 def test_kept_resolution_interpolates_octaves_between_the_model_input_and_the_face():
-    plans = [FidelityPlanner.for_run(SRConfig(fidelity=w), 2, out_size=256, any_input_size=True, default_fidelity=1.0)(100.0)
+    plans = [FidelityPlanner.for_run(SRConfig(fidelity=w), 2, out_size=256, any_input_size=True)(100.0)
              for w in (0.0, 0.25, 0.5, 1.0)]
     top = MARGIN * 100  # fidelity 1 keeps a margin above the native 100 px
     assert [round(p.kept_px, 2) for p in plans] == [16.0, round(16 * (top / 16) ** 0.25, 2), round(16 * (top / 16) ** 0.5, 2), top]
     assert plans[0].replace and not any(p.replace for p in plans[1:])
     assert not any(p.keep for p in plans)  # at scale 2 a 256-px model can add detail above 100
-    at_scale_1 = FidelityPlanner.for_run(SRConfig(), 1, out_size=256, any_input_size=True, default_fidelity=1.0)(100.0)
+    at_scale_1 = FidelityPlanner.for_run(SRConfig(), 1, out_size=256, any_input_size=True)(100.0)
     assert at_scale_1.keep  # the output shows the face at 100 px: all of it the source's
 
 
 def test_auto_input_size_feeds_each_face_at_its_own_resolution_in_powers_of_two():
-    planner = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=256, any_input_size=True, default_fidelity=1.0)
+    planner = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=256, any_input_size=True)
     assert [planner(n).in_size for n in (10, 16, 31, 32, 100, 200, 1000)] == [16, 16, 16, 32, 64, 128, 128]
-    fixed = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=128, any_input_size=False, default_fidelity=1.0)
+    fixed = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=128, any_input_size=False)
     assert fixed(100).in_size == 16  # a backend of one input size (PFSR) keeps it
     # run_batch feeds each group of sizes in one call, at that size.
     seen = []
@@ -172,7 +172,7 @@ def test_auto_input_size_feeds_each_face_at_its_own_resolution_in_powers_of_two(
 
     backend = Spy(out_size=256)
     crops = [np.full((256, 256, 3), 100 + i, np.uint8) for i in range(3)]
-    result = run_batch(backend, crops, [None] * 3, [0, 1, 2], plans=[planner(n) for n in (100, 40, 110)])
+    result = run_batch(backend, SRRequest(crops, [None] * 3, [0, 1, 2], [planner(n) for n in (100, 40, 110)]))
     assert sorted(seen) == [(1, 3, 32, 32), (2, 3, 64, 64)] and result.in_sizes == [64, 32, 64]
 
 
@@ -190,9 +190,7 @@ def _zoom(image, backend, fidelity=None, n=24, max_zoom=4.0):
     cfg = load_config(overrides=[] if fidelity is None else [f"sr.fidelity={fidelity}"])
     spot = find_faces([image], cfg=cfg, crop_size=backend.out_size, chunk=8)[0][0]
     size = image.shape[1::-1]
-    planner = FidelityPlanner.for_run(cfg.sr, 1, out_size=backend.out_size, any_input_size=backend.any_input_size, default_fidelity=1.0)
-    cam = ZoomCamera(backend, frame_size=size, out_size=size, max_zoom=max_zoom, composite_cfg=cfg.composite,
-                     pre_blur=False, seed=0, planner=planner)
+    cam = ZoomCamera(backend, sr_cfg=cfg.sr, frame_size=size, out_size=size, max_zoom=max_zoom, composite_cfg=cfg.composite, seed=0)
     centre = ((spot.box[0] + spot.box[2]) / 2, (spot.box[1] + spot.box[3]) / 2)
     frames, plain, mags = [], [], []
     for tight in np.linspace(0, 1, n):

@@ -221,7 +221,7 @@ def test_a_udp_stream_plays_and_its_silence_ends_the_run_at_the_read_timeout():
     port = free_udp_port()
     with pytest.raises(InputError, match="open time-out"):  # nothing sent yet: no hang either
         LiveSource(parse_source(f"udp://127.0.0.1:{port}"), open_timeout=1.0, read_timeout=1.0)
-    # 10 s: the sender starts first, and run_live builds its models before it connects (~2-5 s here).
+    # 10 s: the sender starts first; run_live opens it, then builds its models (~1-5 s here) while reading it.
     with UDPSender(port, seconds=10.0) as sender:
         report = run_live(parse_source(sender.url), cfg=CLASSICAL, live=LiveConfig(read_timeout=1.0), duration=30)
     assert report["stopped"] == "source dropped" and "no data for 1 s" in report["error"]
@@ -333,9 +333,13 @@ def test_an_impossible_budget_drives_the_real_face_stages_to_their_cheapest_rung
 
 
 def _fake_processor(steps=100, warm_steps=20, every=5):
-    backend = types.SimpleNamespace(steps=steps, warm_steps=warm_steps, name="fake")
-    analyzer = types.SimpleNamespace(detect_cfg=DetectConfig(every=every))
-    return types.SimpleNamespace(backend=backend, analyzer=analyzer)
+    """A FaceProcessor's knobs on stand-ins for its parts: the controller turns only `knobs` and `turn`."""
+    from pipeline.stages.chunk import FaceProcessor
+
+    processor = FaceProcessor.__new__(FaceProcessor)
+    processor.backend = types.SimpleNamespace(steps=steps, warm_steps=warm_steps, name="fake")
+    processor.analyzer = types.SimpleNamespace(detect_cfg=DetectConfig(every=every))
+    return processor
 
 
 def test_the_budget_spends_fewer_steps_when_late_and_more_again_when_calm():
@@ -363,7 +367,7 @@ def test_a_far_overshoot_skips_rungs_and_the_bottom_detects_less_often():
 
 
 def test_backends_without_a_step_budget_adapt_by_detecting_less_often():
-    rungs = ladder(types.SimpleNamespace(name="classical"), detect_every=5, max_detect_every=15)
+    rungs = ladder(Rung(5), max_detect_every=15)
     assert rungs == [Rung(5), Rung(10), Rung(15)]
 
 
@@ -618,16 +622,61 @@ def test_ctrl_c_stops_cleanly_with_a_complete_recording_and_report(tmp_path, sto
     assert not list(tmp_path.glob(".*partial*"))  # no temporary file left beside it
 
 
-def test_the_models_are_ready_before_the_source_opens(monkeypatch, sample_clip):
-    """So a stream's first frames are processed as they come, not dropped while models load."""
-    from pipeline.stages.chunk import FaceProcessor
+@pytest.mark.slow
+def test_the_source_opens_before_the_models_load_and_what_it_sends_meanwhile_is_dropped(monkeypatch, takes):
+    """A source that fails, fails before the models load; one that works is read while they load,
+    newest frame wins, so the first frame processed is a fresh one, not the oldest of a backlog."""
+    from pipeline.live import loop
     from pipeline.stages.detect import FaceDetector
 
     order = []
-    build, open_source, detect = FaceProcessor.__init__, LiveSource.__init__, FaceDetector.detect
-    monkeypatch.setattr(FaceProcessor, "__init__", lambda self, *a, **k: (order.append("models"), build(self, *a, **k))[1])
+    ready, open_source, detect = loop._ready_processor, LiveSource.__init__, FaceDetector.detect
+
+    def slow_models(cfg, live):  # a second more than they take here, so the stream sends ~30 frames meanwhile
+        order.append("models")
+        processor = ready(cfg, live)
+        time.sleep(1.0)
+        return processor
+
+    monkeypatch.setattr(loop, "_ready_processor", slow_models)
     monkeypatch.setattr(FaceDetector, "detect", lambda self, frames: (order.append("detect"), detect(self, frames))[1])
     monkeypatch.setattr(LiveSource, "__init__", lambda self, *a, **k: (order.append("open"), open_source(self, *a, **k))[1])
-    report = run_live(parse_source(str(sample_clip), realtime=True), cfg=CLASSICAL, duration=0.5)
-    assert order[:3] == ["models", "detect", "open"]  # built, the detector warmed up, then the source
-    assert report["models_ms"] > 0 and report["frames_out"] >= 1
+    with TSServer(width=320, height=240) as server:
+        report = run_live(parse_source(server.url), cfg=CLASSICAL, duration=1)
+    assert order[:3] == ["open", "models", "detect"]  # opened, then built, the detector warmed up
+    assert report["models_ms"] >= 1000 and report["frames_out"] >= 1
+    first_before, first_number = takes[0]
+    assert first_before >= 10, takes[:3]  # the reader ran while the models loaded...
+    assert first_number >= first_before - 1, takes[:3]  # ...and the first frame processed was the newest it had read
+    assert report["frames_dropped_at_start"] >= first_before - 2, report  # the others were dropped, counted
+    assert report["frames_in"] == report["frames_out"] + report["frames_dropped"]
+
+
+def test_a_source_that_sends_nothing_fails_at_its_open_timeout_before_the_models_load(monkeypatch, capsys):
+    """`live udp://...` with nobody sending: one line, exit 2, at --open-timeout; the models (seconds:
+    torch's import, the weights, the detector's first run) once loaded first and made it 53 s for 10."""
+    from pipeline.live import loop
+
+    monkeypatch.setattr(loop, "_ready_processor", lambda *a, **k: pytest.fail("the models were loaded"))
+    url = f"udp://127.0.0.1:{free_udp_port()}"
+    start = time.monotonic()
+    assert main(["-q", "live", url, "--open-timeout", "2", "--preview", "127.0.0.1:0"]) == 2
+    assert time.monotonic() - start >= 1.9  # it did wait for the sender, as long as it was told to
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"facezoom: error: cannot open live source {url}: no video within the 2 s open time-out "
+                   "(is the sender running and sending?)"], err
+
+
+def test_ctrl_c_while_the_models_load_is_an_interrupt_with_nothing_recorded(tmp_path, monkeypatch, sample_clip):
+    from pipeline.live import loop
+
+    stop = threading.Event()
+
+    def loading(cfg, live):
+        stop.set()  # what the first Ctrl-C does
+        return object()  # never used: the run ends before its first frame
+
+    monkeypatch.setattr(loop, "_ready_processor", loading)
+    with pytest.raises(KeyboardInterrupt):
+        run_live(parse_source(str(sample_clip), realtime=True), cfg=CLASSICAL, output=tmp_path / "rec.mp4", stop=stop, duration=5)
+    assert list(tmp_path.iterdir()) == []  # no recording, no temporary file

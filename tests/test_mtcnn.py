@@ -67,3 +67,13 @@ def test_the_pyramid_is_facenet_pytorchs():
     scales = pyramid(360, 640, 20, 0.6)
     assert scales[0] == pytest.approx(0.6) and all(b == pytest.approx(a * 0.6) for a, b in zip(scales, scales[1:]))
     assert 360 * scales[-1] >= 12 > 360 * scales[-1] * 0.6
+
+
+def test_summed_area_is_the_exact_sum_above_and_left_of_each_corner():
+    gen = torch.Generator().manual_seed(1)
+    frames = torch.randint(0, 256, (2, 9, 13, 3), generator=gen, dtype=torch.uint8)
+    table = summed_area(frames)
+    assert table.shape == (2, 10, 14, 3) and table.dtype == torch.int32
+    want = torch.zeros(2, 10, 14, 3, dtype=torch.int64)
+    want[:, 1:, 1:] = frames.to(torch.int64).cumsum(1).cumsum(2)
+    assert torch.equal(table.to(torch.int64), want)

@@ -367,7 +367,7 @@ def test_every_configurable_backend_has_a_builder_and_none_is_imported_until_bui
     assert tuple(BUILDERS) == BACKENDS  # sr.backend's allowed values are exactly the ones create_backend builds
     code = (
         "import sys, pipeline.stages.superres\n"
-        "loaded = [m for m in ('models.backends.classical', 'models.backends.pulse', 'models.backends.ffsr', 'models.search') if m in sys.modules]\n"
+        "loaded = [m for m in ('models.backends.classical', 'models.backends.pulse', 'models.backends.ffsr', 'models.backends.restore', 'models.zoo', 'spandrel', 'models.search') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
@@ -379,21 +379,21 @@ def test_pulse_sees_each_face_at_its_own_resolution_and_adds_only_finer_detail()
 
     from pipeline.config.sections import SRConfig
     from pipeline.stages.fidelity import FidelityPlanner
-    from pipeline.stages.superres import low_res, run_batch
+    from pipeline.stages.superres import SRRequest, low_res, run_batch
 
     g64 = tiny_v2(64)
     backend = PulseBackend(g64, compute_gaussian_fit(g64, samples=5_000), in_size=16, out_size=64, steps=40, warm_steps=10, device="cpu")
     face = ((known_faces(g64, backend.fit, [5])[0][0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    plan = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=64, any_input_size=True, default_fidelity=1.0)(40.0)
+    plan = FidelityPlanner.for_run(SRConfig(in_size="auto"), 2, out_size=64, any_input_size=True)(40.0)
     assert plan.in_size == 32 and not plan.keep  # a 40-px face shown at 80 px: the model sees 32x32 and adds above 50
-    result = run_batch(backend, [face], [None], [0], plans=[plan])
+    result = run_batch(backend, SRRequest([face], [None], [0], [plan]))
     assert result.in_sizes == [32] and result.model_ran == [True] and result.steps[0] > 0
     detail = result.faces[0]
     assert detail.dtype == np.int16 and np.abs(detail).mean() > 0.5  # the model's own finer detail...
     assert result.consistency[0] < 1e-4  # ...that leaves the face as it was at the kept resolution
     # At fidelity 0 the search's face replaces the source whole; its consistency is the search's, at 32x32.
-    whole = FidelityPlanner.for_run(SRConfig(in_size="auto", fidelity=0.0), 2, out_size=64, any_input_size=True, default_fidelity=1.0)(40.0)
-    replaced = run_batch(backend, [face], [None], [0], plans=[whole])
+    whole = FidelityPlanner.for_run(SRConfig(in_size="auto", fidelity=0.0), 2, out_size=64, any_input_size=True)(40.0)
+    replaced = run_batch(backend, SRRequest([face], [None], [0], [whole]))
     assert replaced.faces[0].dtype == np.uint8 and replaced.in_sizes == [32]
     lr = low_res(backend, [face], pre_blur=False, size=32)
     images = torch.from_numpy(replaced.faces[0]).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -46,6 +46,15 @@ def test_ray_output_equals_local_output(ray_session, sample_clip, local_output, 
     assert len(report["faces"]) == len(local_output[1]["faces"]) > 0
     assert_same_video(out, local_output[0])
     assert audio_packets(out) == audio_packets(sample_clip)
+    # One report for every engine: the same keys, stages and counts (placement and timings aside).
+    local = local_output[1]
+    assert list(report) == list(local) and list(report["stage_seconds"]) == list(local["stage_seconds"])
+    assert all(report["stage_seconds"][s] > 0 for s in ("decode", "detect_track", "composite", "encode"))
+    same = ("frames_in", "frames_out", "frames_expected", "warnings", "backend", "detections", "faces", "tracks", "cuts",
+            "faces_reaching_eps", "faces_model_ran")
+    assert {k: report[k] for k in same} == {k: local[k] for k in same}
+    assert report["frames_in"] == report["frames_out"] == len(video_frames(sample_clip)[0])
+    assert local["sr_actors"] == [] and len(report["sr_actors"]) == 2
 
 
 class KillOnce:
@@ -188,7 +197,8 @@ def test_keyframe_segments_give_the_same_video_in_both_engines(ray_session, samp
 def test_a_folder_on_ray_runs_videos_side_by_side_on_one_sr_pool(ray_session, sample_clip, tmp_path, capsys, caplog, monkeypatch):
     import shutil
 
-    from pipeline.engines import ray as ray_engine
+    from pipeline.engines.ray_pool import SRPool
+    from pipeline.engines.ray_video import VideoJob
     from run_pipeline import main
 
     src = tmp_path / "in"
@@ -198,7 +208,7 @@ def test_a_folder_on_ray_runs_videos_side_by_side_on_one_sr_pool(ray_session, sa
     make_video(src / "b.mkv", frames=7)
     (src / "broken.mp4").write_bytes(b"not a video")
     pools, active, most, skipped = [], [], [0], []
-    real_pool, real_start, real_finish = ray_engine._Pool.start, ray_engine._Video.start.__func__, ray_engine._Video.finish
+    real_pool, real_start, real_finish = SRPool.start, VideoJob.start.__func__, VideoJob.finish
 
     def start(cls, *args, **kwargs):
         started = args[5]
@@ -216,9 +226,9 @@ def test_a_folder_on_ray_runs_videos_side_by_side_on_one_sr_pool(ray_session, sa
         active.remove(self)
         return real_finish(self, started)
 
-    monkeypatch.setattr(ray_engine._Pool, "start", classmethod(lambda cls, *a, **k: (pools.append(1), real_pool.__func__(cls, *a, **k))[1]))
-    monkeypatch.setattr(ray_engine._Video, "start", classmethod(start))
-    monkeypatch.setattr(ray_engine._Video, "finish", finish)
+    monkeypatch.setattr(SRPool, "start", classmethod(lambda cls, *a, **k: (pools.append(1), real_pool.__func__(cls, *a, **k))[1]))
+    monkeypatch.setattr(VideoJob, "start", classmethod(start))
+    monkeypatch.setattr(VideoJob, "finish", finish)
     out = tmp_path / "out"
     sets = [a for o in [*FAST, "engine.videos_in_parallel=2", "engine.sr_actors=2"] for a in ("--set", o)]
     assert main(["-q", "video", str(src), "-o", str(out), "--engine", "ray", *sets]) == 2
@@ -279,17 +289,15 @@ def test_tracked_chunks_reach_the_scheduler_in_frame_order_whatever_order_they_a
     from collections import deque
     from types import SimpleNamespace
 
-    import pipeline.engines.ray as ray_engine
-    from pipeline.report import FaceReport
-    from pipeline.stages.chunk import TrackedChunk
-    from pipeline.stages.scheduler import scheduler_for
+    import pipeline.engines.ray_video as ray_video
+    from pipeline.stages.chunk import SRStep, TrackedChunk
+    from pipeline.stages.superres import BackendInfo
 
     cfg = load_config(overrides=["sr.segment=1"])
-    video = ray_engine._Video.__new__(ray_engine._Video)
-    video.cfg, video.report = cfg, FaceReport(enabled=True)
-    video.scheduler = scheduler_for(cfg.sr, stateful=True, keyframes=False)
-    video.chunks = deque(ray_engine._Chunk(n, frames_ref=None, count=4) for n in range(3))
-    monkeypatch.setattr(ray_engine, "get", lambda ref: ref)  # the "refs" below are the results themselves
+    video = ray_video.VideoJob.__new__(ray_video.VideoJob)
+    video.step = SRStep(cfg, BackendInfo("pulse", 16, 64, "ffhq", stateful=True, keyframes=False, any_input_size=False, device="cpu"))
+    video.chunks = deque(ray_video._Chunk(n, frames_ref=None, count=4) for n in range(3))
+    monkeypatch.setattr(ray_video, "get", lambda ref: ref)  # the "refs" below are the results themselves
 
     def tracked(n):
         return TrackedChunk([[SimpleNamespace(frame_index=f, track_id=1)] for f in range(4 * n, 4 * n + 4)], [], [])
@@ -300,7 +308,7 @@ def test_tracked_chunks_reach_the_scheduler_in_frame_order_whatever_order_they_a
     video.on_tracked(tracked(0), video.chunks[0])
     assert [c.pending for c in video.chunks] == [4, 4, 4]
     order = []
-    while (batch := video.scheduler.next_batch()) is not None:
+    while (batch := video.step.scheduler.next_batch()) is not None:
         order += [j.frame_index for j in batch.jobs]
-        video.scheduler.commit(batch, [{"w": 0}] * len(batch.jobs))
+        video.step.scheduler.commit(batch, [{"w": 0}] * len(batch.jobs))
     assert order == list(range(12))

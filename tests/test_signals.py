@@ -111,3 +111,69 @@ def test_a_signal_while_ray_starts_ends_the_run_with_one_line_and_no_process_lef
     while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _ray_processes_of(proc.pid) == []
+
+
+def _wait_for_a_finished_output(folder: Path, proc, *, next_started: bool, timeout=300.0) -> None:
+    """Until the folder run has written one output whole (and, with `next_started`, has the next
+    one's temporary file beside it: it is mid-run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        if any(not n.startswith(".") for n in names) and (not next_started or any(".partial" in n for n in names)):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before it was signalled: {proc.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError("the run never finished an output")
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """Three portraits (the astronaut at 256x256), a folder input for zoom and enhance."""
+    import cv2
+    from PIL import Image
+
+    from pipeline.media.sample import astronaut
+
+    folder = tmp_path_factory.mktemp("pictures")
+    for name in ("a", "b", "c"):
+        Image.fromarray(cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)).save(folder / f"{name}.png")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["zoom", "enhance", "video --engine ray"])
+def test_a_sigterm_mid_folder_keeps_the_finished_outputs_and_says_so(pictures, sample_clip, tmp_path, command):
+    """The finished outputs stay, the one being written goes, and the last line says which (not
+    "no output was written"), exit 143; with Ray, no process of the run outlives it."""
+    out_dir = tmp_path / "out"
+    if command == "video --engine ray":
+        videos = tmp_path / "videos"
+        videos.mkdir()
+        for name in ("a", "b", "c"):
+            (videos / f"{name}.mp4").write_bytes(sample_clip.read_bytes())
+        args, noun = ["video", str(videos), "-o", str(out_dir), "--engine", "ray", "--set", "video.preset=veryslow"], "video"
+    elif command == "zoom":  # each zoom an mp4 of 6 s at 512x512, written slowly: the next one is caught mid-run
+        args, noun = ["zoom", str(pictures), "-o", str(out_dir), "--duration", "6", "--size", "512x512",
+                      "--set", "video.preset=veryslow"], "zoom"
+    else:  # a picture is written whole at its end: the signal follows the first one, while the next one's 100 passes run
+        args, noun = ["enhance", str(pictures), "-o", str(out_dir), "--iterations", "100"], "result"
+    proc = _start(["-q", *args], cwd=tmp_path)
+    try:
+        _wait_for_a_finished_output(out_dir, proc, next_started=command != "enhance")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    kept = sorted(p.name for p in out_dir.iterdir())
+    assert 1 <= len(kept) < 3 and all(not name.startswith(".") for name in kept), kept  # no partial file left
+    n = len(kept)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1:] == [f"facezoom: terminated; the {n} finished {noun}{'s' if n > 1 else ''} in {out_dir} kept, "
+                          "the unfinished one removed"], err
+    deadline = time.monotonic() + 30
+    while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ray_processes_of(proc.pid) == []

@@ -19,6 +19,7 @@ import torch
 
 from models import weights
 from models.errors import ModelError
+from models.registry import FRAME_MODELS
 from models.generators import LAYOUTS, config_for, load_generator, published_state
 from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
 
@@ -97,7 +98,8 @@ def test_registry_entries_are_complete():
     for name, e in weights.REGISTRY.items():
         assert e.name == name and e.url.startswith("https://") and e.filename and e.source and e.converter
         assert e.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", e.sha256)  # None: not published, never invented
-        assert "non-commercial" in e.licence  # every face model here was trained on FFHQ, CelebA or DigiFace-1M
+        frame_model = name in {f.name for f in FRAME_MODELS}  # Real-ESRGAN's upscalers: BSD-3-Clause, not face data
+        assert "non-commercial" in e.licence or frame_model  # every face model here was trained on FFHQ, CelebA or DigiFace-1M
         assert "drive.google.com" not in e.url or e.manual_only  # Drive's quota pages: placed by hand, never scripted
         assert e.git_blob is None or re.fullmatch(r"[0-9a-f]{40}", e.git_blob)
     generators = {n: e for n, e in weights.REGISTRY.items() if e.layout in LAYOUTS}

@@ -15,7 +15,6 @@ from pipeline.creative import camera as zoom
 from pipeline.commands.cli import main
 from pipeline.stages.composite import CompositeConfig
 from pipeline.config.sections import SRConfig
-from pipeline.stages.fidelity import FidelityPlanner
 from pipeline.media.stills import read_frames, read_picture
 from pipeline.creative.targets import Choice, Spot, choose_track, whole_spot
 from pipeline.creative.zoom import ZoomCamera
@@ -159,9 +158,8 @@ class _SpyBackend(ClassicalBackend):
 
 def test_each_zoom_frame_warm_starts_from_the_previous_one():
     backend = _SpyBackend(in_size=16, out_size=64)
-    replace = FidelityPlanner.for_run(SRConfig(fidelity=0.0), 1, out_size=64, any_input_size=False, default_fidelity=1.0)
-    camera = ZoomCamera(backend, frame_size=(64, 64), out_size=(64, 64), max_zoom=4, composite_cfg=CompositeConfig(),
-                        pre_blur=False, seed=1, planner=replace)
+    camera = ZoomCamera(backend, sr_cfg=SRConfig(fidelity=0.0), frame_size=(64, 64), out_size=(64, 64), max_zoom=4,
+                        composite_cfg=CompositeConfig(), seed=1)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
     spot = whole_spot(64, 64, backend.out_size)

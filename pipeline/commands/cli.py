@@ -27,17 +27,21 @@ log = logging.getLogger("facezoom")
 COMMANDS = ("video", "sample", "zoom", "enhance", "live", "train", "weights", "presets", "doctor")
 
 
-def add_config_args(parser: argparse.ArgumentParser, *, fidelity: float | None = None) -> None:
-    """--config and --set; with `fidelity` (the command's default), -w/--fidelity too."""
+def add_config_args(parser: argparse.ArgumentParser, *, fidelity: bool = False, defaults=None) -> None:
+    """--config and --set; with `fidelity`, -w/--fidelity too. `defaults`: the command's own
+    defaults (`load_config`'s), for the help text."""
     parser.add_argument("--config", metavar="FILE", help="a YAML file, or a shipped preset by name (`facezoom presets`); its keys override the defaults")
     parser.add_argument(
         "--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append", default=[],
         help="override one setting, e.g. --set sr.backend=pulse (repeatable; wins over --config)",
     )
-    if fidelity is not None:
+    if fidelity:
+        from pipeline.config.sections import SRConfig
+
+        default = ((defaults or {}).get("sr") or {}).get("fidelity", SRConfig.fidelity)
         parser.add_argument(
             "-w", "--fidelity", dest="overrides", metavar="W", type=_fidelity, action="append",
-            help=f"0..1: how much of each face's real detail is kept (sr.fidelity; default {fidelity:g}): "
+            help=f"0..1: how much of each face's real detail is kept (sr.fidelity; default {default:g}): "
                  "1 keeps all of it, the model adds only finer detail; 0 shows the model's face whole",
         )
 

@@ -18,14 +18,11 @@ def report_skipped(skipped: int, total: int, what: str = "pictures") -> int:
     return 0
 
 
-def say_backend_note(cfg, *, quiet: bool, fidelity: float = 1.0) -> None:
-    """What the CLI says before a run on the classical backend, which invents nothing (unless -q).
-
-    `fidelity`: the command's default for `sr.fidelity`."""
+def say_backend_note(cfg, *, quiet: bool) -> None:
+    """What the CLI says before a run on the classical backend, which invents nothing (unless -q)."""
     if quiet or cfg.sr.backend != "classical":
         return
-    w = fidelity if cfg.sr.fidelity is None else cfg.sr.fidelity
-    if w > 0:
+    if cfg.sr.fidelity > 0:
         what = "faces keep their own pixels (enlarged bicubically where the output is larger)"
     else:
         seen = "own-resolution" if cfg.sr.in_size == "auto" else f"{cfg.sr.in_size}x{cfg.sr.in_size}"

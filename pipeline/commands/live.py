@@ -47,7 +47,7 @@ def register(commands, add_config_args) -> None:
     p.add_argument("--input-format", metavar="FMT", help="FFmpeg input format (v4l2, avfoundation, dshow, mpegts, ...); default: from SOURCE")
     p.add_argument("--input-option", dest="input_options", action="append", default=[], metavar="KEY=VALUE",
                    help="FFmpeg option for the source, e.g. video_size=640x480, framerate=30, rtsp_transport=tcp (repeatable)")
-    add_config_args(p, fidelity=1.0)
+    add_config_args(p, fidelity=True)
     p.set_defaults(handler=cmd_live)
 
 

@@ -27,7 +27,7 @@ def register(commands, add_config_args) -> None:
     video.add_argument("--side-by-side", action="store_true", help="write input | output side by side (composite.side_by_side)")
     video.add_argument("--draw-boxes", action="store_true", help="debug: draw face boxes and track ids (composite.draw_boxes)")
     video.add_argument("--strict", action="store_true", help="a damaged input (truncated, corrupt packets) is an error: exit 2, nothing written (video.strict)")
-    add_config_args(video, fidelity=1.0)
+    add_config_args(video, fidelity=True)
 
 
 def cmd_video(args: argparse.Namespace) -> int:

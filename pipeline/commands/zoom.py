@@ -75,7 +75,7 @@ def register(commands, add_config_args) -> None:
     p.add_argument("--size", metavar="WxH", help=f"output frame size (default: the input's; pictures under {SMALL_PICTURE} px are enlarged to {ENLARGED_SIDE})")
     p.add_argument("--background", default="white", metavar="COLOUR", help="colour behind transparent pixels: white (default), black, gray, #rrggbb or r,g,b")
     p.add_argument("--seed", type=int, help="shortcut for --set sr.seed=N (which invented face you get)")
-    add_config_args(p, fidelity=1.0)
+    add_config_args(p, fidelity=True)
     p.set_defaults(handler=cmd_zoom)
 
 

@@ -60,9 +60,16 @@ class PipelineConfig:
         return _build(data)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Defaults, then the YAML file at `path` (or the shipped preset of that name), then `section.key=value` overrides."""
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                defaults: Mapping[str, Mapping[str, Any]] | None = None) -> PipelineConfig:
+    """Defaults, then the YAML file at `path` (or the shipped preset of that name), then `section.key=value` overrides.
+
+    `defaults`: a command's own defaults, `{section: {key: value}}`, where they differ from the
+    built-in ones (enhance: `sr.fidelity` 0). A null in the file or an override, for a setting
+    that cannot be null, means the default: the command's, else the built-in one.
+    """
     data: dict[str, dict[str, Any]] = {name: {} for name in _section_types()}
+    _merge(data, defaults or {}, source="the command's defaults")
     if path is not None:
         _merge(data, _read_yaml(config_path(path)), source=str(path))
     for item in overrides:
@@ -71,7 +78,20 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not sep or not dot or not name:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         _merge(data, {section: {name: yaml.safe_load(raw) if raw.strip() else ""}}, source="--set")
+    _nulls_to_defaults(data, defaults or {})
     return _build(data)
+
+
+def _nulls_to_defaults(data: dict[str, dict[str, Any]], defaults: Mapping[str, Mapping[str, Any]]) -> None:
+    types_ = _section_types()
+    for section, values in data.items():
+        hints = typing.get_type_hints(types_[section])
+        for key, value in list(values.items()):
+            if value is None and key in hints and type(None) not in typing.get_args(hints[key]):
+                if key in defaults.get(section, {}):
+                    values[key] = defaults[section][key]
+                else:
+                    del values[key]
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

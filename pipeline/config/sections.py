@@ -96,11 +96,11 @@ class VideoConfig:
 class DetectConfig:
     every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
     # every n-th detection frame scans the whole frame; those between look only around the faces
-    # being tracked (a face width each side): cheaper, and a tracked face is checked as often, but a
-    # new face waits up to every x full_every frames, and MTCNN's boxes there move with the region's
-    # pixel phase: at 2, recall -0.5% and still-face jitter 0.2 -> 0.9% on benchmarks/real_footage.py's
-    # clips. 1 (every detection frame a full scan) loses nothing, so it is the default.
-    full_every: int = 1
+    # being tracked (a face width each side), on the whole frame's pyramid cells, so a tracked face
+    # gets the very box a full scan gives it, for 40% of a 1080p scan's time. A new face waits up to
+    # every x full_every frames: on benchmarks/real_footage.py's clips, 2 gives the recall, ids and
+    # jitter of 1; 3 missed one of the 1080p crowd's 16 people for good.
+    full_every: int = 2
     working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels
     # source px: smaller faces are not looked for (fewer pyramid levels). MTCNN's default; a 20 px
     # face's FFHQ crop is ~40 px, more than a 16x16 input. At working_size the floor is 12 working px.
@@ -197,13 +197,13 @@ class TrackConfig:
 
 # ---- the settings of pipeline/stages/superres.py
 
-BACKENDS = ("classical", "pulse", "ffsr")
+BACKENDS = ("classical", "pulse", "ffsr", "restore")
 
 
 @dataclasses.dataclass(frozen=True)
 class SRConfig:
-    backend: Literal["classical", "pulse", "ffsr"] = "classical"  # weight-free until weights are configured
-    generator: str | None = None  # a registry name (`weights list`) or a local checkpoint path
+    backend: Literal["classical", "pulse", "ffsr", "restore"] = "classical"  # weight-free until weights are configured
+    generator: str | None = None  # a registry name (`weights list`) or a local checkpoint path (restore: a face model file)
     device: str = "auto"  # 'auto' = CUDA when present, else CPU
     batch_size: int = 8  # crops per model call; bigger keeps a GPU busier
     in_size: int | Literal["auto"] = 16  # the low-res side the model sees; auto = each face's own resolution (16 up)
@@ -213,9 +213,10 @@ class SRConfig:
     segment: int = 1  # PULSE: every N-th crop of a track is a keyframe (from the last keyframe); each segment chains from its own, beside the others (1 = one chain)
     eps: float = 2e-3  # PULSE's success threshold on the downscaling MSE ([0, 1] scale)
     temporal_weight: float = 0.0  # PULSE: lambda of the prior |w_t - w_{t-1}|^2 on warm frames
-    temporal_blend: float = 0.0  # feed-forward: weight of the previous frame's output (0 = off)
+    temporal_blend: float = 0.0  # feed-forward (ffsr, restore): weight of the previous frame's output (0 = off)
+    codeformer_w: float = 0.5  # restore with CodeFormer: its fidelity weight w, 0 = the model's own face, 1 = closest to the input (its default 0.5)
     pre_blur: bool = False  # up-then-down resize before the model's downscaler (gives room to invent)
-    fidelity: float | None = None  # 1 = keep all the source's detail, 0 = the model's face whole; None = the command's default
+    fidelity: float = 1.0  # 1 = keep all the source's detail, 0 = the model's face whole (enhance states its own default: 0)
     seed: int = 0  # base seed; each track's seed is derived from it and the track id
 
     def __post_init__(self):
@@ -225,7 +226,7 @@ class SRConfig:
             raise ValueError(f"in_size must be 'auto' or in 4..256, got {self.in_size}")
         if self.out_size is not None and not self.base_in_size < self.out_size <= 2048:
             raise ValueError(f"out_size must be in {self.base_in_size + 1}..2048 (larger than in_size), got {self.out_size}")
-        if self.fidelity is not None and not 0.0 <= self.fidelity <= 1.0:
+        if not 0.0 <= self.fidelity <= 1.0:
             raise ValueError(f"fidelity must be in 0..1 (or null for the command's default), got {self.fidelity}")
         if not 1 <= self.segment <= 1000:
             raise ValueError(f"segment must be in 1..1000 crops (1 = each frame starts from the previous one), got {self.segment}")
@@ -238,6 +239,8 @@ class SRConfig:
             raise ValueError(f"temporal_weight must be in [0, 1000] (0 = off; past that the prior alone decides), got {self.temporal_weight}")
         if not 0 <= self.temporal_blend < 1:
             raise ValueError(f"temporal_blend must be in [0, 1), got {self.temporal_blend}")
+        if not 0 <= self.codeformer_w <= 1:
+            raise ValueError(f"codeformer_w must be in [0, 1] (CodeFormer's fidelity weight), got {self.codeformer_w}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if not 0 <= self.seed < 2**63:
@@ -266,6 +269,14 @@ class CompositeConfig:
     color_match: bool = False  # SR outputs downscale to their input, so colours already agree
     draw_boxes: bool = False  # debug: draw each face's box and track id
     side_by_side: bool = False  # before | after: the input (at the output scale) left of the result
+    # A whole-frame SR model in place of `upscale` at scale 2 or 4 (models/frame_sr.py): a registry name
+    # (`facezoom weights list`: RealESRGAN_x4plus, ...) or a .pth/.safetensors file spandrel reads; None = `upscale`.
+    upscaler: str | None = None
+    # Tiles bound the model's memory at any frame size: at 256 px cores one RealESRGAN_x4plus window needs ~0.5 GB
+    # (float32, benchmarks/frame_sr.py); 0 = whole frames (no seams, but a 4K frame at 4x fits no GPU)
+    upscaler_tile: int = 256
+    upscaler_overlap: int = 16  # context around each core (Real-ESRGAN's tile_pad is 10); seams vanish once it covers the model's reach
+    upscaler_batch: int = 4  # windows per model call, across the chunk's frames; more keeps a GPU busier
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         """The output frame's (width, height) for an input frame of `width` x `height`."""
@@ -280,6 +291,14 @@ class CompositeConfig:
             raise ValueError(f"mask must be 'ellipse' or 'square', got {self.mask!r}")
         if not 0.0 < self.feather <= 0.5:
             raise ValueError(f"feather must be in (0, 0.5] (a fraction of the crop side), got {self.feather}")
+        if self.upscaler is not None and not str(self.upscaler).strip():
+            raise ValueError("upscaler must name a registry entry or a model file (or be null for `upscale`), got ''")
+        if self.upscaler_tile != 0 and not 16 <= self.upscaler_tile <= 8192:
+            raise ValueError(f"upscaler_tile must be 0 (whole frames) or in 16..8192 input pixels, got {self.upscaler_tile}")
+        if not 0 <= self.upscaler_overlap <= 512:
+            raise ValueError(f"upscaler_overlap must be in 0..512 input pixels, got {self.upscaler_overlap}")
+        if not 1 <= self.upscaler_batch <= 256:
+            raise ValueError(f"upscaler_batch must be in 1..256 windows, got {self.upscaler_batch}")
 
 
 # ---- the settings of pipeline/engines/local.py

@@ -46,30 +46,33 @@ class LoopResult:
     states: list  # per iteration: one TrackState (or None) per crop, for the same pass on the next frame
 
 
-def enhance_loop(backend, lr, *, iterations: int, seeds: Sequence[Sequence[int]], states: Sequence[Sequence] | None = None,
+def enhance_loop(backend, lr, *, sr_cfg, iterations: int, seeds: Sequence[Sequence[int]], states: Sequence[Sequence] | None = None,
                  on_iteration: Callable[[], None] | None = None) -> LoopResult:
     """Super-resolve `lr` `[B, 3, in, in]` (float32 in [-1, 1]), shrink each result back with
-    `backend.downscale`, super-resolve that, `iterations` times.
+    `backend.downscale`, super-resolve that, `iterations` times: each pass is step 2 on a request
+    (`run_batch`) whose faces are replaced whole.
 
     seeds: per iteration, one seed per crop. states: per iteration, the states the same pass
     returned for the previous frame of each crop's animation (warm starts), or None (cold).
     """
     import torch
 
-    from pipeline.stages.superres import solve
+    from pipeline.stages.fidelity import replacement
+    from pipeline.stages.superres import SRRequest, run_batch
 
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     b = lr.shape[0]
     outputs, new_states = [], []
-    x = lr
+    faces: list = [None] * b  # the first pass has the low-res input only
     for i in range(iterations):
-        result, after = solve(backend, x, states[i] if states is not None else [None] * b, seeds[i])
-        images = result.images.detach().float().clamp(-1, 1)  # [B, 3, S, S]
-        outputs.append(images.cpu())
-        new_states.append(after)
-        with torch.no_grad():
-            x = backend.downscale(images.to(backend.device)).float().contiguous()  # [B, 3, in, in]: the next pass's input
+        request = SRRequest.make(sr_cfg, crops=faces, states=states[i] if states is not None else [None] * b, seeds=seeds[i],
+                                 plans=[replacement(backend.in_size)] * b, inputs=lr if i == 0 else None)
+        request.pre_blur = False  # the first pass's input is blurred already (sr.pre_blur); the next ones shrink the model's faces as they are
+        result = run_batch(backend, request)
+        faces = [face.clamp(-1, 1) for face in result.images]  # [3, S, S] each: the next pass's crops (shrunk by its downscaler)
+        outputs.append(torch.stack(faces))
+        new_states.append(result.states)
         if on_iteration is not None:
             on_iteration()
     return LoopResult(outputs, new_states)
@@ -123,7 +126,7 @@ def enhance_picture(picture, backend, *, cfg, iterations: int, samples: int, pre
             for start in range(0, samples, batch):
                 ks = range(start, min(samples, start + batch))
                 loop = enhance_loop(
-                    backend, lr.repeat(len(ks), 1, 1, 1), iterations=iterations,
+                    backend, lr.repeat(len(ks), 1, 1, 1), sr_cfg=cfg.sr, iterations=iterations,
                     seeds=[[seeds[i][k] for k in ks] for i in range(iterations)],
                     states=None if states is None else [[states[i][k] for k in ks] for i in range(iterations)],
                     on_iteration=lambda: bar.update(1),
@@ -185,7 +188,7 @@ def _keeper(backend, frame: np.ndarray, matrix: np.ndarray, sr_cfg):
     size = backend.out_size
     aligned = warp_face(frame, matrix, size)
     native = native_px(matrix, size)
-    plan = FidelityPlanner.for_run(sr_cfg, 1, out_size=size, any_input_size=False, default_fidelity=0.0)(native, effective_px(aligned, native))
+    plan = FidelityPlanner.for_run(sr_cfg, 1, out_size=size, any_input_size=False)(native, effective_px(aligned, native))
     crop = to_tensor(backend, [aligned])
 
     def keep(faces: torch.Tensor) -> torch.Tensor:

@@ -87,18 +87,19 @@ class ZoomCamera:
     0 the model's face replaces the real one as the camera closes in.
     """
 
-    def __init__(self, backend, *, frame_size, out_size, max_zoom: float, composite_cfg, pre_blur: bool, seed: int, planner):
+    def __init__(self, backend, *, sr_cfg, frame_size, out_size, max_zoom: float, composite_cfg, seed: int):
         from pipeline.creative.camera import magnification, wide_view
 
         self.backend, self.frame_size, self.out_size, self.max_zoom = backend, frame_size, out_size, max_zoom
-        from pipeline.stages.fidelity import EffectiveTracker
+        from pipeline.stages.fidelity import EffectiveTracker, FidelityPlanner
 
-        self.planner, self.effective = planner, EffectiveTracker()
-        self.composite_cfg, self.pre_blur, self.seed = composite_cfg, pre_blur, seed
+        self.planner = FidelityPlanner.for_run(sr_cfg, 1, out_size=backend.out_size, any_input_size=backend.any_input_size)
+        self.effective, self.sr_cfg = EffectiveTracker(), sr_cfg
+        self.composite_cfg, self.seed = composite_cfg, seed
         self.wide_magnification = magnification(wide_view(frame_size, out_size), out_size)
         self.state = None
         self.sr_calls = 0
-        self._last: tuple[object, np.ndarray] | None = None  # (low-res input, its face)
+        self._last: tuple | None = None  # (low-res input, its plan, its face)
 
     def render(self, image: np.ndarray, spot, tight: float) -> np.ndarray:
         """The output frame for source `image` at tightness `tight`, zooming to `spot` (a `targets.Spot`)."""
@@ -126,27 +127,22 @@ class ZoomCamera:
         return out
 
     def _face(self, image: np.ndarray, crop: np.ndarray, spot, plan) -> np.ndarray:
-        """The model's face (fidelity 0) or the detail to add (`pipeline/stages/fidelity.py`)."""
+        """The model's face (fidelity 0) or the detail to add (`pipeline/stages/fidelity.py`): step 2
+        on a one-face request, the target's track state carried from frame to frame."""
         import torch
 
         from pipeline.creative.targets import face_input
-        from pipeline.stages.fidelity import to_detail, transfer
-        from pipeline.stages.superres import solve, to_images, to_tensor
+        from pipeline.stages.superres import SRRequest, run_batch
 
-        lr, _ = face_input(self.backend, image, spot.matrix, pre_blur=self.pre_blur, size=plan.in_size)
-        if self._last is not None and torch.equal(lr, self._last[0]):
-            images = self._last[1]  # the same input as the last frame: its warm start would return the same face
-        else:
-            result, states = solve(self.backend, lr, [self.state], [self.seed])
-            self.state, images = states[0], result.images
-            self.sr_calls += 1
-            self._last = (lr, images)
-        if plan.replace:
-            return to_images(images)[0]
-        source = to_tensor(self.backend, [crop])
-        with torch.no_grad():
-            detail, _ = transfer(self.backend, source, images.to(self.backend.device), [plan.kept_px])
-        return to_detail(detail)[0]
+        lr, _ = face_input(self.backend, image, spot.matrix, pre_blur=self.sr_cfg.pre_blur, size=plan.in_size)
+        if self._last is not None and torch.equal(lr, self._last[0]) and plan == self._last[1]:
+            return self._last[2]  # the same input as the last frame: its warm start would return the same face
+        request = SRRequest.make(self.sr_cfg, crops=[crop], states=[self.state], seeds=[self.seed], plans=[plan], inputs=lr)
+        result = run_batch(self.backend, request)
+        self.state, face = result.states[0], result.faces[0]
+        self.sr_calls += 1
+        self._last = (lr, plan, face)
+        return face
 
 
 def _target_spots(frames, *, backend, cfg, whole: bool, choice, source: str, progress: bool, total: int | None):
@@ -216,8 +212,8 @@ def zoom_picture(input_path, output_path, *, cfg, settings: ZoomSettings, choice
     rate = Fraction(fps).limit_denominator(1001)
     starts = np.concatenate([[0.0], np.cumsum(picture.durations)[:-1]])  # each source frame's start, s
     loop = float(sum(picture.durations))
-    camera = ZoomCamera(backend, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom, pre_blur=cfg.sr.pre_blur,
-                        composite_cfg=_composite_cfg(cfg, whole), seed=_seed(cfg, track), planner=_planner(cfg, backend))
+    camera = ZoomCamera(backend, sr_cfg=cfg.sr, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom,
+                        composite_cfg=_composite_cfg(cfg, whole), seed=_seed(cfg, track))
     with open_animation(output_path, width=out_size[0], height=out_size[1], time_base=1 / rate, rate=rate, video_cfg=cfg.video) as out, \
             tqdm(total=len(positions), unit="frame", desc="zoom", disable=not progress, dynamic_ncols=True) as bar:
         for k, p in enumerate(positions):
@@ -266,8 +262,8 @@ def zoom_video(input_path, output_path, *, cfg, settings: ZoomSettings, choice, 
     span = settings.duration or length
     out_size = settings.size or (w, h)
     max_zoom = _max_zoom(settings, spots, (w, h), out_size)
-    camera = ZoomCamera(backend, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom, pre_blur=cfg.sr.pre_blur,
-                        composite_cfg=_composite_cfg(cfg, settings.whole), seed=_seed(cfg, track), planner=_planner(cfg, backend))
+    camera = ZoomCamera(backend, sr_cfg=cfg.sr, frame_size=(w, h), out_size=out_size, max_zoom=max_zoom,
+                        composite_cfg=_composite_cfg(cfg, settings.whole), seed=_seed(cfg, track))
     # 2. Second pass: render and write each frame at its own timestamp (a damaged input's warning was said by the first).
     written = 0
     with VideoReader(input_path, threads=cfg.video.decode_threads, warn=False) as reader, \
@@ -300,12 +296,6 @@ def _check_duration(duration: float, length: float) -> None:
 def _composite_cfg(cfg, whole: bool):
     # A whole picture is all face: paste its square, not the face ellipse.
     return dataclasses.replace(cfg.composite, scale=1, mask="square") if whole else dataclasses.replace(cfg.composite, scale=1)
-
-
-def _planner(cfg, backend):
-    from pipeline.stages.fidelity import FidelityPlanner
-
-    return FidelityPlanner.for_run(cfg.sr, 1, out_size=backend.out_size, any_input_size=backend.any_input_size, default_fidelity=1.0)
 
 
 def _seed(cfg, track: int) -> int:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from pipeline.media.reader import Frame, VideoReader
 from pipeline.media.writer import VideoWriter
+from pipeline.report import run_report
 from pipeline.stages.chunk import FaceProcessor, StageTimer
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,22 @@ class EncodeThread:
             raise self._error
 
 
+def process_ahead(chunked: Iterator[list[Frame]], processor: FaceProcessor, encoder: EncodeThread, timer: StageTimer) -> int:
+    """Each chunk through `processor` to `encoder`, one chunk read ahead: the chunk after is handed
+    to `processor.prefetch` first, so its whole-frame scans run on the detection thread while this
+    thread tracks and composites the chunk before it. Returns the frames read."""
+    pending, frames_in = None, 0
+    for chunk in chunked:
+        frames_in += len(chunk)
+        processor.prefetch(chunk, timer)
+        if pending is not None:
+            encoder.put(pending, processor(pending, timer))
+        pending = chunk
+    if pending is not None:
+        encoder.put(pending, processor(pending, timer))
+    return frames_in
+
+
 def run_video(
     input_path: str | Path,
     output_path: str | Path,
@@ -127,11 +144,8 @@ def run_video(
             audio_from=input_path,
         ) as writer:
             encoder = EncodeThread(writer, timer, bar)
-            frames_in = 0
             try:
-                for chunk in chunks(iter(reader), cfg.engine.chunk, timer):
-                    frames_in += len(chunk)
-                    encoder.put(chunk, processor(chunk, timer))
+                frames_in = process_ahead(chunks(iter(reader), cfg.engine.chunk, timer), processor, encoder, timer)
                 faces = processor.finish()
                 encoder.finish()
             except BaseException:
@@ -140,17 +154,9 @@ def run_video(
             with timer("encode"):
                 writer.close()
         expected = reader.frame_count
-    return {
-        "input": str(input_path),
-        "output": str(output_path),
-        "engine": "local",
-        "backend": processor.backend.name,
-        "frames_in": frames_in,
-        "frames_out": writer.frames_written,
-        "frames_expected": expected,  # what the container declares or its duration implies
-        "warnings": [reader.damage] if reader.damage else [],
-        "wall_seconds": round(time.perf_counter() - start, 3),
-        "first_frame_seconds": round(timer.first_frame - start, 3) if timer.first_frame else None,
-        "stage_seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
-        **faces,
-    }
+    return run_report(
+        input_path=input_path, output_path=output_path, engine="local", backend=processor.backend.name,
+        frames_in=frames_in, frames_out=writer.frames_written, frames_expected=expected, damage=reader.damage,
+        wall_seconds=time.perf_counter() - start, stage_seconds=timer.seconds, sr_actors=[], video_actors={},
+        first_frame_seconds=timer.first_frame - start if timer.first_frame else None, faces=faces,
+    )

@@ -3,10 +3,11 @@
 - `DecodeActor` reads the input in chunks of frames.
 - `TrackActor` runs step 1 (detect, track, align; sequential: a tracker needs every frame in
   order) and puts each aligned crop into the object store by itself.
-- `SRActor` runs step 2's batches (`run_batch`) for any track: states travel with the batch.
+- `SRActor` runs step 2's batches (`run_batch`) for any track: each arrives as one `SRRequest`,
+  its states with it; with a frame model (`composite.upscaler`) it also enlarges chunks of frames.
 - `EncodeActor` runs step 3 (composite) and encodes, strictly in input order, exactly once.
 
-The driver that schedules them is `pipeline/engines/ray.py`.
+The driver that schedules them is `pipeline/engines/ray.py` (with `ray_pool.py`, `ray_video.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import itertools
 import time
 from typing import Any
 
-import numpy as np
 import ray
 
 from models.errors import ModelError
@@ -25,8 +25,9 @@ from pipeline.media.memory import keep_frame_memory_flat
 from pipeline.media.reader import VideoReader
 from pipeline.media.writer import VideoWriter
 from pipeline.stages.chunk import TrackedChunk, composite_chunk, track_chunk
+from pipeline.stages.composite import frame_upscaler
 from pipeline.stages.faces import FaceAnalyzer
-from pipeline.stages.superres import create_backend, run_batch
+from pipeline.stages.superres import BackendInfo, SRRequest, create_backend, run_batch
 
 
 def _setup_errors_reach_the_driver(cls):
@@ -67,18 +68,21 @@ class DecodeActor(_Placed):
         keep_frame_memory_flat()
         self._reader = VideoReader(path, threads=threads, strict=strict, warn=False)  # the driver says it
         self._frames = iter(self._reader)
+        self.busy = 0.0
 
     def info(self) -> dict[str, Any]:
         r = self._reader
         return {"width": r.width, "height": r.height, "time_base": r.time_base, "rate": r.rate, "frames": r.frame_count}
 
-    def damage(self) -> str | None:
-        """Once read to the end: what was wrong with the file (`VideoReader.damage`)."""
-        return self._reader.damage
+    def close(self) -> tuple[str | None, float]:
+        """Once read to the end: what was wrong with the file (`VideoReader.damage`), and the seconds spent decoding."""
+        return self._reader.damage, self.busy
 
     @ray.method(num_returns=2)
     def read(self, n: int):
+        start = time.perf_counter()
         chunk = list(itertools.islice(self._frames, n))
+        self.busy += time.perf_counter() - start
         return len(chunk), chunk
 
 
@@ -108,28 +112,36 @@ class TrackActor(_Placed):
 @ray.remote
 @_setup_errors_reach_the_driver
 class SRActor:
-    def __init__(self, sr_cfg, threads: int):
+    def __init__(self, sr_cfg, composite_cfg, threads: int):
         keep_frame_memory_flat()
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self._backend = create_backend(sr_cfg)
+        self._upscaler = frame_upscaler(composite_cfg, sr_cfg.device)  # None: the frame is interpolated (by the encoder)
 
-    def info(self) -> dict[str, Any]:
-        b = self._backend
+    def info(self) -> tuple[BackendInfo, dict[str, Any]]:
+        """The backend it runs, and where it runs (node, device, resources: the report's `sr_actors`)."""
         context = ray.get_runtime_context()
-        return {
-            "name": b.name, "out_size": b.out_size, "framing": b.framing, "stateful": b.stateful, "keyframes": b.keyframes, "any_input_size": b.any_input_size, "device": str(b.device),
-            "node": context.get_node_id(), "resources": context.get_assigned_resources(),
-        }
+        return BackendInfo.of(self._backend), {
+            "node": context.get_node_id(), "device": str(self._backend.device), "resources": context.get_assigned_resources()}
 
     @ray.method(num_returns=2)
-    def run(self, states: list, seeds: list[int], gaps: list[int], plans: list, pre_blur: bool, *crops: np.ndarray):
-        """Step 2b on one batch: (the result without its faces, busy seconds), and the faces as their own object."""
+    def run(self, request: SRRequest):
+        """Step 2 on one request (its crops fetched here): (the result without its pictures, busy seconds),
+        and the faces to paste as their own object."""
         start = time.perf_counter()
-        result = run_batch(self._backend, crops, states, seeds, pre_blur=pre_blur, plans=plans, gaps=gaps)
-        return (dataclasses.replace(result, faces=[]), time.perf_counter() - start), result.faces
+        result = run_batch(self._backend, request.resolved(ray.get))
+        return (result.summary(), time.perf_counter() - start), result.faces
+
+    @ray.method(num_returns=2)
+    def upscale(self, frames: list):
+        """A chunk's frames through the frame model (`composite.upscaler`): busy seconds, and the
+        enlarged images as their own object."""
+        start = time.perf_counter()
+        images = self._upscaler([f.image for f in frames]) if frames else []
+        return time.perf_counter() - start, images
 
 
 @ray.remote(num_cpus=0)
@@ -144,24 +156,28 @@ class EncodeActor(_Placed):
             time_base=info["time_base"], rate=info["rate"], cfg=video_cfg, audio_from=audio_from,
         )
         self._writer.__enter__()
-        self.busy = 0.0
+        self.busy = {"composite": 0.0, "encode": 0.0}
 
-    def write(self, frames: list, crops: list, placements: dict, *face_lists: list) -> int:
+    def write(self, frames: list, crops: list, placements: dict, upscaled: list | None, *face_lists: list) -> int:
         """Step 3 on one chunk, then encode it. placements[(frame, track)]: (face list, item) of each crop's face."""
-        start = time.perf_counter()
-
         def face_of(crop):
             lists, item = placements[crop.frame_index, crop.track_id]
             return face_lists[lists][item]
 
-        for frame, image in zip(frames, composite_chunk(frames, crops, face_of, self._composite_cfg), strict=True):
+        start = time.perf_counter()
+        images = composite_chunk(frames, crops, face_of, self._composite_cfg, upscaled=upscaled)
+        middle = time.perf_counter()
+        for frame, image in zip(frames, images, strict=True):
             self._writer.write(image, frame.pts)
-        self.busy += time.perf_counter() - start
+        self.busy["composite"] += middle - start
+        self.busy["encode"] += time.perf_counter() - middle
         return len(frames)
 
-    def close(self) -> tuple[int, float]:
+    def close(self) -> tuple[int, dict[str, float]]:
         """Finish the file: the frames written, and the seconds spent compositing and encoding."""
+        start = time.perf_counter()
         self._writer.__exit__(None, None, None)
+        self.busy["encode"] += time.perf_counter() - start
         return self._writer.frames_written, self.busy
 
     def abort(self) -> None:

@@ -31,6 +31,8 @@ from collections import deque
 
 import numpy as np
 
+from pipeline.stages.chunk import Knobs
+
 log = logging.getLogger(__name__)
 
 HISTOGRAM_MS = 60_000  # latencies are binned by the millisecond up to a minute; longer ones land in the last bin
@@ -102,49 +104,39 @@ class LiveStats:
         }
 
 
-@dataclasses.dataclass(frozen=True)
-class Rung:
-    """One setting of the budget: what the backend and the detector are allowed to spend."""
-
-    detect_every: int
-    steps: int | None = None  # cold-start steps; None where the backend has no step budget
-    warm_steps: int | None = None  # warm-started steps; None likewise
+Rung = Knobs  # one rung of the ladder: the processor's knobs at one setting
 
 
-def ladder(backend, *, detect_every: int, max_detect_every: int) -> list[Rung]:
-    """The rungs for `backend`, best first."""
+def ladder(best: Knobs, *, max_detect_every: int) -> list[Rung]:
+    """The rungs down from the processor's configured knobs `best`: fewer optimisation steps
+    first (where the backend spends any), then detection less and less often."""
     rungs: list[Rung] = []
-    if has_step_budget(backend):
+    if best.steps is not None:
         for f in STEP_FACTORS:
-            rung = Rung(detect_every, max(1, round(backend.steps * f)), max(1, round(backend.warm_steps * f)))
+            rung = Rung(best.detect_every, max(1, round(best.steps * f)), max(1, round(best.warm_steps * f)))
             if not rungs or rung != rungs[-1]:
                 rungs.append(rung)
     else:
-        rungs.append(Rung(detect_every))
-    every = detect_every
+        rungs.append(best)
+    every = best.detect_every
     while every < max_detect_every:
         every = min(max_detect_every, every * 2)
         rungs.append(dataclasses.replace(rungs[-1], detect_every=every))
     return rungs
 
 
-def has_step_budget(backend) -> bool:
-    """Whether the backend spends a settable number of optimisation steps (PULSE does)."""
-    return isinstance(getattr(backend, "steps", None), int) and isinstance(getattr(backend, "warm_steps", None), int)
-
-
 class BudgetController:
     """Adapts a `FaceProcessor`'s settings so that the p95 latency stays under `budget_ms`.
 
-    `update(latency_ms)` once per output frame; it changes `processor.backend.steps`,
-    `.warm_steps` and `processor.analyzer.detect_cfg.every` between frames. With
+    `update(latency_ms)` once per output frame; between frames it turns the knobs the processor
+    exposes for it (`FaceProcessor.knobs`, `.turn`: the SR steps, the detection rate). With
     `enabled=False` it only reports.
     """
 
     def __init__(self, processor, *, budget_ms: float, max_detect_every: int, enabled: bool = True):
         self.processor, self.budget_ms, self.enabled = processor, budget_ms, enabled
-        detect_every = processor.analyzer.detect_cfg.every
-        self.rungs = ladder(processor.backend, detect_every=detect_every, max_detect_every=max(detect_every, max_detect_every))
+        best = processor.knobs
+        self.rungs = ladder(best, max_detect_every=max(best.detect_every, max_detect_every))
         self.level = 0
         self.changes = 0
         self._window: list[float] = []
@@ -184,12 +176,7 @@ class BudgetController:
     def _set(self, level: int, why: str) -> None:
         self.level = level
         self.changes += 1
-        rung = self.rung
-        if rung.steps is not None:
-            self.processor.backend.steps, self.processor.backend.warm_steps = rung.steps, rung.warm_steps
-        analyzer = self.processor.analyzer
-        if analyzer.detect_cfg.every != rung.detect_every:
-            analyzer.detect_cfg = dataclasses.replace(analyzer.detect_cfg, every=rung.detect_every)
+        self.processor.turn(self.rung)
         log.info("live budget: rung %d/%d (%s): %s", level, len(self.rungs) - 1, why, self.describe())
 
     def describe(self) -> str:

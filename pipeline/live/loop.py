@@ -66,7 +66,9 @@ def run_live(
     The recording (`output`) takes the source's sound, or that of `audio_input` (a
     `spec.AudioInputSpec`, opened before the source, so a wrong device fails at once).
     `on_open()` is called once the source is open (the CLI says the preview's address then).
-    A camera that does not exist or a host that does not resolve fails before the models load.
+    A camera that does not exist or a host that does not resolve fails before anything else, and a
+    source that opens but sends nothing at `live.open_timeout`: the source opens before the models
+    load (`_run`).
     """
     from pipeline.live.audio import AudioDevice
     from pipeline.live.source import LiveSource, preflight
@@ -74,52 +76,63 @@ def run_live(
     preflight(spec, timeout=min(live.open_timeout, 5.0))
     stop = stop or threading.Event()
     recording = output is not None
-    with _torch_threads(live.torch_threads), _stop_on_interrupt(stop), contextlib.ExitStack() as opened:
-        # The models load (and the detector runs once) before the source opens: a stream's first
-        # frames are processed as they arrive, not dropped while the models load.
-        start = time.monotonic()
-        processor = _ready_processor(cfg, live)
-        models_ms = round((time.monotonic() - start) * 1000, 1)
+    with _stop_on_interrupt(stop), contextlib.ExitStack() as opened:
         device = None
         if recording and audio_input is not None:
             device = opened.enter_context(AudioDevice(audio_input, open_timeout=live.open_timeout, read_timeout=live.read_timeout))
         # A recording's audio stream is made from the source's before its reader starts (`_run` starts it).
         source = opened.enter_context(LiveSource(
             spec, open_timeout=live.open_timeout, read_timeout=live.read_timeout, reconnect=live.reconnect, interrupt=stop,
-            audio=recording and device is None, autostart=not recording,
+            audio=recording and device is None, autostart=False,
         ))
         if on_open is not None:
             on_open()
-        run = _LiveRun(spec, source, processor, cfg=cfg, live=live, preview=preview, on_status=on_status)
-        run.models_ms, run.device = models_ms, device
+        run = _LiveRun(spec, source, cfg=cfg, live=live, preview=preview, on_status=on_status)
+        run.device = device
         _run(run, output, stop, duration)
     return run.report()
 
 
 def _ready_processor(cfg, live: LiveConfig):
     """The face stages, built and warmed up (MTCNN's first call costs far more than the next)."""
-    import numpy as np
-
     from pipeline.stages.chunk import FaceProcessor
 
     # The detector sets its own thread count per call (detect.threads); unless that is pinned, it gets live's too.
     if live.torch_threads and not cfg.detect.threads:
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=live.torch_threads))
     processor = FaceProcessor(cfg, report=False)
-    processor.analyzer.detector.detect([np.zeros((120, 160, 3), np.uint8)])
+    processor.warm_up()
     return processor
 
 
 def _run(run: "_LiveRun", output, stop: threading.Event, duration: float | None) -> None:
-    """The loop, recording to `output`; the recording is finished however the loop ends."""
+    """The loop, recording to `output`; the recording is finished however the loop ends.
+
+    The models load (and the detector runs once) once the source is open: a source that sends
+    nothing fails at its open time-out, not after the models. Their modules are imported before the
+    reader starts (torch's C libraries load holding the GIL for seconds, which would starve its
+    read time-out); what the source sent meanwhile waits in its buffers and is read at once. The
+    reader runs while the models are built, dropping what comes (newest frame wins), so the first
+    frame processed is a fresh one. A stop (Ctrl-C) before they are ready is a KeyboardInterrupt:
+    nothing was processed."""
     try:
-        if output is not None:
-            run.open_recorder(output)
-        run.source.start()
-        if run.device is not None:
-            run.device.start(video_lead=lambda: run.source.lead)
-        run.loop(stop, duration)
+        with _torch_threads(run.live.torch_threads):  # imports torch
+            from pipeline.stages import chunk  # noqa: F401 - and the face stages' other modules
+
+            if output is not None:
+                run.open_recorder(output)
+            run.source.start()
+            if run.device is not None:
+                run.device.start(video_lead=lambda: run.source.lead)
+            start = time.monotonic()
+            processor = _ready_processor(run.cfg, run.live)
+            if stop.is_set():
+                raise KeyboardInterrupt
+            run.ready(processor, models_ms=round((time.monotonic() - start) * 1000, 1))
+            run.loop(stop, duration)
     except KeyboardInterrupt:  # a second Ctrl-C: abandon the frame in hand, keep what was recorded
+        if run.processor is None:
+            raise
         run.stopped = "aborted"
     finally:
         if run.recorder is not None:
@@ -129,24 +142,29 @@ def _run(run: "_LiveRun", output, stop: threading.Event, duration: float | None)
 class _LiveRun:
     """One live run's state: the face stages, the budget controller, the figures, the recorder."""
 
-    def __init__(self, spec, source, processor, *, cfg, live: LiveConfig, preview, on_status):
-        from pipeline.live.budget import BudgetController, LiveStats
-        from pipeline.stages.chunk import StageTimer
-
-        # The face stages (built before the source opened), and the controller that adapts their budget.
+    def __init__(self, spec, source, *, cfg, live: LiveConfig, preview, on_status):
         self.spec, self.source, self.cfg, self.live, self.preview, self.on_status = spec, source, cfg, live, preview, on_status
-        self.processor = processor
-        max_every = min(live.max_detect_every, cfg.track.max_age or 1)  # tracks must outlive the gap between detections
-        self.controller = BudgetController(self.processor, budget_ms=live.budget_ms, max_detect_every=max_every, enabled=live.adapt)
-        self.stats, self.timer = LiveStats(), StageTimer()
+        # Made by `ready`, as the modules they come from import torch (seconds) and the reader starts first.
+        self.processor = self.controller = self.stats = self.timer = None  # the face stages, their budget, the figures
         self.width, self.height = source.width, source.height
         self.stopped, self.error, self.recorder = "interrupted", None, None
         self.frames_out, self.startup_ms, self.t0, self.dropped_at_start = 0, None, None, 0
         self.clock0: float | None = None  # the first processed frame's time on the run's clock: its pts 0
         self.device = None  # an --audio-input device (`audio.AudioDevice`), whose sound replaces the source's
         self.last_status, self.resized = time.monotonic(), False
-        self.opened = time.monotonic()  # --duration counts from here: the source is open
+        self.opened = time.monotonic()  # --duration counts from `ready`: the source open, the models loaded
         self.models_ms: float | None = None
+
+    def ready(self, processor, *, models_ms: float) -> None:
+        """The face stages are built and warmed up: the loop can start."""
+        from pipeline.live.budget import BudgetController, LiveStats
+        from pipeline.stages.chunk import StageTimer
+
+        self.processor, self.models_ms = processor, models_ms
+        self.stats, self.timer = LiveStats(), StageTimer()
+        max_every = min(self.live.max_detect_every, self.cfg.track.max_age or 1)  # tracks must outlive the gap between detections
+        self.controller = BudgetController(processor, budget_ms=self.live.budget_ms, max_detect_every=max_every, enabled=self.live.adapt)
+        self.opened = self.last_status = time.monotonic()
 
     def open_recorder(self, output: str | Path) -> None:
         out_width, out_height = self.cfg.composite.output_size(self.width, self.height)
@@ -239,7 +257,7 @@ class _LiveRun:
             "latency_ms_p95": stats.percentile(95),
             "latency_ms_max": round(stats.latency_max_ms, 1),
             "latency_ms_p95_per_second": list(stats.p95_per_second),
-            "models_ms": self.models_ms,  # building and warming up the face stages, before the source opened
+            "models_ms": self.models_ms,  # building and warming up the face stages, once the source was open
             "startup_ms": self.startup_ms,
             "frames_in": source.frames_read,
             "frames_out": self.frames_out,

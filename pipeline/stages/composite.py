@@ -4,7 +4,10 @@ Each high-res face is warped back with the inverse of its alignment transform an
 with a feathered mask, so no seam shows. Only the face's footprint is touched: the face and
 its mask are warped into the bounding rectangle of the mask's footprint in the output frame,
 never into a full frame. The whole frame can be upscaled first (an output scale of 2 or 4), and
-the faces are then placed at that scale, at their full resolution.
+the faces are then placed at that scale, at their full resolution. The enlarged frame is a cv2
+interpolation (`composite.upscale`), or the output of a whole-frame SR model
+(`composite.upscaler`, `models/frame_sr.py`) that the engine ran on the chunk and passes in as
+`upscaled`: the model is batched across frames and may run elsewhere (on Ray actors).
 
 Optionally each face's colour is matched to the frame: per channel, the face's mean and
 standard deviation under the mask are moved to those of the original pixels it replaces (the
@@ -13,7 +16,10 @@ low-res face), which removes the colour casts some models add.
 A face arrives in one of three forms (what `pipeline/stages/fidelity.py` decided for it):
 - a face `[S, S, 3] uint8` replaces the pixels under its mask (fidelity 0, the model's face whole);
 - detail `[S, S, 3] int16`, signed, on the 0..255 scale, is added to the frame under its mask:
-  the frame's own pixels (at the output scale) stay, and the face gains the model's fine detail;
+  the frame's own pixels (at the output scale) stay, and the face gains the model's fine detail.
+  The detail is what the interpolated frame lacks, so over a frame model's output it is added to
+  the interpolated frame, feathered into the model's frame by the mask: the face looks as it does
+  without a frame model, and the two models' inventions are not stacked;
 - None: the face keeps its pixels (only its box is drawn, with `draw_boxes`).
 
 Faces are pasted in order; `composite_chunk` puts the larger (nearer) ones last, on top.
@@ -119,70 +125,107 @@ def _match_colour(face: np.ndarray, original: np.ndarray, weight: np.ndarray) ->
     return (face - mean_f) * gain + mean_o
 
 
-def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: CompositeConfig) -> np.ndarray:
-    """`frame` upscaled by `cfg.scale`, with each face blended in (in order): `[H*s, W*s, 3] uint8`
-    (`[H*s, 2*W*s, 3]` with `side_by_side`: the upscaled input on the left).
+def frame_upscaler(cfg: CompositeConfig, device: str):
+    """The frame model `cfg.upscaler` names, loaded on `device` and checked against `cfg.scale`
+    (`models.frame_sr.FrameUpscaler`), or None where the frame is interpolated (no upscaler set).
+    A missing spandrel, an unknown file, a face model or a scale mismatch is a ModelError."""
+    if cfg.upscaler is None:
+        return None
+    from models.backends.base import resolve_device
+    from models.frame_sr import FrameUpscaler
 
-    `frame` is not modified. Pixels outside every face's mask footprint are those of the
-    upscaled frame exactly.
+    return FrameUpscaler.from_settings(cfg.upscaler, scale=cfg.scale, device=resolve_device(device), tile=cfg.upscaler_tile,
+                                       overlap=cfg.upscaler_overlap, batch=cfg.upscaler_batch)
+
+
+def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: CompositeConfig, *,
+              upscaled: np.ndarray | None = None) -> np.ndarray:
+    """`frame` upscaled by `cfg.scale`, with each face blended in (in order): `[H*s, W*s, 3] uint8`
+    (`[H*s, 2*W*s, 3]` with `side_by_side`: the input interpolated to the output scale on the left).
+
+    `upscaled`: the frame already enlarged by the frame model (`frame_upscaler`), `[H*s, W*s, 3] uint8`;
+    required when `cfg.upscaler` is set and the scale is above 1. `frame` is not modified. Pixels
+    outside every face's mask footprint are those of the upscaled frame exactly.
     """
     check_frame(frame)
     checked = [_check_face(i, f) for i, f in enumerate(faces)]
     height, width = frame.shape[:2]
     s = cfg.scale
-    # 1. The frame at the output scale.
+    # 1. The frame at the output scale: interpolated, or the frame model's (then interpolated only where needed).
+    model_frame = s > 1 and cfg.upscaler is not None
+    details = any(f.image is not None and f.image.dtype == np.int16 for f in checked)
     if s == 1:
         before = frame
-    else:
+    elif not model_frame or cfg.side_by_side or details:
         before = cv2.resize(frame, (width * s, height * s), interpolation=_INTERPOLATION[cfg.upscale])
-    out = before.copy()
+    else:
+        before = None  # not needed: the model's frame, its faces replaced or kept
+    out = _enlarged(upscaled, cfg, (height * s, width * s)) if model_frame else before.copy()
     to_out = resize_matrix(float(s))  # source pixels -> output pixels, as cv2.resize maps them
-    out_h, out_w = out.shape[:2]
 
     for face in checked:
-        if face.image is None or face.weight <= 0.0:
-            continue
-        size = face.image.shape[0]
-        crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
-        # 2. The rectangle the mask lands on, clipped to the frame.
-        ex0, ey0, ex1, ey1 = _mask_extent(cfg.mask)
-        corners = np.array([[ex0, ey0], [ex1, ey0], [ex1, ey1], [ex0, ey1]]) * size - 0.5
-        footprint = transform_points(crop_to_out, corners)
-        x0, y0 = np.floor(footprint.min(0)).astype(int) - 1
-        x1, y1 = np.ceil(footprint.max(0)).astype(int) + 2
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        # 3. A face much larger than its footprint is area-shrunk first, so the warp cannot alias.
-        detail = face.image.dtype == np.int16
-        image, local = face.image.astype(np.float32) if detail else face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
-        ratio = matrix_scale(crop_to_out)
-        if ratio < 0.5:
-            small = max(8, int(np.ceil(size * ratio * 1.5)))
-            image = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
-            local = compose(local, resize_matrix(size / small))
-        mask = face_mask(image.shape[0], cfg.mask, cfg.feather)
-        # 4. Warp face and mask into the rectangle only, and blend.
-        dsize = (x1 - x0, y1 - y0)
-        warped = cv2.warpAffine(image, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        if face.weight < 1.0:
-            alpha = alpha * np.float32(face.weight)
-        region = out[y0:y1, x0:x1].astype(np.float32)
-        warped = warped.astype(np.float32)
-        if detail:
-            blended = region + alpha[..., None] * warped
-        else:
-            if cfg.color_match:
-                warped = _match_colour(warped, region, alpha)
-            blended = region + alpha[..., None] * (warped - region)
-        out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        if face.image is not None and face.weight > 0.0:
+            _paste(out, face, to_out, cfg, interpolated=before if model_frame else None)
 
     if cfg.draw_boxes:
         _draw_boxes(out, checked, to_out)
     if cfg.side_by_side:
         return np.concatenate([before, out], axis=1)
     return out
+
+
+def _enlarged(upscaled: np.ndarray | None, cfg: CompositeConfig, shape: tuple[int, int]) -> np.ndarray:
+    """A copy of the frame model's output (the engine's array may be read-only), checked against the output's shape."""
+    if upscaled is None:  # every engine runs the frame model and passes its output: a caller's mistake
+        raise ValueError(f"composite.upscaler={cfg.upscaler} is set: pass the frame model's output as `upscaled` "
+                         "(`frame_upscaler`), or drop composite.upscaler for the interpolated frame")
+    if upscaled.dtype != np.uint8 or upscaled.shape != (*shape, 3):
+        raise ValueError(f"upscaled must be {[*shape, 3]} uint8, got {upscaled.dtype} {list(upscaled.shape)}")
+    return upscaled.copy()
+
+
+def _paste(out: np.ndarray, face: PasteFace, to_out: np.ndarray, cfg: CompositeConfig, *,
+           interpolated: np.ndarray | None = None) -> None:
+    """Blend one face into `out` (the frame at the output scale; `to_out`: source -> output pixels), in place.
+    `interpolated`: the interpolated frame, where `out` is a frame model's: a face's detail is added to it."""
+    out_h, out_w = out.shape[:2]
+    size = face.image.shape[0]
+    crop_to_out = compose(to_out, invert(face.matrix))  # face pixels -> output pixels
+    # 2. The rectangle the mask lands on, clipped to the frame.
+    ex0, ey0, ex1, ey1 = _mask_extent(cfg.mask)
+    corners = np.array([[ex0, ey0], [ex1, ey0], [ex1, ey1], [ex0, ey1]]) * size - 0.5
+    footprint = transform_points(crop_to_out, corners)
+    x0, y0 = np.floor(footprint.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(footprint.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, out_w), min(y1, out_h)
+    if x1 <= x0 or y1 <= y0:
+        return
+    # 3. A face much larger than its footprint is area-shrunk first, so the warp cannot alias.
+    detail = face.image.dtype == np.int16
+    image, local = face.image.astype(np.float32) if detail else face.image, compose(np.array([[1.0, 0, -x0], [0, 1.0, -y0]]), crop_to_out)
+    ratio = matrix_scale(crop_to_out)
+    if ratio < 0.5:
+        small = max(8, int(np.ceil(size * ratio * 1.5)))
+        image = cv2.resize(image, (small, small), interpolation=cv2.INTER_AREA)
+        local = compose(local, resize_matrix(size / small))
+    mask = face_mask(image.shape[0], cfg.mask, cfg.feather)
+    # 4. Warp face and mask into the rectangle only, and blend.
+    dsize = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(image, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, local, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if face.weight < 1.0:
+        alpha = alpha * np.float32(face.weight)
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    warped = warped.astype(np.float32)
+    if detail and interpolated is not None:  # the interpolated face plus its detail, feathered into the model's frame
+        blended = region + alpha[..., None] * (interpolated[y0:y1, x0:x1].astype(np.float32) + warped - region)
+    elif detail:
+        blended = region + alpha[..., None] * warped
+    else:
+        if cfg.color_match:
+            warped = _match_colour(warped, region, alpha)
+        blended = region + alpha[..., None] * (warped - region)
+    out[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
 def _draw_boxes(out: np.ndarray, faces: list[PasteFace], to_out: np.ndarray) -> None:

@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -37,7 +38,6 @@ from pipeline.config.sections import DetectConfig
 log = logging.getLogger(__name__)
 
 MTCNN_MIN_FACE = 12  # px: PNet's window; smaller faces are only found by upsampling the frame
-REGION_GRID = 16  # working px: `detect_regions` regions start and end on this grid
 
 
 @dataclasses.dataclass
@@ -120,6 +120,7 @@ class FaceDetector:
         for net in (self.pnet, self.rnet, self.onet):
             net.to(memory_format=torch.channels_last)
         self._warned_sizes: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[Detections]:
         """Detect faces in each frame: one `Detections` per frame, in order.
@@ -142,7 +143,7 @@ class FaceDetector:
                     results[i] = dets
         return results  # type: ignore[return-value]
 
-    def _run_mtcnn(self, batch: np.ndarray, min_face: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _run_mtcnn(self, batch: np.ndarray, min_face: float, regions=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """MTCNN on `batch` `[B, H, W, 3] uint8` (`pipeline/stages/mtcnn.py`: facenet-pytorch's cascade,
         its candidates cut out all at once) with `detection_threads` torch threads; the caller's
         thread count is restored. Per frame: boxes `[N, 5]` (with the score) and points `[N, 5, 2]`."""
@@ -150,49 +151,42 @@ class FaceDetector:
 
         from pipeline.stages.mtcnn import detect_faces
 
-        before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            with torch.no_grad():
-                return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
-                                    thresholds=self.cfg.thresholds, factor=self.cfg.factor)
-        finally:
-            torch.set_num_threads(before)
+        # One run at a time (a detection thread and the tracker's own re-detections share the
+        # networks): torch's thread settings are not made to change under a running network.
+        with self._lock:
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                with torch.no_grad():
+                    return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
+                                        thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
+            finally:
+                torch.set_num_threads(before)
 
     def detect_regions(self, frame: np.ndarray, boxes: Sequence[np.ndarray]) -> Detections:
         """Detect faces near `boxes` only (x0, y0, x1, y1 source px): each box and a face width
-        around it, at the scale the whole frame would be detected at. Where a face was lost, this
-        finds it again at a fraction of a whole frame's cost; faces outside these regions are not
-        looked for (`Detections.regions`). A face cut by a region's edge is left out."""
+        around it. The frame is shrunk to the whole frame's working size and P-net looks only in
+        those regions, on the whole frame's pyramid cells there (`pipeline/stages/mtcnn.py`), so a
+        face inside one gets the very box a whole-frame scan gives it, at a fraction of the cost.
+        Faces outside the regions are not looked for (`Detections.regions`); a face cut by a
+        region's edge is left out."""
         check_frame(frame)
         height, width = frame.shape[:2]
-        scale, smallest = working_scale(height, width, self.cfg)
-        # Regions snap to a grid of REGION_GRID working pixels: MTCNN's boxes move by several % of
-        # a small face with the pixel phase of its input, so a face that stays put is looked for in
-        # the very same region, and gets the very same box, each time.
-        step = REGION_GRID * (round(1 / scale) if abs(1 / scale - round(1 / scale)) < 1e-6 else 1)
-        regions, found = [], []
+        regions = []
         for box in boxes:
             w, h = box[2] - box[0], box[3] - box[1]
-            x0, y0 = max(0, int(box[0] - w) // step * step), max(0, int(box[1] - h) // step * step)
-            x1 = min(width, x0 + math.ceil((box[2] + w - x0) / step) * step)
-            y1 = min(height, y0 + math.ceil((box[3] + h - y0) / step) * step)
-            if x1 - x0 < 2 or y1 - y0 < 2:
-                continue
-            regions.append((x0, y0, x1, y1))
-            dets = self._mtcnn_at([np.ascontiguousarray(frame[y0:y1, x0:x1])], scale, smallest)[0]
-            b = dets.boxes + np.array([x0, y0, x0, y0], np.float32)
-            inside = (b[:, 0] >= x0 - 1) & (b[:, 1] >= y0 - 1) & (b[:, 2] <= x1 + 1) & (b[:, 3] <= y1 + 1)
-            found.append((b[inside], dets.scores[inside], dets.landmarks[inside] + np.array([x0, y0], np.float32)))
+            x0, y0 = max(0.0, float(box[0] - w)), max(0.0, float(box[1] - h))
+            x1, y1 = min(float(width), float(box[2] + w)), min(float(height), float(box[3] + h))
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                regions.append((x0, y0, x1, y1))
         searched = np.array(regions, np.float64).reshape(-1, 4)
-        if not found:
+        if not regions:
             return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=searched)
-        b, s, p = (np.concatenate(v) for v in zip(*found))
-        keep = []  # regions may overlap: a face found twice is kept once, at its best score
-        for i in np.argsort(-s, kind="stable"):
-            if not keep or _overlap(b[i], b[keep]).max() <= 0.5:
-                keep.append(i)
-        return Detections(b[keep], s[keep], p[keep], regions=searched)
+        (dets,) = self._mtcnn_at([frame], *working_scale(height, width, self.cfg), regions=[regions])
+        b, r = dets.boxes[:, None, :], searched[None, :, :]  # [N, 1, 4], [1, K, 4]
+        inside = ((b[..., 0] >= r[..., 0] - 1) & (b[..., 1] >= r[..., 1] - 1) & (b[..., 2] <= r[..., 2] + 1)
+                  & (b[..., 3] <= r[..., 3] + 1)).any(1)
+        return Detections(dets.boxes[inside], dets.scores[inside], dets.landmarks[inside], regions=searched)
 
     def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
         scale, smallest = working_scale(height, width, self.cfg)
@@ -206,8 +200,9 @@ class FaceDetector:
             )
         return self._mtcnn_at(frames, scale, smallest)
 
-    def _mtcnn_at(self, frames: list[np.ndarray], scale: float, smallest: float) -> list[Detections]:
-        """MTCNN on equal-size `frames` shrunk by `scale`, faces from `smallest` source px; source coordinates out."""
+    def _mtcnn_at(self, frames: list[np.ndarray], scale: float, smallest: float, regions=None) -> list[Detections]:
+        """MTCNN on equal-size `frames` shrunk by `scale`, faces from `smallest` source px; source coordinates out.
+        `regions`: per frame, the source-px rectangles P-net looks in (None: the whole frames)."""
         height, width = frames[0].shape[:2]
         # 1. Resize to the working size (area averaging: no aliasing on a shrink).
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -221,7 +216,11 @@ class FaceDetector:
         if min(size) * (MTCNN_MIN_FACE / min_face) < MTCNN_MIN_FACE:  # no face that large fits:
             # MTCNN would have no pyramid level (the test is its own, float for float)
             return [Detections.empty() for _ in frames]
-        boxes, points = self._run_mtcnn(batch, min_face)
+        if regions is not None:  # to working px, widened to whole pixels
+            regions = [[(max(0, math.floor((x0 + 0.5) * sx - 0.5)), max(0, math.floor((y0 + 0.5) * sy - 0.5)),
+                         min(size[0], math.ceil((x1 + 0.5) * sx - 0.5)), min(size[1], math.ceil((y1 + 0.5) * sy - 0.5)))
+                        for x0, y0, x1, y1 in rects] for rects in regions]
+        boxes, points = self._run_mtcnn(batch, min_face, regions)
         # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
         out = []
         for b, p in zip(boxes, points):
@@ -240,11 +239,3 @@ class FaceDetector:
             out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
         return out
 
-
-def _overlap(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of `box` [4] with each of `others` [M, 4]."""
-    iw = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = iw * ih
-    area = (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area - inter, 1e-9)

@@ -16,6 +16,11 @@ them: the first frame of a shot (`pipeline/stages/cuts.py`: every track ends the
 frame after one where a face was lost, so a missed face comes back at once instead of a
 cadence later (there only around the lost faces: `FaceDetector.detect_regions`).
 
+An engine that reads a chunk ahead may hand it to `prefetch` first: its whole-frame scans then
+run on a detection thread (torch releases the GIL) while this thread tracks, aligns and composites
+the chunk before it, and `process` waits for each scan only when the tracker reaches its frame.
+The detections are the same either way; the local engine does this.
+
 For the run report, `last_detections` holds the raw detections of the latest chunk,
 `last_cuts` its shot cuts (frame indices), and `pop_finished_tracks()` / `close()` hand over the
 tracks that have ended.
@@ -23,10 +28,12 @@ tracks that have ended.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from typing import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -92,6 +99,8 @@ class FaceAnalyzer:
         self.seconds = {"detect": 0.0, "track": 0.0, "align": 0.0}  # wall time per step, for benchmarks
         self._first_index: int | None = None
         self._next_index: int | None = None
+        self._pool: ThreadPoolExecutor | None = None  # the detection thread, once `prefetch` is used
+        self._ahead: dict[int, tuple[Future, int]] = {}  # frame index -> its scan's future, and its place in the batch
 
     def process(self, frames: Sequence[np.ndarray], start_index: int) -> list[list[FaceCrop]]:
         """The faces of each frame (one list per frame, in order; by track id within a frame).
@@ -110,15 +119,15 @@ class FaceAnalyzer:
             return []
         if self._first_index is None:
             self._first_index = start_index
-        every = self.detect_cfg.every
 
         # 1. Detect on this chunk's full-scan frames, in one batch: every `detect.full_every`-th
         #    detection frame; the detection frames between look around the tracked faces (step 2).
+        #    Those `prefetch` started are waited for when the tracker gets to them.
         start = time.perf_counter()
-        cadence = [i for i in range(len(frames)) if (start_index + i - self._first_index) % every == 0]
-        full = [i for i in cadence if (start_index + i - self._first_index) // every % self.detect_cfg.full_every == 0]
-        found = self.detector.detect([frames[i] for i in full]) if full else []
-        by_position = dict(zip(full, found))
+        cadence, full = self._scans(len(frames), start_index)
+        ahead = {i: self._ahead.pop(start_index + i) for i in full if start_index + i in self._ahead}
+        now = [i for i in full if i not in ahead]
+        by_position = dict(zip(now, self.detector.detect([frames[i] for i in now]) if now else []))
         near_tracks = set(cadence) - set(full)
         self.seconds["detect"] += time.perf_counter() - start
         self.last_cuts = []
@@ -134,6 +143,11 @@ class FaceAnalyzer:
                 self.last_cuts.append(index)
                 self.tracker.cut(index)
             self.seconds["track"] += time.perf_counter() - start
+            if i in ahead:
+                start = time.perf_counter()
+                future, k = ahead.pop(i)
+                by_position[i] = future.result()[k]
+                self.seconds["detect"] += time.perf_counter() - start
             if i not in by_position and (cut or self.tracker.wants_detection or i in near_tracks):
                 start = time.perf_counter()
                 by_position[i] = self._detect_one(frame, cut, i in near_tracks)
@@ -142,36 +156,53 @@ class FaceAnalyzer:
             tracked = self.tracker.update(frame, by_position.get(i), index)
             self.seconds["track"] += time.perf_counter() - start
             start = time.perf_counter()
-            crops = []
-            for face in tracked:
-                matrix = similarity_transform(face.landmarks, self.crop_size, template=self.template)
-                crop = warp_face(frame, matrix, self.crop_size)
-                native = native_px(matrix, self.crop_size)
-                # A face's blur is measured where it was detected (and on its first frame), not on
-                # the frames the flow carried it through: 4 ms a face and frame, a fifth of the tracking.
-                fresh = face.detected or not self.effective.measured(face.track_id)
-                measured = effective_px(crop, native) if fresh else None
-                crops.append(
-                    FaceCrop(
-                        frame_index=index,
-                        track_id=face.track_id,
-                        box=face.box,
-                        landmarks=face.landmarks,
-                        matrix=matrix,
-                        crop=crop,
-                        score=face.score,
-                        detected=face.detected,
-                        native_px=native,
-                        effective_px=self.effective(face.track_id, measured, native),
-                        weight=face.weight,
-                    )
-                )
+            out.append([self._align(frame, index, face) for face in tracked])
             self.seconds["align"] += time.perf_counter() - start
-            out.append(crops)
         self.last_detections = [FrameDetections(start_index + i, by_position[i]) for i in sorted(by_position)]
         self._next_index = start_index + len(frames)
         log.debug("frames %d..%d: %d faces", start_index, self._next_index - 1, sum(map(len, out)))
         return out
+
+    def _align(self, frame: np.ndarray, index: int, face) -> FaceCrop:
+        """One tracked face (`TrackedFace`) on frame `index`, aligned."""
+        matrix = similarity_transform(face.landmarks, self.crop_size, template=self.template)
+        crop = warp_face(frame, matrix, self.crop_size)
+        native = native_px(matrix, self.crop_size)
+        # A face's blur is measured where it was detected (and on its first frame), not on the
+        # frames the flow carried it through: 4 ms a face and frame, a fifth of the tracking.
+        fresh = face.detected or not self.effective.measured(face.track_id)
+        measured = effective_px(crop, native) if fresh else None
+        return FaceCrop(frame_index=index, track_id=face.track_id, box=face.box, landmarks=face.landmarks, matrix=matrix,
+                        crop=crop, score=face.score, detected=face.detected, native_px=native,
+                        effective_px=self.effective(face.track_id, measured, native), weight=face.weight)
+
+    def prefetch(self, frames: Sequence[np.ndarray], start_index: int, timing: Callable[[], Any] | None = None) -> None:
+        """Start the whole-frame scans of a chunk that `process` has not had yet, on the detection
+        thread. Chunks come here in stream order, each before `process` gets the very same frames.
+        `timing()`: a context manager the detection thread's busy time is counted in."""
+        if self._first_index is None:
+            self._first_index = start_index
+        _, full = self._scans(len(frames), start_index)
+        if not full:
+            return
+        images = [frames[i] for i in full]
+        for i, frame in zip(full, images):
+            check_frame(frame, f"frames[{i}]")
+
+        def scan():
+            with timing() if timing is not None else contextlib.nullcontext():
+                return self.detector.detect(images)
+
+        self._pool = self._pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="facezoom-detect")
+        future = self._pool.submit(scan)
+        self._ahead.update((start_index + i, (future, k)) for k, i in enumerate(full))
+
+    def _scans(self, count: int, start_index: int) -> tuple[list[int], list[int]]:
+        """Positions in a chunk of `count` frames from `start_index`: its detection frames, and those of
+        them that scan the whole frame (every `detect.full_every`-th)."""
+        every, first = self.detect_cfg.every, self._first_index
+        cadence = [i for i in range(count) if (start_index + i - first) % every == 0]
+        return cadence, [i for i in cadence if (start_index + i - first) // every % self.detect_cfg.full_every == 0]
 
     def _detect_one(self, frame: np.ndarray, cut: bool, near_tracks: bool) -> Detections:
         """A shot's first frame: the whole frame; a detection frame between full scans: around every
@@ -189,7 +220,11 @@ class FaceAnalyzer:
         return self._forget(self.tracker.pop_finished())
 
     def close(self) -> list[TrackRecord]:
-        """End of stream: end every live track and return all ended tracks not yet popped."""
+        """End of stream: end every live track and return all ended tracks not yet popped; the
+        detection thread, if any, stops."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._ahead = None, {}
         return self._forget(self.tracker.close())
 
     def _forget(self, records: list[TrackRecord]) -> list[TrackRecord]:

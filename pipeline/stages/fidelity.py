@@ -141,7 +141,7 @@ class FacePlan:
 class FidelityPlanner:
     """Makes each face's `FacePlan` from its native resolution: one per run (engine or command)."""
 
-    fidelity: float  # sr.fidelity, resolved to the command's default
+    fidelity: float  # sr.fidelity
     in_size: int | str  # sr.in_size: a side, or "auto"
     base_in_size: int  # the backend's own input side
     out_size: int  # the backend's output side = the aligned crop's side
@@ -149,9 +149,8 @@ class FidelityPlanner:
     scale: float  # output pixels per source pixel: composite.scale
 
     @classmethod
-    def for_run(cls, sr_cfg, scale: int, *, out_size: int, any_input_size: bool, default_fidelity: float) -> "FidelityPlanner":
-        fidelity = default_fidelity if sr_cfg.fidelity is None else sr_cfg.fidelity
-        return cls(fidelity, sr_cfg.in_size, sr_cfg.base_in_size, out_size, any_input_size, scale)
+    def for_run(cls, sr_cfg, scale: float, *, out_size: int, any_input_size: bool) -> "FidelityPlanner":
+        return cls(sr_cfg.fidelity, sr_cfg.in_size, sr_cfg.base_in_size, out_size, any_input_size, scale)
 
     def __call__(self, native: float, effective: float | None = None, *, scale: float | None = None) -> FacePlan:
         """The plan of a face `native` source pixels across that holds detail up to `effective`

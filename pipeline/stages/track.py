@@ -24,7 +24,8 @@ through the frames in between and keeps one id per face for as long as it is on 
   detections), or, without flow, the detections' (the flow after a loss is not trusted: it may
   have followed whatever covered the face). It ends once `max_age` frames pass without a matching detection, or once it leaves
   the frame.
-- Reported landmarks and boxes are smoothed with a One Euro filter (Casiez et al., CHI 2012):
+- Reported landmarks and boxes are smoothed with a One Euro filter (Casiez et al., CHI 2012;
+  `pipeline/stages/smooth.py`):
   strong smoothing when a face is still, little lag when it moves. One speed is measured per
   face, in face widths per frame, so all points share one cutoff (the face keeps its shape) and
   the settings mean the same for a 20 px face and a 500 px one.
@@ -53,6 +54,7 @@ from scipy.optimize import linear_sum_assignment
 from pipeline.stages.align import check_frame, similarity_transform, transform_points, warp_face
 from pipeline.stages.detect import Detections
 from pipeline.stages.flow import FaceFlow
+from pipeline.stages.smooth import OneEuroFilter
 from pipeline.config.sections import TrackConfig
 
 
@@ -77,38 +79,6 @@ class TrackRecord:
     track_id: int
     first_frame: int
     last_frame: int
-
-
-class OneEuroFilter:
-    """A One Euro filter over a set of 2-D points, with one adaptive cutoff for all of them.
-
-    The speed that raises the cutoff is that of the points' centre, divided by `speed_scale`
-    (pass the face width, so beta is in face widths per frame), or the `motion` passed in: the
-    tracker passes the motion the flow measured, so a detection's correction of the position is
-    smoothed like noise instead of being taken for movement. Time is in frames.
-    """
-
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float):
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.value: np.ndarray | None = None
-        self.speed = 0.0
-
-    @staticmethod
-    def _alpha(cutoff: float, dt: float) -> float:
-        tau = 1.0 / (2.0 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, dt: float, speed_scale: float, motion: float | None = None) -> np.ndarray:
-        if self.value is None:
-            self.value, self.speed = x.copy(), 0.0
-            return self.value.copy()
-        # Speed of the centre of all points: noise of single points averages out, motion does not.
-        moved = float(np.linalg.norm((x - self.value).reshape(-1, 2).mean(0))) if motion is None else motion
-        raw_speed = moved / dt / max(speed_scale, 1e-6)
-        self.speed += self._alpha(self.d_cutoff, dt) * (raw_speed - self.speed)
-        cutoff = self.min_cutoff + self.beta * self.speed
-        self.value = self.value + self._alpha(cutoff, dt) * (x - self.value)
-        return self.value.copy()
 
 
 class _Track:
@@ -279,20 +249,7 @@ class FaceTracker:
         same_size = self._prev_gray is not None and self._prev_gray.shape == gray.shape
 
         # 1. Predict: optical flow for visible tracks; from the last detection for the rest.
-        visible = {t.id: t.box for t in self._tracks if t.visible}
-        flowed = {}
-        if self.cfg.flow and same_size and visible:
-            flowed = self._flow(self._prev_gray, gray, visible)
-        lost = set()
-        for track in self._tracks:
-            track.followed = flowed.get(track.id) is not None
-            if track.followed:
-                track.move(flowed[track.id])
-            elif track.id in flowed:  # flow was tried and failed: lost sight (occluded, turned away)
-                track.hide(frame_index)
-                lost.add(track.id)
-            else:
-                track.predict(frame_index)
+        lost = self._predict(gray, same_size, frame_index)
 
         # 2. Associate on detection frames (with the tracks the detector looked for: `Detections.regions`).
         seen = {t.id for t in self._tracks if t.visible}
@@ -307,17 +264,7 @@ class FaceTracker:
         # 3. End tracks that left the frame, and, on detection frames (the only frames that can
         #    tell a face is gone), tracks unmatched for over max_age frames or still unconfirmed.
         height, width = gray.shape
-        alive = []
-        for track in self._tracks:
-            gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
-            missed = track.id in looked and track.id not in matched
-            too_old = missed and frame_index - track.last_detected > self.cfg.max_age
-            missed_tentative = missed and track.hits < self.cfg.min_hits
-            if gone or too_old or missed_tentative:
-                self._end(track)
-            else:
-                alive.append(track)
-        self._tracks = alive
+        self._end_gone(width, height, looked - matched, frame_index)
 
         # 4. Report the confirmed tracks that are shown or still fading out, smoothed.
         behind = self._covered()
@@ -334,6 +281,39 @@ class FaceTracker:
                 faces.append(self._report(track, frame_index, detected=track.id in matched))
         self._prev_gray, self._prev_index = gray, frame_index
         return faces
+
+    def _predict(self, gray: np.ndarray, same_size: bool, frame_index: int) -> set[int]:
+        """Move each track: along the optical flow where it is visible, else from its last detection.
+        Returns the tracks whose flow failed on this frame (lost sight: occluded, turned away)."""
+        visible = {t.id: t.box for t in self._tracks if t.visible}
+        flowed = {}
+        if self.cfg.flow and same_size and visible:
+            flowed = self._flow(self._prev_gray, gray, visible)
+        lost = set()
+        for track in self._tracks:
+            track.followed = flowed.get(track.id) is not None
+            if track.followed:
+                track.move(flowed[track.id])
+            elif track.id in flowed:
+                track.hide(frame_index)
+                lost.add(track.id)
+            else:
+                track.predict(frame_index)
+        return lost
+
+    def _end_gone(self, width: int, height: int, missed: set[int], frame_index: int) -> None:
+        """End the tracks that left the frame, and the `missed` ones (looked for, not matched) that
+        went unmatched for over max_age frames or are still unconfirmed."""
+        alive = []
+        for track in self._tracks:
+            gone = track.box[2] < 0 or track.box[3] < 0 or track.box[0] > width or track.box[1] > height
+            too_old = track.id in missed and frame_index - track.last_detected > self.cfg.max_age
+            missed_tentative = track.id in missed and track.hits < self.cfg.min_hits
+            if gone or too_old or missed_tentative:
+                self._end(track)
+            else:
+                alive.append(track)
+        self._tracks = alive
 
     def pop_finished(self) -> list[TrackRecord]:
         """The tracks that ended since the last call (each reported at least once)."""
