@@ -2,6 +2,7 @@
 """The heart on a real prior: PULSE's latent search and its warm starts on faces a trained generator drew.
 
     python benchmarks/real_prior.py [--frames 32] [--json out/real_prior.json] [--quick] [--skip-live]
+                                    [--only-video | --skip-video | --only-framing] [--plain-framing]
 
 The prior is `dcgan-digiface-64` (the gan-face-generate wheel: a DCGAN trained on DigiFace-1M's
 rendered faces; `pip install -e '.[prior]'`). Because the faces come from the prior itself, the
@@ -28,8 +29,12 @@ ground truth is known exactly: a face the search could find.
    exactly a face the prior can draw. The gap between parts 2 and 3 is the pipeline's alignment.
 4. The framing (`--only-framing` runs this part alone): MTCNN's landmarks on 64 faces the prior
    draws, against the ArcFace template the prior's crops are aligned to (and FFHQ's), in crop
-   sides; and on the clip's first frame, the pipeline's aligned crop against the crop the true
-   geometry gives (scale and offset), each searched cold.
+   sides; each face's crop against its drawn framing (scale, shift) with that template and with one
+   fitted to MTCNN's mean landmarks; and on the clip's first frame, the pipeline's aligned crop
+   against the crop the true geometry gives (scale and offset), each searched cold, the pipeline's
+   crop also with the framing refined (models/reframe.py: the framing it found).
+`--plain-framing` turns the framing refinement off (the prior's search as it was before it): the
+before of a before/after.
 5. Plain facts: the share of cold searches reaching eps within 100 steps on real photographs at
    16x16 (the astronaut, Grace Hopper, `lfw_subset` faces), and a live run's latency and fps
    with this prior on one real face (benchmarks/live.py's camera).
@@ -37,6 +42,7 @@ ground truth is known exactly: a face the search could find.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -52,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import parser, table, write_json  # noqa: E402
 
-from models import weights  # noqa: E402
+from models import reframe, weights  # noqa: E402
 from models.generators import load_generator  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.config.sections import VideoConfig  # noqa: E402
@@ -240,7 +246,8 @@ def framing_rows(args, workdir: Path) -> dict:
     points = np.asarray(points, np.float64)  # [n, 5, 2] in crop sides
     templates = {f"vs {name}": round(float(np.abs(points.mean(0) - t).max()), 3) for name, t in align.TEMPLATES.items()}
     result = {"drawn": len(faces), "detected": len(points), "mean_landmarks_max_offset": templates,
-              "per_face_spread": round(float(points.std(0).max()), 3)}
+              "per_face_spread": round(float(points.std(0).max()), 3),
+              "crops": [crop_error(points, name, t) for name, t in (("arcface", align.ARCFACE_TEMPLATE), ("mean of MTCNN's", points.mean(0)))]}
     # The clip's first frame: the pipeline's crop against the true geometry's, each searched cold.
     paths = face_paths(max(args.frames, 1), seed=args.seed)
     clip = workdir / f"real_prior_{args.frames}.mkv"
@@ -256,14 +263,76 @@ def framing_rows(args, workdir: Path) -> dict:
         true = np.array([[64 / side, 0, -(cx - side / 2) * 64 / side], [0, 64 / side, -(cy - side / 2) * 64 / side]])
         centre = np.linalg.solve(crop.matrix[:, :2], np.array([32.0, 32.0]) - crop.matrix[:, 2])  # the crop's centre in frame px
         searched = {}
-        for name, image in (("pipeline", crop.crop), ("true geometry", align.warp_face(frame, true, 64))):
+        for name, image, refine in (("pipeline_crop", crop.crop, False), ("framing_refined", crop.crop, True),
+                                    ("true_crop", align.warp_face(frame, true, 64), False)):
+            backend.refine_framing = refine
             r = backend.super_resolve(low_res(backend, [image], pre_blur=False), [None], seeds=[0])
             searched[name] = f"{'eps' if bool(r.success[0]) else 'missed'} in {int(r.steps[0])} steps (L2 {float(r.consistency[0]):.2e})"
+            if refine:
+                found = reframe.to_pixels(r.states[0]["framing"], 64)
+                searched["found_framing"] = f"x{float(found['scale']):.3f}, {float(found['degrees']):+.1f} deg, " \
+                                            f"({float(found['shift_px'][0]):+.1f}, {float(found['shift_px'][1]):+.1f}) px"
         rows.append({"face": len(rows), "crop_scale_vs_true": round(align.matrix_scale(true) / align.matrix_scale(crop.matrix), 3),
-                     "centre_offset_px": round(float(np.hypot(*(centre - (cx, cy)))), 1),
-                     "pipeline_crop": searched["pipeline"], "true_crop": searched["true geometry"]})
+                     "centre_offset_px": round(float(np.hypot(*(centre - (cx, cy)))), 1), **searched})
     result["first_frame"] = rows
     return result
+
+
+def framing_prior_rows(prior_weights: list[float], args, workdir: Path) -> list[dict]:
+    """`--sweep-framing-prior`: the pipeline's crops of frames 0, 10, 20, 30 of the clip, searched cold
+    with the framing refined at each prior weight (-1: not refined); the share reaching eps, the
+    steps, the error to the truth in the crop (RMSE at 64 px, 0-255, its central 3/4) and the
+    scale found over the true one."""
+    from pipeline.stages import align
+    from pipeline.stages.faces import FaceAnalyzer
+    from pipeline.stages.superres import SRConfig, create_backend, low_res
+
+    prior, cfg, paths = load_prior(), load_config(), face_paths(32, seed=args.seed)
+    clip = workdir / "real_prior_32.mkv"
+    render_clip(clip, prior, paths, 32)
+    frames = decode(clip)
+    backend = create_backend(SRConfig(backend="pulse", generator=PRIOR, device="cpu", steps=args.steps))
+    cases = []
+    for t in (0, 10, 20, 30):
+        crops = FaceAnalyzer(cfg.detect, cfg.track, crop_size=64, framing=backend.framing).process([frames[t]], 0)[0]
+        for p in paths:
+            (cx, cy), side = p["centre"][t], p["side"][t]
+            crop = min(crops, key=lambda c: abs((c.box[0] + c.box[2]) / 2 - cx))
+            true = np.array([[64 / side, 0, -(cx - side / 2) * 64 / side], [0, 64 / side, -(cy - side / 2) * 64 / side]])
+            with torch.no_grad():
+                drawn = ((prior.synthesize(p["z"][t])[0] + 1) * 127.5).clamp(0, 255).permute(1, 2, 0).numpy()
+            m = align.compose(crop.matrix, align.invert(true))  # drawn face px -> the pipeline's crop px
+            inside = cv2.warpAffine(np.ones((64, 64), np.float32), m, (64, 64)) > 0.99
+            inside[:8], inside[-8:], inside[:, :8], inside[:, -8:] = False, False, False, False
+            cases.append((m, crop.crop, cv2.warpAffine(drawn, m, (64, 64), flags=cv2.INTER_LINEAR), inside))
+    rows = []
+    for w in prior_weights:
+        reframe.PRIOR_WEIGHT, backend.refine_framing = w, w >= 0
+        ok, err, steps, scale = [], [], [], []
+        for m, image, truth, inside in cases:
+            r = backend.super_resolve(low_res(backend, [image], pre_blur=False), [None], seeds=[0])
+            out = ((r.images[0] + 1) * 127.5).permute(1, 2, 0).numpy()
+            ok.append(bool(r.success[0]))
+            err.append(np.sqrt(((out - truth) ** 2)[inside].mean()))
+            steps.append(int(r.steps[0]))
+            scale += [float(torch.exp(r.states[0]["framing"][0])) / align.matrix_scale(m)] if w >= 0 else []
+        rows.append({"prior_weight": w if w >= 0 else "not refined", "reach_eps": round(float(np.mean(ok)), 3), "steps": round(float(np.mean(steps)), 1),
+                     "rmse_64": round(float(np.mean(err)), 1), "scale_found_vs_true": round(float(np.mean(scale)), 3) if scale else None})
+    return rows
+
+
+def crop_error(points: np.ndarray, name: str, template: np.ndarray) -> dict:
+    """How far the crops aligned to `template` from MTCNN's landmarks `points` [n, 5, 2] (in drawn crop
+    sides) are from the drawn framing: each crop's scale and centre shift (64 px crop) against the drawn one."""
+    from pipeline.stages import align
+
+    found = []
+    for p in points:
+        m = align.similarity_transform(p * 64 - 0.5, 64, template=template)  # drawn crop px -> pipeline crop px
+        found.append([align.matrix_scale(m), *(align.transform_points(m, np.array([31.5, 31.5])) - 31.5)])
+    found = np.asarray(found)
+    return {"template": name, "scale_mean": round(float(found[:, 0].mean()), 3), "scale_std": round(float(found[:, 0].std()), 3),
+            "shift_mean_px": round(float(np.hypot(*found[:, 1:].mean(0))), 2), "shift_std_px": round(float(found[:, 1:].std(0).max()), 2)}
 
 
 def lr_rows(rates: list[float], *, steps: int, seed: int = 5) -> list[dict]:
@@ -354,14 +423,29 @@ def main() -> None:
     p.add_argument("--live-seconds", type=float, default=15.0)
     p.add_argument("--skip-live", action="store_true", help="leave out the live row")
     p.add_argument("--only-framing", action="store_true", help="only part 4, the framing")
+    p.add_argument("--only-video", action="store_true", help="only parts 1-2, the clip through the video path")
+    p.add_argument("--skip-video", action="store_true", help="leave out parts 1-2 (the direct path, photos and live only)")
+    p.add_argument("--plain-framing", action="store_true", help="the search keeps the pipeline's framing (no refinement): as before issue 22's fix")
+    p.add_argument("--sweep-framing-prior", type=float, nargs="+", metavar="W", help="only: the clip's crops searched at each framing prior weight (-1: none)")
     p.add_argument("--sweep-lr", type=float, nargs="+", metavar="LR", help="only: cold searches at each peak learning rate")
     p.add_argument("--quick", action="store_true", help="6 frames, 10-step budgets, no photos or live: checks the script runs")
     args = p.parse_args()
     if args.quick:
         args.frames, args.steps, args.skip_live = 6, 10, True
+    if args.only_video:
+        args.skip_live = True
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.plain_framing:
+        entry = weights.REGISTRY[PRIOR]
+        weights.REGISTRY[PRIOR] = dataclasses.replace(entry, search=tuple((k, v) for k, v in entry.search if k != "refine_framing"))
     start = time.perf_counter()
+    if args.sweep_framing_prior:
+        rows = framing_prior_rows(args.sweep_framing_prior, args, workdir)
+        print("the pipeline's crops of 8 faces of the clip, searched cold with the framing refined, per prior weight:")
+        print(table(rows, ["prior_weight", "reach_eps", "steps", "rmse_64", "scale_found_vs_true"]))
+        write_json(args.json, {"sweep_framing_prior": rows})
+        return
     if args.sweep_lr:
         rows = lr_rows(args.sweep_lr, steps=args.steps)
         print(f"cold searches on 16 faces the prior drew, shrunk straight to 16x16, budget {args.steps}:")
@@ -372,25 +456,29 @@ def main() -> None:
         framing = framing_rows(args, workdir)
         print(f"MTCNN on {framing['detected']} of {framing['drawn']} drawn faces: mean landmarks' largest offset from each template "
               f"{framing['mean_landmarks_max_offset']} (crop sides); per-face spread (std) up to {framing['per_face_spread']}")
-        print(table(framing["first_frame"], ["face", "crop_scale_vs_true", "centre_offset_px", "pipeline_crop", "true_crop"]))
+        print("each face's crop against its drawn framing (scale > 1: the crop shows the face larger), aligned to:")
+        print(table(framing["crops"], ["template", "scale_mean", "scale_std", "shift_mean_px", "shift_std_px"]))
+        print(table(framing["first_frame"], ["face", "crop_scale_vs_true", "centre_offset_px", "pipeline_crop", "framing_refined", "found_framing",
+                                             "true_crop"]))
         write_json(args.json, {"framing": framing})
         return
-    rows = video_rows(args, workdir)
-    columns = ["schedule", "faces", "tracks", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker", "truth_change", "flicker_vs_truth",
-               "flicker_vs_cold", "steps_vs_chain", "flicker_vs_chain", "rmse_64", "rmse_16", "faces_per_s"]
-    print(f"real prior ({PRIOR}), {args.frames} frames of 2 drawn faces at 320x240 through `video` (sr.fidelity=0), cold budget {args.steps}")
-    print(table(rows, columns))
-    checks = goals(rows)
-    print(table(checks, ["goal", "measured", "target", "met"]))
-    result = {"frames": args.frames, "steps": args.steps, "rows": rows, "goals": checks}
-    if not args.quick:
+    result = {"frames": args.frames, "steps": args.steps}
+    if not args.skip_video:
+        rows = video_rows(args, workdir)
+        columns = ["schedule", "faces", "tracks", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker", "truth_change", "flicker_vs_truth",
+                   "flicker_vs_cold", "steps_vs_chain", "flicker_vs_chain", "rmse_64", "rmse_16", "faces_per_s"]
+        print(f"real prior ({PRIOR}), {args.frames} frames of 2 drawn faces at 320x240 through `video` (sr.fidelity=0), cold budget {args.steps}")
+        print(table(rows, columns))
+        result |= {"rows": rows, "goals": goals(rows)}
+        print(table(result["goals"], ["goal", "measured", "target", "met"]))
+    if not (args.quick or args.only_video):
         result["direct"] = direct_rows(args)
         result["direct_goals"] = goals(result["direct"])
         print("the same faces shrunk straight to 16x16 (the prior's own framing; no detector, alignment or video coding):")
         print(table(result["direct"], ["schedule", "reach_eps", "steps_per_face", "steps_vs_cold", "flicker_vs_truth", "flicker_vs_cold",
                                        "steps_vs_chain", "flicker_vs_chain"]))
         print(table(result["direct_goals"], ["goal", "measured", "target", "met"]))
-    if not args.quick:
+    if not (args.quick or args.only_video):
         result["photos"] = photo_rows(args.steps)
         print("cold searches on real photographs at 16x16 (the prior invents rendered faces; eps is rarely reachable):")
         print(table(result["photos"], ["photos", "faces", "reach_eps"]))

@@ -234,7 +234,9 @@ REGISTRY: dict[str, WeightsEntry] = {
             # A cold search's peak learning rate: on 16 faces it drew, shrunk to 16x16, 100 steps reached eps
             # on 62% at PULSE's 0.4, 81% at 1.0, 88% at 1.5-3.0 (z has 100 dimensions, not 18 x 512);
             # warm starts keep 0.05 (the least flicker on its latent paths). benchmarks/real_prior.py.
-            search=(("learning_rate", 1.5),),
+            # Its faces' framing is searched too: MTCNN's landmarks frame them a few per cent off the way
+            # it draws them, and then no face it draws fits the crop to eps (models/reframe.py).
+            search=(("learning_rate", 1.5), ("refine_framing", True)),
             install="pip install gan-face-generate==1.1.1",
         ),
         *FRAME_MODELS,

@@ -28,29 +28,36 @@ dict of CPU tensors that the next frame starts from, with a smaller budget, a lo
 rate (the same one-cycle shape) and an optional temporal prior
 `lambda * mean_l |latent_l,t - latent_l,t-1|^2`. A warm start that misses eps within its budget
 is a cut: that crop is cold-started again in the same call. A keyframe several frames from its
-start (`sr.segment`) may have `warm_rounds`: more warm budgets, each from the best so far, first. Adam's moments start afresh on every
-frame: carrying them over took more steps on the benchmark trajectory (benchmarks/warm_start.py).
+start (`sr.segment`) may have `warm_rounds`: more warm budgets, each from the best so far, first.
+Adam's moments start afresh on every frame: carrying them over took more steps on the benchmark
+trajectory (benchmarks/warm_start.py).
+
+Framing (`refine_framing`, facezoom): a crop aligned from detected landmarks is framed a few per
+cent off the way the generator draws faces, and then no face of the generator fits it to eps. With
+`refine_framing` each search also optimises a bounded similarity of the render inside the crop
+(models/reframe.py) and returns its face in the crop's frame; the track state keeps the framing,
+so warm starts carry it too. The loop itself (loss, spherical Adam, best renders) is
+models/search_loop.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from models import reframe
 from models.backends.base import TrackState
 from models.downscale import bicubic_downscale
 from models.generators import GaussianFit, Generator
+from models.search_loop import Outcome, geocross, one_cycle, optimise
+
+__all__ = ["SearchResult", "draw_start", "geocross", "one_cycle", "problem_seed", "pulse_search"]
 
 log = logging.getLogger(__name__)
-
-BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as PULSE used them
-ADAM_EPS = 1e-8
 
 
 @dataclasses.dataclass
@@ -63,25 +70,6 @@ class SearchResult:
     steps: torch.Tensor  # [B, K] int64: renders spent, warm + cold after a cut (1 = the start already fit)
     cut: torch.Tensor  # [B, K] bool: a warm start missed eps and the crop was cold-started
     states: list[list[TrackState]]  # [B][K]: the state to warm-start the track's next frame
-
-
-def one_cycle(step: int, budget: int) -> float:
-    """PULSE's `linear1cycledrop` learning-rate factor at `step` of `budget`."""
-    if step < 0.9 * budget:
-        return (9 * (1 - abs(step / (0.9 * budget) - 0.5) * 2) + 1) / 10
-    return 0.1 + (step - 0.9 * budget) / (0.1 * budget) * (0.001 - 0.1)
-
-
-def geocross(w: torch.Tensor) -> torch.Tensor:
-    """PULSE's GEOCROSS per search: mean squared geodesic angle between its W+ vectors, `[N, L, D] -> [N]`
-    (zero for one vector: nothing to pull together)."""
-    if w.shape[1] < 2:
-        return w.new_zeros(w.shape[0])
-    x, y = w[:, None, :, :], w[:, :, None, :]  # [N, 1, L, D], [N, L, 1, D]
-    a = ((x - y).pow(2).sum(-1) + 1e-9).sqrt()
-    b = ((x + y).pow(2).sum(-1) + 1e-9).sqrt()
-    angle = 2 * torch.atan2(a, b)  # [N, L, L]
-    return (angle.pow(2) * w.shape[-1]).mean((1, 2)) / 8.0
 
 
 def problem_seed(seed: int, sample: int) -> int:
@@ -121,10 +109,10 @@ def pulse_search(
     warm_learning_rate: float = 0.05,  # benchmarks/warm_start.py: as few steps as 0.1-0.2, much less flicker
     temporal_weight: float = 0.0,
     trainable_noise: int = 5,
-    l2_weight: float = 100.0,
-    geocross_weight: float = 0.05,
-    render_size: int | None = None,
-    out_size: int | None = None,
+    l2_weight: float = 100.0, geocross_weight: float = 0.05,  # PULSE's loss
+    refine_framing: bool = False,
+    framing_learning_rates: tuple[float, float] = (0.01, 0.002),  # cold, warm peaks: a cold budget can cross the limits, a warm one moves ~1 px
+    render_size: int | None = None, out_size: int | None = None,
     device: torch.device | str,
 ) -> SearchResult:
     """Find faces that downscale onto `lr` `[B, 3, in, in]` (float32 in [-1, 1]).
@@ -134,54 +122,100 @@ def pulse_search(
         `warm_steps`, peak lr `warm_learning_rate`, prior weight `temporal_weight`), or None
         (cold start: budget `steps`, peak lr `learning_rate`, PULSE's settings).
     samples: K searches per crop from different seeds (cold starts only).
-    render_size: the side the generator renders at (default its full resolution); the loss
-        compares `lr` with that render shrunk by PULSE's bicubic downscaler.
-    out_size: the side of the returned images (default render_size), shrunk by the same kernel.
+    refine_framing: also optimise each face's framing in the crop (models/reframe.py), at peak rates
+        `framing_learning_rates` (cold, warm); the faces come back in the crop's frame.
+    render_size: the side the generator renders at (default its full resolution); the loss compares
+        `lr` with it shrunk by PULSE's bicubic downscaler. out_size: the returned side (default render_size).
     """
-    device = torch.device(device)
-    render_size = render_size or generator.resolution
+    device, render_size = torch.device(device), render_size or generator.resolution
     out_size = out_size or render_size
-    if (fit is None) != (generator.mapping is None):
-        raise ValueError(f"fit must be None for a generator without a mapping network and the gaussian fit otherwise; "
-                         f"got fit={'None' if fit is None else 'a fit'} for a {generator.kind}")
-    states = _checked_states(generator, lr, seeds, states, samples=samples, render_size=render_size, out_size=out_size, device=device)
+    states = _checked_states(generator, fit, lr, seeds, states, samples=samples, render_size=render_size, out_size=out_size, device=device)
     b, n = lr.shape[0], lr.shape[0] * samples
-    trainable = max(0, min(trainable_noise, len(generator.noise_sizes(render_size)) - 1))  # the last map stays fixed
-    settings = dict(fit=fit, eps=eps, l2_weight=l2_weight, geocross_weight=geocross_weight, render_size=render_size)
+    plan = _Plan(generator, fit, device, render_size=render_size, trainable=max(0, min(trainable_noise, len(generator.noise_sizes(render_size)) - 1)),
+                 steps=steps, warm_steps=warm_steps, learning_rate=learning_rate, warm_learning_rate=warm_learning_rate,
+                 temporal_weight=temporal_weight, framing=tuple(framing_learning_rates) if refine_framing else None,
+                 eps=eps, l2_weight=l2_weight, geocross_weight=geocross_weight)
 
     # 1. One search per (crop, sample): cold ones from their seed, warm ones from their state.
-    seed_of = [problem_seed(int(seeds[i // samples]), i % samples) for i in range(n)]
-    track_states = [states[i // samples] for i in range(n)]
+    seed_of, track_states = [problem_seed(int(seeds[i // samples]), i % samples) for i in range(n)], [states[i // samples] for i in range(n)]
     warm = torch.tensor([s is not None for s in track_states])
     state_seeds = [int(s["seed"]) if s is not None else seed_of[i] for i, s in enumerate(track_states)]
-    starts = [_start(generator, seed, state, trainable=trainable, render_size=render_size) for seed, state in zip(state_seeds, track_states)]
     target = lr.to(device, torch.float32).repeat_interleave(samples, 0)  # [N, 3, in, in]
-    params, fixed = _stack(starts, trainable, device)
-    out = _optimise(
-        generator, target, params, fixed,
-        budgets=torch.where(warm, warm_steps, steps).to(device),
-        peak_lr=torch.where(warm, warm_learning_rate, learning_rate).float().to(device),
-        prior_weight=torch.where(warm, temporal_weight, 0.0).float().to(device),
-        **settings,
-    )
+    params, fixed = plan.stack([plan.start(seed, state) for seed, state in zip(state_seeds, track_states)])
+    out = plan.run(target, params, fixed, warm)
 
     # 2. More warm rounds where allowed (a keyframe, several frames from its start), from the best so far.
     rounds = torch.tensor([1] * n if warm_rounds is None else [int(r) for r in warm_rounds]).repeat_interleave(samples if warm_rounds is not None else 1)
-    _more_warm_rounds(generator, target, out, fixed, warm & (rounds > 1), rounds, warm_steps=warm_steps,
-                      warm_learning_rate=warm_learning_rate, temporal_weight=temporal_weight, device=device, settings=settings)
+    _more_warm_rounds(plan, target, out, fixed, warm & (rounds > 1), rounds)
 
     # 3. Cuts: a warm start that missed eps is cold-started from the crop's seed, with the full budget.
-    cut = _redo_cuts(generator, target, out, warm, seed_of, state_seeds, steps=steps, learning_rate=learning_rate,
-                     trainable=trainable, device=device, settings=settings)  # [n_cut] rows of out
+    cut = _redo_cuts(plan, target, out, warm, seed_of, state_seeds)  # [n_cut] rows of out
 
     # 4. Images at out_size, clamped as PULSE returns them; states as plain CPU tensors.
-    return _result(out, cut, state_seeds, crops=b, samples=samples, eps=eps, out_size=out_size, render_size=render_size)
+    return _result(plan, out, cut, state_seeds, crops=b, samples=samples, out_size=out_size)
 
 
-def _checked_states(generator: Generator, lr: torch.Tensor, seeds: Sequence[int], states: Sequence[TrackState | None] | None, *,
-                    samples: int, render_size: int, out_size: int, device: torch.device) -> list[TrackState | None]:
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """One `pulse_search` call's settings: how its searches start, run and are kept as track states."""
+
+    generator: Generator
+    fit: GaussianFit | None
+    device: torch.device
+    render_size: int
+    trainable: int  # noise maps optimised (the first ones; PULSE's 5)
+    steps: int
+    warm_steps: int
+    learning_rate: float
+    warm_learning_rate: float
+    temporal_weight: float
+    framing: tuple[float, float] | None  # the framing's peak learning rates (cold, warm); None: not refined
+    eps: float
+    l2_weight: float
+    geocross_weight: float
+
+    @property
+    def names(self) -> list[str]:
+        """The names of a search's parameters in its track state, in order."""
+        return ["latent"] + [f"noise{j}" for j in range(self.trainable)] + (["framing"] if self.framing else [])
+
+    def start(self, seed: int, state: TrackState | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """One search's start on the CPU: its parameters (latent `[L, D]`, trainable maps `[1, s, s]`,
+        framing `[4]`), drawn from `seed` or taken from `state`, and its fixed maps. The fixed maps
+        always come from the seed; a track's state keeps its seed, so its fixed noise is the same every frame."""
+        latent, noise = draw_start(self.generator, seed, render_size=self.render_size)
+        params = [latent] + noise[:self.trainable] + ([reframe.identity(1)[0]] if self.framing else [])
+        if state is None:
+            return params, noise[self.trainable:]
+        expected = {name: tuple(p.shape) for name, p in zip(self.names, params)}
+        got = {name: tuple(state[name].shape) for name in expected if name in state}
+        if got != expected:
+            raise ValueError(f"track state does not fit this generator and framing: got {got}, expected {expected}; pass None to cold-start")
+        return [state[name].float() for name in expected], noise[self.trainable:]
+
+    def stack(self, starts: list[tuple[list[torch.Tensor], list[torch.Tensor]]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """N starts as batched (parameters, fixed maps) on the device."""
+        return tuple([torch.stack(group).to(self.device) for group in zip(*part)] for part in zip(*starts))  # [N, L, D], [N, 1, s, s]...
+
+    def run(self, target: torch.Tensor, params: list[torch.Tensor], fixed: list[torch.Tensor], warm: torch.Tensor) -> Outcome:
+        """Optimise N searches (`warm` [N] bool: warm budget, rates and prior; else cold)."""
+        warm = warm.to(self.device)
+        framing_lr = None if self.framing is None else torch.where(warm, self.framing[1], self.framing[0]).float()
+        return optimise(
+            self.generator, target, params, fixed, fit=self.fit,
+            budgets=torch.where(warm, self.warm_steps, self.steps), peak_lr=torch.where(warm, self.warm_learning_rate, self.learning_rate).float(),
+            prior_weight=torch.where(warm, self.temporal_weight, 0.0).float(), framing_lr=framing_lr,
+            eps=self.eps, l2_weight=self.l2_weight, geocross_weight=self.geocross_weight, render_size=self.render_size,
+        )
+
+
+def _checked_states(generator: Generator, fit: GaussianFit | None, lr: torch.Tensor, seeds: Sequence[int], states: Sequence[TrackState | None] | None,
+                    *, samples: int, render_size: int, out_size: int, device: torch.device) -> list[TrackState | None]:
     """`pulse_search`'s arguments checked against each other and the generator: the states as a list, one per crop."""
     b = lr.shape[0]
+    if (fit is None) != (generator.mapping is None):
+        raise ValueError(f"fit must be None for a generator without a mapping network and the gaussian fit otherwise; "
+                         f"got fit={'None' if fit is None else 'a fit'} for a {generator.kind}")
     if lr.ndim != 4 or lr.shape[1] != 3 or lr.shape[2] != lr.shape[3]:
         raise ValueError(f"lr must be [B, 3, S, S], got {list(lr.shape)}")
     in_size = lr.shape[-1]
@@ -202,25 +236,19 @@ def _checked_states(generator: Generator, lr: torch.Tensor, seeds: Sequence[int]
     return states
 
 
-def _more_warm_rounds(generator: Generator, target: torch.Tensor, out: "_Outcome", fixed: list[torch.Tensor], allowed: torch.Tensor,
-                      rounds: torch.Tensor, *, warm_steps: int, warm_learning_rate: float, temporal_weight: float,
-                      device: torch.device, settings: dict) -> None:
+def _more_warm_rounds(plan: _Plan, target: torch.Tensor, out: Outcome, fixed: list[torch.Tensor], allowed: torch.Tensor,
+                      rounds: torch.Tensor) -> None:
     """Give each warm search that missed eps and may take another round (`rounds` [N], `allowed`
     [N] bool) a new warm budget from its best latents, until it reaches eps or its rounds run out.
     A fresh one-cycle schedule each round: a longer budget would stretch the schedule, and cost
     the many keyframes that need one round only."""
-    eps = settings["eps"]
     left = rounds.clone() - 1
     while True:
-        rows = (allowed & (left > 0) & (out.l2.cpu() > eps)).nonzero().squeeze(1)  # [k]
+        rows = (allowed & (left > 0) & (out.l2.cpu() > plan.eps)).nonzero().squeeze(1)  # [k]
         if not rows.numel():
             return
-        k, index = rows.numel(), rows.to(device)
-        again = _optimise(
-            generator, target[index], [p[index].clone() for p in out.best], [f[index] for f in fixed],
-            budgets=torch.full((k,), warm_steps, device=device), peak_lr=torch.full((k,), warm_learning_rate, device=device),
-            prior_weight=torch.full((k,), temporal_weight, device=device), **settings,
-        )
+        index = rows.to(plan.device)
+        again = plan.run(target[index], [p[index].clone() for p in out.best], [f[index] for f in fixed], torch.ones(rows.numel(), dtype=torch.bool))
         for j, i in enumerate(rows.tolist()):
             if again.l2[j] < out.l2[i]:
                 out.images[i], out.l2[i] = again.images[j], again.l2[j]
@@ -230,244 +258,44 @@ def _more_warm_rounds(generator: Generator, target: torch.Tensor, out: "_Outcome
         left[rows] -= 1
 
 
-def _redo_cuts(
-    generator: Generator,
-    target: torch.Tensor,  # [N, 3, in, in]
-    out: _Outcome,
-    warm: torch.Tensor,  # [N] bool: the search started from a track state
-    seed_of: list[int],
-    state_seeds: list[int],
-    *,
-    steps: int,
-    learning_rate: float,
-    trainable: int,
-    device: torch.device,
-    settings: dict,
-) -> torch.Tensor:
-    """Cold-start each warm search that missed eps (a cut) from its crop's seed with the full budget,
-    keeping in `out` and `state_seeds` whichever does better; the cut rows `[n_cut]` int64 (CPU)."""
-    eps = settings["eps"]
-    cut = (warm & (out.l2.cpu() > eps)).nonzero().squeeze(1)  # [n_cut]
+def _redo_cuts(plan: _Plan, target: torch.Tensor, out: Outcome, warm: torch.Tensor, seed_of: list[int], state_seeds: list[int]) -> torch.Tensor:
+    """Cold-start each warm search (`warm` [N] bool) that missed eps (a cut) from its crop's seed with
+    the full budget, keeping in `out` and `state_seeds` whichever does better; the cut rows `[n_cut]` int64 (CPU)."""
+    cut = (warm & (out.l2.cpu() > plan.eps)).nonzero().squeeze(1)  # [n_cut]
     if not cut.numel():
         return cut
-    log.debug("%d of %d warm starts missed eps=%g; cold-starting them", cut.numel(), int(warm.sum()), eps)
-    colds = [_start(generator, seed_of[i], None, trainable=trainable, render_size=settings["render_size"]) for i in cut.tolist()]
-    k = cut.numel()
-    again = _optimise(
-        generator, target[cut.to(device)], *_stack(colds, trainable, device),
-        budgets=torch.full((k,), steps, device=device), peak_lr=torch.full((k,), learning_rate, device=device),
-        prior_weight=torch.zeros(k, device=device), **settings,
-    )
+    log.debug("%d of %d warm starts missed eps=%g; cold-starting them", cut.numel(), int(warm.sum()), plan.eps)
+    params, fixed = plan.stack([plan.start(seed_of[i], None) for i in cut.tolist()])
+    again = plan.run(target[cut.to(plan.device)], params, fixed, torch.zeros(cut.numel(), dtype=torch.bool))
     for j, i in enumerate(cut.tolist()):
-        if again.l2[j] <= eps or again.l2[j] < out.l2[i]:  # keep the warm result only if the cold one is worse
+        if again.l2[j] <= plan.eps or again.l2[j] < out.l2[i]:  # keep the warm result only if the cold one is worse
             out.images[i], out.l2[i] = again.images[j], again.l2[j]
-            for mine, theirs in zip(out.best, again.best):  # latent and trainable maps
+            for mine, theirs in zip(out.best, again.best):  # latent, trainable maps, framing
                 mine[i] = theirs[j]
             state_seeds[i] = seed_of[i]
         out.steps[i] += again.steps[j]
     return cut
 
 
-def _result(
-    out: _Outcome, cut: torch.Tensor, state_seeds: list[int], *, crops: int, samples: int, eps: float, out_size: int, render_size: int,
-) -> SearchResult:
-    """The N = crops * samples searches' outcome as a `SearchResult`: images shrunk to out_size and clamped, CPU states."""
+def _result(plan: _Plan, out: Outcome, cut: torch.Tensor, state_seeds: list[int], *, crops: int, samples: int, out_size: int) -> SearchResult:
+    """The N = crops * samples searches' outcome as a `SearchResult`: images shrunk to out_size and clamped, CPU states.
+
+    A state is plain CPU tensors, picklable, ready for the next frame. Adam's moments are not
+    carried: measured on the benchmark trajectory, starting a warm frame with the previous
+    frame's moments took more steps than starting them afresh."""
     n = crops * samples
-    images = out.images if out_size == render_size else bicubic_downscale(out.images, out_size)
+    images = out.images if out_size == plan.render_size else bicubic_downscale(out.images, out_size)
     images = images.clamp(-1, 1).float()
-    new_states = [_state(out.best, i, state_seeds[i]) for i in range(n)]
+    new_states = [{name: p[i].detach().cpu().clone() for name, p in zip(plan.names, out.best)} | {"seed": torch.tensor(state_seeds[i])}
+                  for i in range(n)]
     l2 = out.l2.float().cpu()
     cut_mask = torch.zeros(n, dtype=torch.bool)
     cut_mask[cut] = True
     return SearchResult(
         images=images.view(crops, samples, *images.shape[1:]),
         l2=l2.view(crops, samples),
-        success=(l2 <= eps).view(crops, samples),
+        success=(l2 <= plan.eps).view(crops, samples),
         steps=out.steps.cpu().view(crops, samples),
         cut=cut_mask.view(crops, samples),
         states=[new_states[i * samples:(i + 1) * samples] for i in range(crops)],
     )
-
-
-def _start(generator: Generator, seed: int, state: TrackState | None, *, trainable: int, render_size: int) -> list[torch.Tensor]:
-    """One search's start on the CPU, `[latent [L, D], noise maps [1, s, s]...]`: drawn from `seed`,
-    with the latent and trainable maps taken from `state` when there is one. The fixed maps always
-    come from the seed; a track's state keeps its seed, so its fixed noise is the same every frame."""
-    latent, noise = draw_start(generator, seed, render_size=render_size)
-    if state is None:
-        return [latent] + noise
-    expected = {"latent": tuple(latent.shape)} | {f"noise{j}": tuple(noise[j].shape) for j in range(trainable)}
-    got = {name: tuple(state[name].shape) for name in expected if name in state}
-    if got != expected:
-        raise ValueError(f"track state does not fit this generator: got {got}, expected {expected}; pass None to cold-start")
-    return [state[name].float() for name in expected] + noise[trainable:]
-
-
-def _stack(starts: list[list[torch.Tensor]], trainable: int, device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """N starts as batched (trainable, fixed) tensors on the device."""
-    tensors = [torch.stack(group).to(device) for group in zip(*starts)]  # [N, L, D], then [N, 1, s, s] per map
-    return tensors[: 1 + trainable], tensors[1 + trainable:]
-
-
-def _state(best: list[torch.Tensor], i: int, seed: int) -> TrackState:
-    """Search i's result as a track state: plain CPU tensors, picklable, ready for the next frame.
-
-    Adam's moments are not carried: measured on the benchmark trajectory, starting a warm frame
-    with the previous frame's moments took more steps than starting them afresh."""
-    names = ["latent"] + [f"noise{j}" for j in range(len(best) - 1)]
-    state = {name: p[i].detach().cpu().clone() for name, p in zip(names, best)}
-    state["seed"] = torch.tensor(seed, dtype=torch.int64)
-    return state
-
-
-# ---------------------------------------------------------------------------------------------
-# N searches at once: the optimisation loop and its parts
-
-
-@dataclasses.dataclass
-class _Outcome:
-    images: torch.Tensor  # [N, 3, R, R] best render (unclamped)
-    l2: torch.Tensor  # [N] its L2 (clamped render, clamped downscale)
-    steps: torch.Tensor  # [N] int64 generator evaluations
-    best: list[torch.Tensor]  # the latent [N, L, D] and trainable maps [N, 1, s, s] that rendered it
-
-
-def _optimise(
-    generator: Generator,
-    target: torch.Tensor,  # [N, 3, in, in] in [-1, 1]
-    params: list[torch.Tensor],  # start: latent [N, L, D], then the trainable noise maps [N, 1, s, s]
-    fixed: list[torch.Tensor],  # the fixed noise maps [N, 1, s, s] (the last one zero)
-    *,
-    fit: GaussianFit | None,
-    budgets: torch.Tensor,  # [N] int64 steps allowed
-    peak_lr: torch.Tensor,  # [N] float32 schedule peak
-    prior_weight: torch.Tensor,  # [N] float32 weight of |latent - start latent|^2 (0 = none)
-    eps: float,
-    l2_weight: float,
-    geocross_weight: float,
-    render_size: int,
-) -> _Outcome:
-    """Run N searches until each fits (L2 <= eps) or spends its budget; each keeps its best render."""
-    # 1. The loss (with the start latents as the prior's anchor), the optimiser, no best render yet.
-    device = target.device
-    prior = params[0] if bool((prior_weight > 0).any()) else None
-    fit = fit.to(device) if fit is not None else None
-    objective = _Objective(generator, target, fixed, fit, prior, prior_weight, eps, l2_weight, geocross_weight, render_size)
-    adam = _SphericalAdam(params, budgets=budgets, peak_lr=peak_lr)
-    best = _Best.start(adam.params, render_size, device)
-    for step in range(int(budgets.max())):
-        # 2. The searches still running: not yet fit, budget left.
-        rows = (~best.done & (budgets > step)).nonzero().squeeze(1)  # [n_active]
-        if rows.numel() == 0:
-            break
-        # 3. Render and score them; keep each one's best render.
-        xs = [p[rows].requires_grad_(True) for p in adam.params]
-        image, loss, l2_shown = objective(rows, xs)
-        ok = best.record(rows, xs, image, loss, l2_shown, eps)
-        if bool(ok.all()):
-            continue
-        # 4. One Adam step on the sphere for those that have not fit.
-        loss.sum().backward()  # each search's loss depends only on its own variables
-        adam.step(step, rows, xs, ok)
-    return best.out
-
-
-@dataclasses.dataclass
-class _Objective:
-    """PULSE's loss for N searches: `l2_weight * max(L2, eps) + geocross_weight * GEOCROSS`, plus the prior."""
-
-    generator: Generator
-    target: torch.Tensor  # [N, 3, in, in] in [-1, 1]
-    fixed: list[torch.Tensor]  # [N, 1, s, s] fixed noise maps
-    fit: GaussianFit | None  # the mapping network's gaussian fit, on the device (None: the generator has no mapping)
-    prior: torch.Tensor | None  # [N, L, D] the start latents; None when no search has a prior
-    prior_weight: torch.Tensor  # [N]
-    eps: float
-    l2_weight: float
-    geocross_weight: float
-    render_size: int
-
-    def __call__(self, rows: torch.Tensor, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Searches `rows` at `xs`: render `[n, 3, R, R]`, loss `[n]` (with its graph), L2 `[n]` of the image as returned."""
-        every = rows.numel() == self.target.shape[0]  # then read the big fixed tensors in place instead of copying rows
-
-        def take(x: torch.Tensor) -> torch.Tensor:
-            return x if every else x[rows]
-
-        in_size = self.target.shape[-1]
-        w = self.generator.styles(xs[0], self.fit)  # [n, L, D]: W+ through the fit (StyleGAN), z itself (DCGAN)
-        image = self.generator.synthesize(w, xs[1:] + [take(m) for m in self.fixed], render_size=self.render_size)  # [n, 3, R, R]
-        goal = take(self.target)
-        l2 = ((bicubic_downscale(image, in_size) - goal) / 2).pow(2).flatten(1).mean(1)  # [n], [0, 1] scale
-        loss = self.l2_weight * l2.clamp(min=self.eps) + self.geocross_weight * geocross(w)  # [n]
-        if self.prior is not None:
-            loss = loss + self.prior_weight[rows] * (xs[0] - self.prior[rows]).pow(2).sum(-1).mean(-1)
-        with torch.no_grad():  # success is judged on the image as returned: clamped, then the model's downscaler
-            shown = bicubic_downscale(image.clamp(-1, 1), in_size).clamp(-1, 1)
-            l2_shown = ((shown - goal) / 2).pow(2).flatten(1).mean(1)  # [n]
-        return image, loss, l2_shown
-
-
-@dataclasses.dataclass
-class _Best:
-    """Each search's best render so far: one that fits beats one that does not, then the lower loss."""
-
-    out: _Outcome
-    loss: torch.Tensor  # [N] the best render's loss
-    ok: torch.Tensor  # [N] bool: the best render fits (L2 <= eps)
-    done: torch.Tensor  # [N] bool: the search has fit and stopped
-
-    @classmethod
-    def start(cls, params: list[torch.Tensor], render_size: int, device: torch.device) -> "_Best":
-        n = params[0].shape[0]
-        out = _Outcome(torch.zeros(n, 3, render_size, render_size, device=device), torch.full((n,), math.inf, device=device),
-                       torch.zeros(n, dtype=torch.int64, device=device), [p.clone() for p in params])
-        return cls(out, torch.full((n,), math.inf, device=device), torch.zeros(n, dtype=torch.bool, device=device),
-                   torch.zeros(n, dtype=torch.bool, device=device))
-
-    def record(self, rows: torch.Tensor, xs: list[torch.Tensor], image: torch.Tensor, loss: torch.Tensor,
-               l2_shown: torch.Tensor, eps: float) -> torch.Tensor:
-        """Count one render for searches `rows`, keep it where it is their best; `[n]` bool: it fits."""
-        with torch.no_grad():
-            ok = l2_shown <= eps
-            better = (ok & ~self.ok[rows]) | ((ok == self.ok[rows]) & (loss < self.loss[rows]))
-            keep = rows[better]
-            self.out.images[keep], self.out.l2[keep] = image[better], l2_shown[better]
-            self.loss[keep], self.ok[keep] = loss[better], ok[better]
-            for b, x in zip(self.out.best, xs):
-                b[keep] = x[better]
-            self.out.steps[rows] += 1
-            self.done[rows[ok]] = True
-        return ok
-
-
-class _SphericalAdam:
-    """torch.optim.Adam's update, per search with its own one-cycle schedule, then each vector
-    rescaled back to the norm it started with (PULSE's SphericalOptimizer)."""
-
-    def __init__(self, params: list[torch.Tensor], *, budgets: torch.Tensor, peak_lr: torch.Tensor):
-        self.params = [p.clone() for p in params]
-        self.radii = [_norms(p) for p in self.params]  # [N, L] / [N, 1]: the sphere each vector stays on
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]  # Adam's m and v
-        self.budgets, self.peak_lr = budgets, peak_lr
-
-    def step(self, step: int, rows: torch.Tensor, xs: list[torch.Tensor], ok: torch.Tensor) -> None:
-        """Move the searches `rows` that have not fit (`~ok`) along the gradients in `xs`."""
-        with torch.no_grad():
-            move = ~ok
-            upd = rows[move]
-            factor = torch.tensor([one_cycle(step, int(b)) for b in self.budgets[upd].tolist()], device=self.peak_lr.device)
-            step_size = self.peak_lr[upd] * factor / (1 - BETAS[0] ** (step + 1))  # [n_move]
-            correction2 = math.sqrt(1 - BETAS[1] ** (step + 1))
-            for p, x, (m, v), r in zip(self.params, xs, self.moments, self.radii):
-                g = x.grad[move]
-                m[upd] = m[upd] * BETAS[0] + (1 - BETAS[0]) * g
-                v[upd] = v[upd] * BETAS[1] + (1 - BETAS[1]) * g.pow(2)
-                new = p[upd] - step_size.view(-1, *[1] * (p.ndim - 1)) * m[upd] / (v[upd].sqrt() / correction2 + ADAM_EPS)
-                norm = _norms(new)  # [n_move, L] / [n_move, 1]
-                p[upd] = new * (r[upd] / norm).view(*norm.shape, *[1] * (p.ndim - 2))
-
-
-def _norms(p: torch.Tensor) -> torch.Tensor:
-    """The norm of each vector of `p` (`[N, L, D]` -> `[N, L]`; a noise map `[N, 1, s, s]` -> `[N, 1]`)."""
-    return (p.pow(2).flatten(2).sum(-1) + 1e-9).sqrt()

@@ -239,6 +239,18 @@ def test_the_temporal_prior_keeps_the_latent_near_the_previous_frame(g, fit):
     assert moved[0.3] < 0.7 * moved[0.0]
 
 
+def test_a_stylegans_search_refines_the_framing_beside_its_noise_maps(g, fit):
+    """With `refine_framing` a StyleGAN's state holds the latent, the trainable maps and the framing;
+    warm rounds and cuts start from, and keep, all three."""
+    _, lr = known_faces(g, fit, [31, 32])
+    first = search(g, fit, lr[:1], seeds=[2], refine_framing=True)
+    state = first.states[0][0]
+    assert first.success.all() and set(state) == {"latent", "framing", "seed"} | {f"noise{j}" for j in range(5)}
+    cut = search(g, fit, lr[1:], seeds=[2], states=[state], warm_steps=2, warm_rounds=[2], refine_framing=True)  # another person
+    assert cut.cut[0, 0] and cut.success[0, 0] and set(cut.states[0][0]) == set(state)
+    assert not torch.equal(cut.states[0][0]["framing"], state["framing"])
+
+
 def test_backend_contract(g, fit):
     backend = PulseBackend(g, fit, in_size=16, steps=60, warm_steps=20, device="cpu")
     assert backend.out_size == 32 and backend.render_size == 32 and backend.deterministic

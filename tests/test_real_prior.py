@@ -123,14 +123,67 @@ def test_the_search_finds_a_face_the_prior_drew_and_a_warm_start_needs_fewer_ste
     assert latent.shape == (1, 100) and set(cold.states[0][0]) == {"latent", "seed"}  # one vector, no noise maps
 
 
+def moved(g, seed: int, theta: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A face the prior drew (z from `seed`) moved in its crop by the framing `theta` (models/reframe.py), as a
+    detector's landmarks frame it a few per cent off; where it does not reach, a flat wall. Its z and 16x16 input."""
+    from models import reframe
+    from models.downscale import bicubic_downscale
+
+    z = torch.randn(1, 1, 100, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        face = g.synthesize(z)
+        crop = reframe.reframe(face, torch.tensor([theta]), torch.full_like(face, 0.3))
+    return z, bicubic_downscale(crop, 16).clamp(-1, 1)
+
+
+def test_a_face_framed_off_is_matched_when_the_search_refines_its_framing(prior):
+    """A face the prior drew, 0.91x its size, turned and shifted in the crop: the plain search misses eps,
+    the search that refines the framing fits it, and the face it returns is in the crop's frame (its
+    downscale is the input); the track state carries the framing for the next frame."""
+    from models.downscale import bicubic_downscale
+
+    _, lr = moved(prior, 12, [-0.09, -0.03, -0.05, 0.03])
+    plain = pulse_search(prior, lr, fit=None, seeds=[2], steps=100, learning_rate=1.5, device="cpu")
+    framed = pulse_search(prior, lr, fit=None, seeds=[2], steps=100, learning_rate=1.5, refine_framing=True, device="cpu")
+    assert not bool(plain.success[0, 0]) and bool(framed.success[0, 0]), (float(plain.l2[0, 0]), float(framed.l2[0, 0]))
+    shown = ((bicubic_downscale(framed.images[0], 16).clamp(-1, 1) - lr) / 2).pow(2).mean()
+    assert float(shown) <= 2e-3
+    state = framed.states[0][0]
+    assert set(state) == {"latent", "framing", "seed"} and state["framing"].shape == (4,) and bool((state["framing"] != 0).any())
+    warm = pulse_search(prior, lr, fit=None, seeds=[2], states=[state], refine_framing=True, device="cpu")
+    assert bool(warm.success[0, 0]) and int(warm.steps[0, 0]) == 1  # the same crop again: the state already fits
+    with pytest.raises(ValueError, match="does not fit this generator and framing"):
+        pulse_search(prior, lr, fit=None, seeds=[2], states=[plain.states[0][0]], refine_framing=True, device="cpu")
+
+
+def test_the_framing_found_is_the_true_one(prior, monkeypatch):
+    """A track whose face is known (the warm start holds its true z, kept there by the temporal prior) and
+    whose framing moved (1.1x, 2.6 px right, 1.9 px up): the search finds that framing to within a pixel
+    (the framing's own prior off: it pulls towards the crop's framing, which here is known to be wrong)."""
+    from models import reframe
+
+    monkeypatch.setattr(reframe, "PRIOR_WEIGHT", 0.0)
+    true = [0.1, 0.0, 0.08, -0.06]
+    z, lr = moved(prior, 12, true)
+    state = {"latent": z[0].clone(), "framing": torch.zeros(4), "seed": torch.tensor(0)}
+    found = pulse_search(prior, lr, fit=None, seeds=[0], states=[state], warm_steps=60, eps=2e-4, temporal_weight=10.0,
+                         refine_framing=True, framing_learning_rates=(0.01, 0.01), device="cpu")
+    assert bool(found.success[0, 0]) and not bool(found.cut[0, 0])
+    got, want = (reframe.to_pixels(t, 64) for t in (found.states[0][0]["framing"], torch.tensor(true)))
+    assert abs(float(got["scale"] / want["scale"]) - 1) < 0.02 and abs(float(got["degrees"])) < 2
+    assert float((got["shift_px"] - want["shift_px"]).abs().max()) < 1.2, (got, want)
+
+
 def test_the_pulse_backend_runs_the_prior_by_name(monkeypatch):
     from pipeline.stages.superres import SRConfig, create_backend
 
     backend = create_backend(SRConfig(backend="pulse", generator=PRIOR, device="cpu", steps=5, warm_steps=2))
     assert (backend.in_size, backend.out_size, backend.fit) == (16, 64, None)
     assert (backend.learning_rate, backend.warm_learning_rate) == (1.5, 0.05)  # the entry's measured cold rate; PULSE's warm one
+    assert backend.refine_framing  # MTCNN frames its faces a few per cent off the way it draws them
     result = backend.super_resolve(torch.zeros(2, 3, 16, 16), [None, None], seeds=[0, 1])
     assert result.images.shape == (2, 3, 64, 64) and bool(torch.isfinite(result.images).all())
+    assert result.states[0]["framing"].shape == (4,)
 
 
 def test_git_blob_ids_are_checked_on_download_and_on_load(tmp_path, monkeypatch):

@@ -51,6 +51,7 @@ class PulseBackend(SRBackend):
         temporal_weight: float = 0.0,
         learning_rate: float = 0.4,
         warm_learning_rate: float = 0.05,
+        refine_framing: bool = False,
         device: torch.device | str = "cpu",
     ):
         if (fit is None) != (generator.mapping is None):
@@ -68,6 +69,7 @@ class PulseBackend(SRBackend):
         self.render_size = sizes[0]  # the smallest block that covers out_size
         self.steps, self.warm_steps, self.eps = steps, warm_steps, eps
         self.temporal_weight, self.learning_rate, self.warm_learning_rate = temporal_weight, learning_rate, warm_learning_rate
+        self.refine_framing = refine_framing  # each face's framing in its crop is searched too (models/reframe.py)
         self.deterministic = self.device.type == "cpu"  # CUDA convolution backward is not bitwise reproducible
 
     @classmethod
@@ -111,14 +113,16 @@ class PulseBackend(SRBackend):
     def super_resolve(self, lr: torch.Tensor, states: Sequence[TrackState | None], *, seeds: Sequence[int], gaps=None) -> SRResult:
         """One PULSE search per crop; see `SRBackend.super_resolve` for the contract. A warm start
         `gap` frames from its parent may take up to `gap` warm rounds (at most a cold start's
-        steps) before it counts as a cut: a keyframe that needs more than a neighbour is no cut."""
+        steps) before it counts as a cut: a keyframe that needs more than a neighbour is no cut.
+        With `refine_framing` each face comes back in its crop's frame, moved to where the crop has it."""
         self.check_lr(lr, states, seeds)
         rounds = [max(1, min(g, self.steps // self.warm_steps)) for g in gaps] if gaps is not None else None
         found = pulse_search(
             self.generator, lr, fit=self.fit, seeds=seeds, states=states,
             steps=self.steps, warm_steps=self.warm_steps, warm_rounds=rounds, eps=self.eps,
             learning_rate=self.learning_rate, warm_learning_rate=self.warm_learning_rate,
-            temporal_weight=self.temporal_weight, render_size=self.render_size, out_size=self.out_size, device=self.device,
+            temporal_weight=self.temporal_weight, refine_framing=self.refine_framing,
+            render_size=self.render_size, out_size=self.out_size, device=self.device,
         )
         images = found.images[:, 0].to(lr.device)  # [B, 3, out, out]
         for i in found.success[:, 0].logical_not().nonzero().flatten().tolist():
