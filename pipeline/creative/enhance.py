@@ -69,6 +69,7 @@ def enhance_loop(backend, lr, *, sr_cfg, iterations: int, seeds: Sequence[Sequen
         request = SRRequest.make(sr_cfg, crops=faces, states=states[i] if states is not None else [None] * b, seeds=seeds[i],
                                  plans=[replacement(backend.in_size)] * b, inputs=lr if i == 0 else None)
         request.pre_blur = False  # the first pass's input is blurred already (sr.pre_blur); the next ones shrink the model's faces as they are
+        request.keep_images = True  # each pass's faces are the next pass's crops
         result = run_batch(backend, request)
         faces = [face.clamp(-1, 1) for face in result.images]  # [3, S, S] each: the next pass's crops (shrunk by its downscaler)
         outputs.append(torch.stack(faces))

@@ -99,7 +99,7 @@ class ZoomCamera:
         self.wide_magnification = magnification(wide_view(frame_size, out_size), out_size)
         self.state = None
         self.sr_calls = 0
-        self._last: tuple | None = None  # (low-res input, its plan, its face)
+        self._last: tuple | None = None  # (low-res input, the model's face for it [1, 3, S, S])
 
     def render(self, image: np.ndarray, spot, tight: float) -> np.ndarray:
         """The output frame for source `image` at tightness `tight`, zooming to `spot` (a `targets.Spot`)."""
@@ -132,17 +132,20 @@ class ZoomCamera:
         import torch
 
         from pipeline.creative.targets import face_input
-        from pipeline.stages.superres import SRRequest, run_batch
+        from pipeline.stages.superres import SRRequest, pastes, run_batch
 
         lr, _ = face_input(self.backend, image, spot.matrix, pre_blur=self.sr_cfg.pre_blur, size=plan.in_size)
-        if self._last is not None and torch.equal(lr, self._last[0]) and plan == self._last[1]:
-            return self._last[2]  # the same input as the last frame: its warm start would return the same face
+        if self._last is not None and torch.equal(lr, self._last[0]):
+            # The same input as the last frame (an animation's frame shown again): its warm start would
+            # return the same face. Its paste follows this frame's plan.
+            return pastes(self.backend, self._last[1], [crop], [plan])[0][0]
         request = SRRequest.make(self.sr_cfg, crops=[crop], states=[self.state], seeds=[self.seed], plans=[plan], inputs=lr)
+        request.keep_images = True
         result = run_batch(self.backend, request)
-        self.state, face = result.states[0], result.faces[0]
+        self.state = result.states[0]
         self.sr_calls += 1
-        self._last = (lr, plan, face)
-        return face
+        self._last = (lr, result.images[0][None])
+        return result.faces[0]
 
 
 def _target_spots(frames, *, backend, cfg, whole: bool, choice, source: str, progress: bool, total: int | None):

@@ -125,6 +125,7 @@ class SRRequest:
     pre_blur: bool = False  # sr.pre_blur: shrink and re-enlarge the crop before the model's downscaler
     inputs: torch.Tensor | None = None  # the model's inputs [B, 3, in, in], where the caller holds them already
     # (a picture exactly the model's input size); None: made from the crops with the backend's downscaler
+    keep_images: bool = False  # also return the model's own faces (`BatchResult.images`: enhance's next pass, zoom's reuse)
 
     @classmethod
     def make(cls, sr_cfg: SRConfig, *, crops, states, seeds, plans, gaps=None, inputs=None) -> "SRRequest":
@@ -150,7 +151,8 @@ class BatchResult:
     in_sizes: list[int]  # the side the model saw, per crop
     kept_px: list[float]  # the kept resolution, per crop
     model_ran: list[bool]  # per crop: the model ran for it (else the face kept its pixels)
-    images: list[torch.Tensor | None]  # per crop: the model's face [3, S, S] in [-1, 1] on the CPU (None: not run)
+    images: list[torch.Tensor | None]  # per crop: the model's face [3, S, S] in [-1, 1] on the CPU (None: not run,
+    # or not asked for: `SRRequest.keep_images`)
 
     def summary(self) -> "BatchResult":
         """Without its pictures (faces, images): what a Ray SR actor returns beside the faces."""
@@ -204,14 +206,23 @@ def run_batch(backend: SRBackend, request: SRRequest) -> BatchResult:
                 backend, [crops[i] for i in rows], pre_blur=request.pre_blur, size=size)
         result, new_states = solve(backend, lr, [request.states[i] for i in rows], [request.seeds[i] for i in rows],
                                    None if request.gaps is None else [request.gaps[i] for i in rows])
-        faces, details = to_images(result.images), _details(backend, result.images, [crops[i] for i in rows], [plans[i] for i in rows])
+        made = pastes(backend, result.images, [crops[i] for i in rows], [plans[i] for i in rows])
         for j, i in enumerate(rows):
-            out.faces[i] = faces[j] if plans[i].replace else details[j][0]
-            out.consistency[i] = float(result.consistency[j]) if plans[i].replace else details[j][1]
-            out.images[i] = result.images[j].detach().float().cpu()
+            out.faces[i], drift = made[j]
+            out.consistency[i] = float(result.consistency[j]) if drift is None else drift
+            if request.keep_images:
+                out.images[i] = result.images[j].detach().float().cpu()
             out.states[i] = new_states[j]
             out.success[i], out.steps[i] = bool(result.success[j]), int(result.steps[j])
     return out
+
+
+def pastes(backend: SRBackend, images: torch.Tensor, crops: Sequence, plans: Sequence[FacePlan]) -> list[tuple]:
+    """What to paste for each face the model made (`images [B, 3, S, S]` in [-1, 1]), by its plan: the
+    face whole (`[S, S, 3] uint8`, fidelity 0) with None, or the detail above the kept resolution
+    (`[S, S, 3] int16`) with its drift there (the consistency the report gives)."""
+    faces, details = to_images(images), _details(backend, images, crops, plans)
+    return [(faces[j], None) if plan.replace else details[j] for j, plan in enumerate(plans)]
 
 
 def _details(backend: SRBackend, images: torch.Tensor, crops: Sequence, plans: Sequence[FacePlan]) -> list:
