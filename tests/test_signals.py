@@ -16,9 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _start(args, cwd):
+    """The run, in its own session, with Ctrl-C's default action whatever this suite inherited (a suite
+    started in the background of a script ignores SIGINT, and so would the run: Python installs no
+    KeyboardInterrupt handler for a signal ignored at its start)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, str(ROOT / "run_pipeline.py"), *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_partial(folder: Path, proc, timeout=120.0) -> None:
