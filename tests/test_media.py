@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -338,3 +340,44 @@ def test_truncated_mkv_keeps_what_can_be_decoded(tmp_path):
     with VideoReader(src) as reader:
         frames = list(reader)
     assert 5 <= len(frames) < 30
+
+
+TRIM_CHECK = """
+import ctypes, time
+from pipeline.media.memory import keep_frame_memory_flat
+
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+
+libc = ctypes.CDLL('libc.so.6')
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+if {trim}:
+    keep_frame_memory_flat()
+    keep_frame_memory_flat()
+blocks = [libc.malloc(100_000) for _ in range(800)]  # under glibc's mmap threshold: from the heap
+for b in blocks:
+    libc.memset(b, 1, 100_000)
+before = rss_mb()
+for b in blocks[:-1:2]:  # every other one: holes no trim of the heap's top can reach
+    libc.free(b)
+time.sleep(1.0)
+import threading
+print(round(before - rss_mb()), sum(t.name == 'facezoom-malloc-trim' for t in threading.enumerate()))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc: Linux only")
+@pytest.mark.parametrize("trim", [False, True])
+def test_freed_memory_goes_back_to_the_os_within_a_second(trim):
+    """Freed frames go back to the OS (memory flat over a long video), without pinning glibc's
+    mmap threshold: holes in the heap are given back by the trimmer thread, one per process."""
+    out = subprocess.run([sys.executable, "-c", TRIM_CHECK.format(trim=trim)], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent).stdout.split()
+    freed, threads = int(out[0]), int(out[1])
+    assert threads == int(trim)
+    if trim:
+        assert freed >= 30, f"only {freed} MB of the 40 MB freed went back"
+    else:
+        assert freed < 10, "glibc gave the holes back by itself: the trimmer is not what this test sees"

@@ -1,30 +1,56 @@
-"""Keeping a long video's memory flat: glibc's mmap threshold, pinned once per process."""
+"""Keeping a long video's memory flat: glibc's freed memory handed back to the OS a few times a second."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 import sys
+import threading
+import time
 
 log = logging.getLogger(__name__)
 
+TRIM_EVERY = 0.25  # s between two `malloc_trim` calls
+
+_started = threading.Lock()
+_trimmer: threading.Thread | None = None
+
 
 def keep_frame_memory_flat() -> None:
-    """Have glibc serve every allocation over 1 MiB with mmap, so freed frames go back to the OS.
+    """Start a daemon thread that calls glibc's `malloc_trim(0)` every TRIM_EVERY seconds.
 
-    By default glibc raises its mmap threshold each time a large block is freed; after that,
-    frame-sized buffers (6 MB at 1080p) come from heap arenas that fragment across threads, and
-    resident memory crept up by ~0.5 MB per 1080p frame (measured: 1336 MB after 90 frames,
-    1692 MB after 720; with the threshold pinned, 1192 MB and 1207 MB). Call it once per
-    process; it does nothing where the C library is not glibc.
+    glibc raises its mmap threshold each time a large block is freed; after that, frame-sized
+    buffers (6 MB at 1080p) come from heap arenas that fragment across threads, and resident
+    memory crept up by ~0.5 MB per 1080p frame. `malloc_trim` gives the free pages inside the
+    arenas back to the OS, so the heap stays as fast as glibc makes it and memory stays flat.
+    Measured on a 1080p clip with 3 faces, 90 and 720 frames (BENCHMARKS.md, issue 25):
+
+    - pinning the mmap threshold at 1 MiB instead (the earlier policy): flat (1314 -> 1345 MB),
+      but every temporary over 1 MiB was a fresh mapping, faulted in and zeroed on each use:
+      85 CPU s on the long clip, 26 of them in the kernel;
+    - glibc left alone: 54 CPU s, but 1514 -> 1636 MB and still growing;
+    - this: 58 CPU s, 1415 -> 1425 MB.
+
+    Safe to call more than once (one thread per process); does nothing where the C library is
+    not glibc.
     """
+    global _trimmer
     if not sys.platform.startswith("linux"):
         return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        log.debug("not glibc: the malloc mmap threshold is left alone")
+    with _started:
+        if _trimmer is not None and _trimmer.is_alive():
+            return
+        try:
+            trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            log.debug("not glibc: freed memory is left to the C library")
+            return
+        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
 
+        def run() -> None:
+            while True:
+                time.sleep(TRIM_EVERY)
+                trim(0)
 
-M_MMAP_THRESHOLD = -3  # glibc's <malloc.h>
+        _trimmer = threading.Thread(target=run, name="facezoom-malloc-trim", daemon=True)
+        _trimmer.start()
