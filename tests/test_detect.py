@@ -141,3 +141,49 @@ def test_detect_regions_reaches_the_frame_edge(detector):
     frame = render(background(250, 330, seed=8), [face])
     near = detector.detect_regions(frame, [face.box()])
     assert len(near) == 1 and iou_matrix(near.boxes, face.box()[None])[0, 0] > 0.6
+
+
+def test_refine_gives_a_still_crowd_the_whole_frames_boxes_from_their_anchors_and_finds_nothing_where_no_face_is(detector):
+    # On frames between whole-frame scans, a followed face is checked with O-net alone, shown the
+    # square it saw when found: a face that stayed put gets the very box and landmarks again.
+    crowd = CrowdClip(1080, 1920, shots=1, shot_length=2, people=7, sizes=(44, 64), seed=2)
+    frame = crowd.frame(0)
+    (whole,) = detector.detect([frame])
+    assert len(whole) >= 5 and whole.anchors.shape == (len(whole), 4)
+    checked = detector.refine(frame, whole.boxes, whole.anchors)
+    assert len(checked) == len(whole)
+    order = iou_matrix(whole.boxes, checked.boxes).argmax(1)
+    np.testing.assert_allclose(checked.boxes[order], whole.boxes, atol=0.01)
+    np.testing.assert_allclose(checked.landmarks[order], whole.landmarks, atol=0.01)
+    assert all(checked.covers(b) for b in whole.boxes)
+    # Without its square (a box squared instead), the face is still found, within a few % of its width.
+    squared = detector.refine(frame, whole.boxes)
+    widths = whole.boxes[:, 2] - whole.boxes[:, 0]
+    assert len(squared) == len(whole)
+    assert (np.abs(squared.boxes[iou_matrix(whole.boxes, squared.boxes).argmax(1)] - whole.boxes).max(1) < 0.15 * widths).all()
+    # Where no face is, nothing is found, and the box was looked at.
+    empty = np.array([[40.0, 40.0, 100.0, 110.0]])
+    assert not any(iou_matrix(empty, whole.boxes)[0] > 0)
+    nothing = detector.refine(frame, empty)
+    assert len(nothing) == 0 and nothing.covers(empty[0])
+
+
+def test_near_checks_lone_faces_and_searches_around_overlapping_and_hidden_ones(detector, monkeypatch):
+    faces = [Face(70, 120, 60), Face(200, 120, 60), Face(240, 140, 60)]  # the last two overlap
+    frame = render(background(240, 320, seed=9), faces)
+    calls = {}
+
+    def counted(name):
+        real = getattr(detector, name)
+
+        def run(frame, boxes, *rest):
+            calls[name] = len(boxes)
+            return real(frame, boxes, *rest)
+        return run
+
+    monkeypatch.setattr(detector, "refine", counted("refine"))
+    monkeypatch.setattr(detector, "detect_regions", counted("detect_regions"))
+    boxes = [f.box() for f in faces]
+    found = detector.near(frame, boxes, [], [None] * 3)
+    assert calls == {"refine": 1, "detect_regions": 2}
+    assert all(found.covers(b) for b in boxes) and len(found) >= 2

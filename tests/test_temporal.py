@@ -41,6 +41,9 @@ class Tampered:
     def detect_regions(self, frame, boxes):
         return self._tamper(frame, self.detector.detect_regions(frame, boxes))
 
+    def near(self, frame, shown, hidden, anchors):
+        return self._tamper(frame, self.detector.near(frame, shown, hidden, anchors))
+
     def _tamper(self, frame, found):
         if self.index[id(frame)] in self.miss:
             return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=found.regions)

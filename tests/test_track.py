@@ -192,7 +192,7 @@ def test_contract_violations_raise():
     frame = np.zeros((H, W, 3), np.uint8)
     with pytest.raises(ValueError, match=r"frame must be \[H, W, 3\] uint8 RGB, got shape \[240, 320\]"):
         tracker.update(frame[..., 0], None, 0)
-    with pytest.raises(ValueError, match="detections must be Detections or None, got list"):
+    with pytest.raises(ValueError, match="detections must be Detections, a function or None, got list"):
         tracker.update(frame, [], 0)
     tracker.update(frame, None, 5)
     with pytest.raises(ValueError, match="frame_index must increase: got 5 after 5"):

@@ -22,6 +22,7 @@ right; "left" = image left) in source pixels.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -52,6 +53,9 @@ class Detections:
     scores: np.ndarray  # [N] float32 in (0, 1]
     landmarks: np.ndarray  # [N, 5, 2] float32: x, y of left eye, right eye, nose, mouth left, mouth right
     regions: np.ndarray | None = None  # [K, 4] float64: x0, y0, x1, y1 searched; None = the whole frame
+    # [N, 4] float64: the square O-net was shown for each face (where `FaceDetector.refine` looks
+    # again, once moved with the face); None where not known
+    anchors: np.ndarray | None = None
 
     def __post_init__(self):
         self.boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -66,6 +70,23 @@ class Detections:
             raise ValueError(f"Detections.landmarks must be [N, 5, 2] = [{n}, 5, 2], got shape {list(self.landmarks.shape)}")
         if self.regions is not None:
             self.regions = np.asarray(self.regions, dtype=np.float64).reshape(-1, 4)
+        if self.anchors is not None:
+            self.anchors = np.asarray(self.anchors, dtype=np.float64)
+            if self.anchors.shape != (n, 4):
+                raise ValueError(f"Detections.anchors must be [N, 4] = [{n}, 4], got shape {list(self.anchors.shape)}")
+
+    def take(self, keep: np.ndarray) -> "Detections":
+        """These detections where `keep` (a mask or indices), over the same regions."""
+        return Detections(self.boxes[keep], self.scores[keep], self.landmarks[keep], regions=self.regions,
+                          anchors=None if self.anchors is None else self.anchors[keep])
+
+    @classmethod
+    def join(cls, parts: Sequence["Detections"]) -> "Detections":
+        """Detections of one frame from searches of different regions, together."""
+        anchors = [p.anchors if p.anchors is not None else np.full((len(p), 4), np.nan) for p in parts]
+        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.landmarks for p in parts]), regions=np.concatenate([p.regions for p in parts]),
+                   anchors=np.concatenate(anchors))
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -80,6 +101,17 @@ class Detections:
             return True
         r = self.regions
         return bool(((r[:, 0] <= box[0]) & (r[:, 1] <= box[1]) & (r[:, 2] >= box[2]) & (r[:, 3] >= box[3])).any())
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between boxes `a` [N, 4] and `b` [M, 4] (x0, y0, x1, y1): `[N, M]`."""
+    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
 def detection_threads(cfg: DetectConfig) -> int:
@@ -145,21 +177,28 @@ class FaceDetector:
 
     def _run_mtcnn(self, batch: np.ndarray, min_face: float, regions=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """MTCNN on `batch` `[B, H, W, 3] uint8` (`pipeline/stages/mtcnn.py`: facenet-pytorch's cascade,
-        its candidates cut out all at once) with `detection_threads` torch threads; the caller's
-        thread count is restored. Per frame: boxes `[N, 5]` (with the score) and points `[N, 5, 2]`."""
+        its candidates cut out all at once). Per frame: boxes `[N, 5]` (with the score) and points `[N, 5, 2]`."""
         import torch
 
         from pipeline.stages.mtcnn import detect_faces
 
-        # One run at a time (a detection thread and the tracker's own re-detections share the
-        # networks): torch's thread settings are not made to change under a running network.
+        with self._networks():
+            return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
+                                thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
+
+    @contextlib.contextmanager
+    def _networks(self):
+        """Around a run of the networks: one run at a time (a detection thread and the tracker's own
+        re-detections share them: torch's thread settings are not made to change under a running
+        network), with `detection_threads` torch threads (the caller's count is restored), no autograd."""
+        import torch
+
         with self._lock:
             before = torch.get_num_threads()
             torch.set_num_threads(self.threads)
             try:
                 with torch.no_grad():
-                    return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
-                                        thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
+                    yield
             finally:
                 torch.set_num_threads(before)
 
@@ -186,7 +225,8 @@ class FaceDetector:
         b, r = dets.boxes[:, None, :], searched[None, :, :]  # [N, 1, 4], [1, K, 4]
         inside = ((b[..., 0] >= r[..., 0] - 1) & (b[..., 1] >= r[..., 1] - 1) & (b[..., 2] <= r[..., 2] + 1)
                   & (b[..., 3] <= r[..., 3] + 1)).any(1)
-        return Detections(dets.boxes[inside], dets.scores[inside], dets.landmarks[inside], regions=searched)
+        dets.regions = searched
+        return dets.take(inside)
 
     def _detect_batch(self, frames: list[np.ndarray], height: int, width: int) -> list[Detections]:
         scale, smallest = working_scale(height, width, self.cfg)
@@ -200,17 +240,71 @@ class FaceDetector:
             )
         return self._mtcnn_at(frames, scale, smallest)
 
+    def near(self, frame: np.ndarray, shown: Sequence[np.ndarray], hidden: Sequence[np.ndarray],
+             anchors: Sequence[np.ndarray | None] | None = None) -> Detections:
+        """Detection around a tracker's faces, on a frame between whole-frame scans: each face the
+        flow followed to this frame (`shown`, with the square O-net saw when it was last found,
+        moved with it: `anchors`) is checked where it now is (`refine`); around each other face
+        (hidden, lost: its place is a guess), and a followed face that overlaps another (O-net on
+        its square could take the other's face), MTCNN searches (`detect_regions`)."""
+        shown = [np.asarray(b, np.float64) for b in shown]
+        anchors = list(anchors) if anchors is not None else [None] * len(shown)
+        others = np.stack(shown + [np.asarray(b, np.float64) for b in hidden]) if shown or len(hidden) else np.zeros((0, 4))
+        alone = [(iou_matrix(b[None], others)[0] > 0).sum() == 1 for b in shown]
+        search = [b for b, a in zip(shown, alone) if not a] + list(hidden)
+        found = [self.refine(frame, [b for b, a in zip(shown, alone) if a], [c for c, a in zip(anchors, alone) if a])]
+        found += [self.detect_regions(frame, search)] if search else []
+        return Detections.join(found)
+
+    def refine(self, frame: np.ndarray, boxes: Sequence[np.ndarray], anchors: Sequence[np.ndarray | None] | None = None) -> Detections:
+        """Check faces where a tracker expects them (`boxes`, x0, y0, x1, y1 source px, on this frame):
+        MTCNN's last network alone on each (`pipeline/stages/mtcnn.py`'s `refine_faces`), on the whole
+        frame's working size, shown its `anchors` square where given (the square it saw when the
+        face was found, moved with the face: a still face then gets the very box it got), else its
+        box squared. A face is found where O-net still scores it as one, with O-net's box and
+        landmarks, if that box stays on the face's (IoU >= 0.5); nothing else is looked for
+        (`Detections.regions`: each box and its square, a pixel wider). The face must be there,
+        within O-net's reach: the tracker's flow puts it there; a lost face, whose place is a
+        guess, is searched for with `detect_regions`."""
+        import torch
+
+        from pipeline.stages.mtcnn import refine_faces
+
+        check_frame(frame)
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        anchors = list(anchors) if anchors is not None else [None] * len(boxes)
+        squares = np.array([b if a is None or not np.isfinite(a).all() else a for b, a in zip(boxes, anchors)], np.float64).reshape(-1, 4)
+        regions = np.concatenate([np.minimum(boxes[:, :2], squares[:, :2]) - 1, np.maximum(boxes[:, 2:], squares[:, 2:]) + 1], axis=1)
+        if len(boxes) == 0:
+            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=regions, anchors=np.zeros((0, 4)))
+        height, width = frame.shape[:2]
+        batch, sx, sy = self._working([frame], working_scale(height, width, self.cfg)[0])
+        working = (squares + 0.5) * np.array([sx, sy, sx, sy]) - 0.5
+        with self._networks():
+            found, points = refine_faces(torch.from_numpy(batch).to(self.device), self.onet, [working],
+                                         threshold=self.cfg.thresholds[2])
+        (dets,) = self._to_source(found, points, sx, sy)
+        # O-net's box for a face is near the box it expected: one moved far off took something else.
+        same = iou_matrix(dets.boxes, boxes).max(1, initial=0.0) >= 0.5 if len(dets) else np.zeros(0, bool)
+        dets.regions = regions
+        return dets.take(same)
+
+    @staticmethod
+    def _working(frames: list[np.ndarray], scale: float) -> tuple[np.ndarray, float, float]:
+        """Equal-size `frames` shrunk by `scale` (area averaging: no aliasing), `[B, h, w, 3]` uint8, and
+        the factors they were shrunk by across and down."""
+        height, width = frames[0].shape[:2]
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if size == (width, height):
+            return np.stack(frames), 1.0, 1.0
+        return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames]), size[0] / width, size[1] / height
+
     def _mtcnn_at(self, frames: list[np.ndarray], scale: float, smallest: float, regions=None) -> list[Detections]:
         """MTCNN on equal-size `frames` shrunk by `scale`, faces from `smallest` source px; source coordinates out.
         `regions`: per frame, the source-px rectangles P-net looks in (None: the whole frames)."""
-        height, width = frames[0].shape[:2]
-        # 1. Resize to the working size (area averaging: no aliasing on a shrink).
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        sx, sy = size[0] / width, size[1] / height
-        if size == (width, height):
-            batch = np.stack(frames)  # [B, H, W, 3] uint8
-        else:
-            batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames])
+        # 1. Resize to the working size.
+        batch, sx, sy = self._working(frames, scale)
+        size = (batch.shape[2], batch.shape[1])
         # 2. MTCNN on the whole batch; its minimum face in working pixels (>= 12).
         min_face = smallest * min(sx, sy)
         if min(size) * (MTCNN_MIN_FACE / min_face) < MTCNN_MIN_FACE:  # no face that large fits:
@@ -221,14 +315,18 @@ class FaceDetector:
                          min(size[0], math.ceil((x1 + 0.5) * sx - 0.5)), min(size[1], math.ceil((y1 + 0.5) * sy - 0.5)))
                         for x0, y0, x1, y1 in rects] for rects in regions]
         boxes, points = self._run_mtcnn(batch, min_face, regions)
-        # 3. Map back to source pixels (pixel centres aligned, as cv2.resize does) and filter.
+        return self._to_source(boxes, points, sx, sy)
+
+    def _to_source(self, boxes: list[np.ndarray], points: list[np.ndarray], sx: float, sy: float) -> list[Detections]:
+        """MTCNN's per-frame boxes `[N, 5]` and points in working px, mapped back to source pixels
+        (pixel centres aligned, as cv2.resize does), those under `min_face` left out, best first."""
         out = []
         for b, p in zip(boxes, points):
             if len(b) == 0:
                 out.append(Detections.empty())
                 continue
             s = np.asarray(b[:, 4], dtype=np.float64)
-            b = np.asarray(b[:, :4], dtype=np.float64)
+            b = np.asarray(b[:, [0, 1, 2, 3, 5, 6, 7, 8]], dtype=np.float64)  # the box, and the square O-net saw
             p = np.asarray(p, dtype=np.float64).reshape(-1, 5, 2)
             b[:, 0::2] = (b[:, 0::2] + 0.5) / sx - 0.5
             b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
@@ -236,6 +334,6 @@ class FaceDetector:
             p[..., 1] = (p[..., 1] + 0.5) / sy - 0.5
             keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
             order = np.argsort(-s[keep], kind="stable")
-            out.append(Detections(b[keep][order], s[keep][order], p[keep][order]))
+            b = b[keep][order]
+            out.append(Detections(b[:, :4], s[keep][order], p[keep][order], anchors=b[:, 4:]))
         return out
-

@@ -148,13 +148,16 @@ class FaceAnalyzer:
                 future, k = ahead.pop(i)
                 by_position[i] = future.result()[k]
                 self.seconds["detect"] += time.perf_counter() - start
-            if i not in by_position and (cut or self.tracker.wants_detection or i in near_tracks):
+            detections = by_position.get(i)
+            if detections is None and i in near_tracks and not cut:  # once the tracks have moved here
+                detections = self._near(frame, i, by_position)
+            elif detections is None and (cut or self.tracker.wants_detection):
                 start = time.perf_counter()
-                by_position[i] = self._detect_one(frame, cut, i in near_tracks)
+                detections = by_position[i] = self._detect_one(frame, cut)
                 self.seconds["detect"] += time.perf_counter() - start
-            start = time.perf_counter()
-            tracked = self.tracker.update(frame, by_position.get(i), index)
-            self.seconds["track"] += time.perf_counter() - start
+            start, detecting = time.perf_counter(), self.seconds["detect"]
+            tracked = self.tracker.update(frame, detections, index)
+            self.seconds["track"] += time.perf_counter() - start - (self.seconds["detect"] - detecting)
             start = time.perf_counter()
             out.append([self._align(frame, index, face) for face in tracked])
             self.seconds["align"] += time.perf_counter() - start
@@ -204,12 +207,24 @@ class FaceAnalyzer:
         cadence = [i for i in range(count) if (start_index + i - first) % every == 0]
         return cadence, [i for i in cadence if (start_index + i - first) // every % self.detect_cfg.full_every == 0]
 
-    def _detect_one(self, frame: np.ndarray, cut: bool, near_tracks: bool) -> Detections:
-        """A shot's first frame: the whole frame; a detection frame between full scans: around every
-        tracked face; the frame after a face was lost: around the lost faces. With no face to look
-        around, the whole frame."""
-        near = [] if cut else (self.tracker.boxes() if near_tracks else self.tracker.lost_boxes)
+    def _detect_one(self, frame: np.ndarray, cut: bool) -> Detections:
+        """A shot's first frame: the whole frame; the frame after a face was lost: around the lost
+        faces. With no face to look around, the whole frame."""
+        near = [] if cut else self.tracker.lost_boxes
         return self.detector.detect_regions(frame, near) if near else self.detector.detect([frame])[0]
+
+    def _near(self, frame: np.ndarray, i: int, by_position: dict[int, Detections]):
+        """A detection frame between full scans: a function the tracker calls once its faces have
+        moved to this frame (`FaceDetector.near`), with no faces the whole frame; what it
+        detected goes into `by_position[i]`, its time into the detect step's."""
+
+        def near(shown, hidden, anchors) -> Detections:
+            start = time.perf_counter()
+            by_position[i] = self.detector.near(frame, shown, hidden, anchors) if shown or hidden else self.detector.detect([frame])[0]
+            self.seconds["detect"] += time.perf_counter() - start
+            return by_position[i]
+
+        return near
 
     def active_tracks(self) -> list[TrackRecord]:
         """Live tracks reported so far (last_frame = the latest frame each was seen on)."""

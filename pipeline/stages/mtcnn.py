@@ -21,8 +21,9 @@ module imports torchvision, seconds of a run's start), changed in two ways:
    inside a region gets the whole frame's box, not one that moves with the region's pixel phase.
 
 Contract: `frames` `[B, H, W, 3]` uint8 RGB; `regions` None, or per image a list of
-`(x0, y0, x1, y1)` pixel rectangles; returns per image `boxes [N, 5]` (x0, y0, x1, y1, score,
-in the frame's pixels) and `points [N, 5, 2]`, as facenet-pytorch's `detect_face` does.
+`(x0, y0, x1, y1)` pixel rectangles; returns per image `boxes [N, 9]` (x0, y0, x1, y1, score,
+in the frame's pixels, as facenet-pytorch's `detect_face` gives them, then the square O-net was
+shown) and `points [N, 5, 2]`.
 """
 
 from __future__ import annotations
@@ -265,8 +266,9 @@ def _pnet(frames: torch.Tensor, pnet, table, regions, *, min_face: float, thresh
 
 def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thresholds, factor: float, regions=None
                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """MTCNN on a batch `[B, H, W, 3]` uint8 RGB (see the module docstring): per image, boxes `[N, 5]`
-    and points `[N, 5, 2]`. `regions`: per image, the `(x0, y0, x1, y1)` pixel rectangles P-net looks
+    """MTCNN on a batch `[B, H, W, 3]` uint8 RGB (see the module docstring): per image, boxes `[N, 9]`
+    (x0, y0, x1, y1, score, and the square O-net was shown: `refine_faces` looks there again) and
+    points `[N, 5, 2]`. `regions`: per image, the `(x0, y0, x1, y1)` pixel rectangles P-net looks
     in (None: the whole images)."""
     batch_size, h, w, _ = frames.shape
     if regions is not None and len(regions) != batch_size:
@@ -297,23 +299,54 @@ def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thr
         boxes = rerec(bbreg(boxes, mv))
 
     # 3. O-net on every survivor at once: scores, box regression, landmarks; NMS by "Min".
-    points = torch.zeros(0, 5, 2, device=frames.device)
-    if len(boxes):
-        im_data, keep = _crops(table, boxes, image_inds, w, h, 48)
-        boxes, image_inds = boxes[keep], image_inds[keep]
-        out = run_net(onet, im_data)
-        score = out[2][:, 1]
-        ipass = score > thresholds[2]
-        points = out[1][ipass].permute(1, 0)  # [10, M]
-        boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-        image_inds, mv = image_inds[ipass], out[0][ipass]
-        w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
-        points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
-        points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
-        points = torch.stack((points_x, points_y)).permute(2, 1, 0)  # [M, 5, 2]
-        boxes = bbreg(boxes, mv)
-        pick = batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-        boxes, image_inds, points = boxes[pick], image_inds[pick], points[pick]
+    boxes, image_inds, points = _onet(table, boxes, image_inds, w, h, onet, thresholds[2])
+    return _per_image(boxes, points, image_inds, batch_size)
 
+
+def refine_faces(frames: torch.Tensor, onet, boxes: list[np.ndarray], *, threshold: float
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The cascade's last stage alone, on given boxes: per image, `boxes[b]` `[K, 4]` (x0, y0, x1, y1 px,
+    where faces are expected: the squares O-net was shown when they were found, moved with them)
+    are squared as R-net's output is, and O-net scores them,
+    moves them by its box regression and places the landmarks; those scoring over `threshold` come
+    back (after the cascade's "Min" NMS), as `detect_faces` returns them. One O-net pass a box: a
+    fraction of a millisecond, where a search around the box runs all three networks on every
+    candidate there."""
+    batch_size, h, w, _ = frames.shape
+    given = [torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4), device=frames.device) for b in boxes]
+    image_inds = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=frames.device) for i, b in enumerate(given)])
+    candidates = torch.cat(given)
+    candidates = rerec(torch.cat([candidates, torch.ones(len(candidates), 1, device=frames.device)], dim=1))
+    found, image_inds, points = _onet(summed_area(frames) if len(candidates) else None, candidates, image_inds, w, h, onet, threshold)
+    return _per_image(found, points, image_inds, batch_size)
+
+
+def _onet(table, boxes, image_inds, w: int, h: int, onet, threshold: float):
+    """O-net on every candidate at once (boxes `[M, 5]`, squared): those scoring over `threshold`,
+    moved by its box regression, after NMS by "Min": `[N, 9]` (x0, y0, x1, y1, score, then the box
+    O-net was shown), with its landmarks `[N, 5, 2]`."""
+    points = torch.zeros(0, 5, 2, device=boxes.device)
+    if len(boxes) == 0:
+        return torch.zeros(0, 9, device=boxes.device), image_inds, points
+    im_data, keep = _crops(table, boxes, image_inds, w, h, 48)
+    boxes, image_inds = boxes[keep], image_inds[keep]
+    out = run_net(onet, im_data)
+    score = out[2][:, 1]
+    ipass = score > threshold
+    points = out[1][ipass].permute(1, 0)  # [10, M]
+    boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+    image_inds, mv = image_inds[ipass], out[0][ipass]
+    w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
+    points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
+    points = torch.stack((points_x, points_y)).permute(2, 1, 0)  # [M, 5, 2]
+    shown = boxes[:, :4].clone()
+    boxes = bbreg(boxes, mv)
+    pick = batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
+    return torch.cat([boxes, shown], dim=1)[pick], image_inds[pick], points[pick]
+
+
+def _per_image(boxes: torch.Tensor, points: torch.Tensor, image_inds: torch.Tensor, batch_size: int):
+    """Per image of the batch: its boxes `[N, 9]` and points `[N, 5, 2]`, numpy."""
     boxes, points, image_inds = boxes.cpu().numpy(), points.cpu().numpy(), image_inds.cpu().numpy()
     return [boxes[image_inds == b] for b in range(batch_size)], [points[image_inds == b] for b in range(batch_size)]

@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 import cv2
 from scipy.optimize import linear_sum_assignment
 
 from pipeline.stages.align import check_frame, similarity_transform, transform_points, warp_face
-from pipeline.stages.detect import Detections
+from pipeline.stages.detect import Detections, iou_matrix
 from pipeline.stages.flow import FaceFlow
 from pipeline.stages.smooth import OneEuroFilter
 from pipeline.config.sections import TrackConfig
@@ -104,6 +105,7 @@ class _Track:
         self.motion = 0.0  # px its centre moved to the current frame by flow or prediction (not by detection)
         self.weight: float | None = None  # presence for the compositor; set when first reported
         self.appearance: np.ndarray | None = None  # [256] unit vector: its aligned face at the latest detection
+        self.anchor: np.ndarray | None = None  # [4]: the square O-net saw at the latest detection, moved with the face
 
     def hide(self, frame: int) -> None:
         """Lose sight of the face: stop reporting it, and predict it from its last detection (the
@@ -143,28 +145,32 @@ class _Track:
         new_centre = transform_points(matrix, centre)
         self.motion = float(np.linalg.norm(new_centre - centre))
         self.velocity = (1 - VELOCITY_WEIGHT) * self.velocity + VELOCITY_WEIGHT * (new_centre - centre)
-        scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-        half = (self.box[2:] - self.box[:2]) / 2 * scale
         self.landmarks = transform_points(matrix, self.landmarks)
-        self.box = np.concatenate([new_centre - half, new_centre + half])
+        self.box = _moved(self.box, matrix)
+        if self.anchor is not None:
+            self.anchor = _moved(self.anchor, matrix)
 
     def predict(self, frame: int) -> None:
         """Place the face where its last detection and velocity put it on `frame`."""
+        self.anchor = None
         shift = self.velocity * (frame - self.last_detected)
         self.motion = float(np.linalg.norm(self.velocity))
         self.box = self.detected_box + np.tile(shift, 2)
         self.landmarks = self.detected_landmarks + shift
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between boxes `a` [N, 4] and `b` [M, 4] (x0, y0, x1, y1): `[N, M]`."""
-    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+def _anchor(detections: Detections, j: int) -> np.ndarray | None:
+    """Detection j's square O-net saw, where known."""
+    a = None if detections.anchors is None else detections.anchors[j]
+    return None if a is None or not np.isfinite(a).all() else a.copy()
+
+
+def _moved(box: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """A box (x0, y0, x1, y1) moved by a similarity: its centre moved, its sides scaled."""
+    centre = (box[:2] + box[2:]) / 2
+    half = (box[2:] - box[:2]) / 2 * float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    new_centre = transform_points(matrix, centre)
+    return np.concatenate([new_centre - half, new_centre + half])
 
 
 VELOCITY_WEIGHT = 0.2  # each new motion measurement's share of the velocity (an average over ~5)
@@ -212,7 +218,11 @@ class FaceTracker:
     Contract of `update` (SORT-style): call it once per frame, in frame order, with that frame;
     pass the frame's `Detections` on detection frames (an empty `Detections` when the detector
     found nothing; faces outside its `regions`, where it did not look, are left as they are) and
-    None on frames the detector skipped. Boxes are `x0, y0, x1, y1` in
+    None on frames the detector skipped; or a function `near(shown, hidden, anchors)` that detects
+    once the tracks have moved to this frame, given the boxes of the faces the flow followed here
+    and of the others, and for the followed ones the square O-net saw at their latest detection
+    (`Detections.anchors`), moved with them, or None (`FaceDetector.near`: a check of each followed
+    face where it now is). Boxes are `x0, y0, x1, y1` in
     source pixels, landmarks `[5, 2]` in MTCNN's order. Frame indices must increase; a gap is
     allowed (tracks coast over it). Tracks that end are collected until `pop_finished()`; at the
     end of a stream, `close()` ends the rest.
@@ -236,11 +246,12 @@ class FaceTracker:
             self._end(track)
         self._tracks, self._prev_gray, self._shot_start = [], None, frame_index
 
-    def update(self, frame: np.ndarray, detections: Detections | None, frame_index: int) -> list[TrackedFace]:
+    def update(self, frame: np.ndarray, detections: Detections | Callable[..., Detections] | None, frame_index: int
+               ) -> list[TrackedFace]:
         """Advance to `frame` (index `frame_index`); return the faces on it (shown or fading out), by track id."""
         check_frame(frame)
-        if detections is not None and not isinstance(detections, Detections):
-            raise ValueError(f"detections must be Detections or None, got {type(detections).__name__}")
+        if detections is not None and not (isinstance(detections, Detections) or callable(detections)):
+            raise ValueError(f"detections must be Detections, a function or None, got {type(detections).__name__}")
         if self._prev_index is not None and frame_index <= self._prev_index:
             raise ValueError(f"frame_index must increase: got {frame_index} after {self._prev_index}")
         if self._shot_start is None:
@@ -250,6 +261,12 @@ class FaceTracker:
 
         # 1. Predict: optical flow for visible tracks; from the last detection for the rest.
         lost = self._predict(gray, same_size, frame_index)
+        if callable(detections):
+            detections = detections([t.box.copy() for t in self._tracks if t.followed],
+                                    [t.box.copy() for t in self._tracks if not t.followed],
+                                    [t.anchor for t in self._tracks if t.followed])
+            if not isinstance(detections, Detections):
+                raise ValueError(f"the detections function must return Detections, got {type(detections).__name__}")
 
         # 2. Associate on detection frames (with the tracks the detector looked for: `Detections.regions`).
         seen = {t.id for t in self._tracks if t.visible}
@@ -404,6 +421,7 @@ class FaceTracker:
         for i, j in pairs:
             tracks[i].detect(det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index, self.cfg.detection_gain)
             tracks[i].appearance = appearance(frame, detections.landmarks[j])
+            tracks[i].anchor = _anchor(detections, j)
             matched.add(tracks[i].id)
         # Unmatched tracks are hidden until a detection finds them again.
         for t in tracks:
@@ -413,6 +431,7 @@ class FaceTracker:
         for j in free_dets:
             track = _Track(self._next_id, det_boxes[j], detections.landmarks[j], detections.scores[j], frame_index, self.cfg)
             track.appearance = appearance(frame, detections.landmarks[j])
+            track.anchor = _anchor(detections, j)
             self._next_id += 1
             self._tracks.append(track)
             matched.add(track.id)
