@@ -12,14 +12,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import signal
 import sys
 import threading
 
-from models.errors import ModelError
-from pipeline.errors import TERMINATED, Terminated, UserError, quiet_libraries, terminate_as_interrupt
-from pipeline.media.memory import keep_frame_memory_flat
+# numpy's linear algebra here is on tiny matrices (a face's five landmarks, a flow's corners):
+# OpenBLAS's threads only spin (sched_yield) beside the encoder and the detector, ~5% of a 360p run's
+# CPU (perf). One thread, set before numpy loads OpenBLAS; a value the user set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from models.errors import ModelError  # noqa: E402
+from pipeline.errors import TERMINATED, Terminated, UserError, quiet_libraries, terminate_as_interrupt  # noqa: E402
+from pipeline.media.memory import keep_frame_memory_flat  # noqa: E402
 
 log = logging.getLogger("facezoom")
 

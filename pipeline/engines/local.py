@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.media.memory import setup_done
 from pipeline.media.reader import Frame, VideoReader
 from pipeline.media.writer import VideoWriter
 from pipeline.report import run_report
@@ -131,6 +132,7 @@ def run_video(
     timer = StageTimer()
     with timer("setup"):
         processor = processor or FaceProcessor(cfg, report=report_faces)
+    setup_done()
     with VideoReader(input_path, threads=cfg.video.decode_threads, strict=cfg.video.strict) as reader:
         bar = tqdm(total=reader.frame_count, unit="frame", disable=not progress, dynamic_ncols=True, desc="facezoom")
         width, height = cfg.composite.output_size(reader.width, reader.height)

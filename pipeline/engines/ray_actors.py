@@ -21,7 +21,7 @@ import ray
 
 from models.errors import ModelError
 from pipeline.errors import UserError
-from pipeline.media.memory import keep_frame_memory_flat
+from pipeline.media.memory import keep_frame_memory_flat, setup_done
 from pipeline.media.reader import VideoReader
 from pipeline.media.writer import VideoWriter
 from pipeline.stages.chunk import TrackedChunk, composite_chunk, track_chunk
@@ -93,6 +93,7 @@ class TrackActor(_Placed):
         keep_frame_memory_flat()
         self._analyzer = FaceAnalyzer(detect_cfg, track_cfg, crop_size=crop_size, framing=framing)
         self.busy = 0.0
+        setup_done()
 
     def process(self, frames: list) -> TrackedChunk:
         """Step 1 on a chunk; each aligned crop's pixels go into the object store as their own object."""
@@ -120,6 +121,7 @@ class SRActor:
             torch.set_num_threads(threads)
         self._backend = create_backend(sr_cfg)
         self._upscaler = frame_upscaler(composite_cfg, sr_cfg.device)  # None: the frame is interpolated (by the encoder)
+        setup_done()
 
     def info(self) -> tuple[BackendInfo, dict[str, Any]]:
         """The backend it runs, and where it runs (node, device, resources: the report's `sr_actors`)."""

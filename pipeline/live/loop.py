@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from pipeline.config.sections import LiveConfig
 from pipeline.live.recorder import Recorder
+from pipeline.media.memory import setup_done
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def _ready_processor(cfg, live: LiveConfig):
     if live.torch_threads and not cfg.detect.threads:
         cfg = dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, threads=live.torch_threads))
     processor = FaceProcessor(cfg, report=False)
+    setup_done()
     processor.warm_up()
     return processor
 
