@@ -343,8 +343,8 @@ def test_truncated_mkv_keeps_what_can_be_decoded(tmp_path):
 
 
 TRIM_CHECK = """
-import ctypes, time
-from pipeline.media.memory import keep_frame_memory_flat
+import ctypes, threading, time
+import pipeline.media.memory as memory
 
 def rss_mb():
     return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
@@ -353,17 +353,20 @@ libc = ctypes.CDLL('libc.so.6')
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
 libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
-if {trim}:
-    keep_frame_memory_flat()
-    keep_frame_memory_flat()
 blocks = [libc.malloc(100_000) for _ in range(800)]  # under glibc's mmap threshold: from the heap
 for b in blocks:
     libc.memset(b, 1, 100_000)
-before = rss_mb()
-for b in blocks[:-1:2]:  # every other one: holes no trim of the heap's top can reach
+for b in blocks[:-1:2]:  # every other one: 40 MB of holes no trim of the heap's top can reach
     libc.free(b)
+memory.TRIM_ABOVE = 16 << 20
+if {trim}:
+    memory.keep_frame_memory_flat()
+    memory.keep_frame_memory_flat()
+time.sleep(0.5)  # the trimmer's baseline: memory as it is now, holes and all
+big = libc.malloc(32 << 20)  # then memory grows by more than TRIM_ABOVE: the next look trims
+libc.memset(big, 1, 32 << 20)
+before = rss_mb()
 time.sleep(1.0)
-import threading
 print(round(before - rss_mb()), sum(t.name == 'facezoom-malloc-trim' for t in threading.enumerate()))
 """
 
@@ -372,7 +375,8 @@ print(round(before - rss_mb()), sum(t.name == 'facezoom-malloc-trim' for t in th
 @pytest.mark.parametrize("trim", [False, True])
 def test_freed_memory_goes_back_to_the_os_within_a_second(trim):
     """Freed frames go back to the OS (memory flat over a long video), without pinning glibc's
-    mmap threshold: holes in the heap are given back by the trimmer thread, one per process."""
+    mmap threshold: once memory has grown (by over TRIM_ABOVE), holes in the heap are given back
+    by the trimmer thread, one per process."""
     out = subprocess.run([sys.executable, "-c", TRIM_CHECK.format(trim=trim)], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent.parent).stdout.split()
     freed, threads = int(out[0]), int(out[1])
