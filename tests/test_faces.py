@@ -150,23 +150,26 @@ def test_detection_frames_between_full_scans_look_around_the_tracked_faces(detec
 
 
 def test_scans_prefetched_on_the_detection_thread_give_the_same_faces(detector):
-    # The local engine hands each chunk to `prefetch` one chunk ahead: the whole-frame scans run on
-    # the detection thread while the chunk before is tracked. Faces, ids, boxes and the raw
-    # detections are those of a run without it; the thread stops at close().
+    # The local engine hands each chunk to `prefetch` one chunk ahead: the shot cuts and whole-frame
+    # scans run on the detection thread while the chunk before is tracked. Cuts, faces, ids, boxes
+    # and the raw detections are those of a run without it; the thread stops at close().
     clip = CrowdClip(240, 320, shots=2, shot_length=14, people=4, sizes=(28, 40), seed=3)
     frames = [clip.frame(i) for i in range(clip.frames)]
     plain, ahead = _analyzer(detector, every=3), _analyzer(detector, every=3)
     chunks = [(s, frames[s : s + 5]) for s in range(0, len(frames), 5)]
-    want, got, want_dets, got_dets = [], [], [], []
+    want, got, want_dets, got_dets, want_cuts, got_cuts = [], [], [], [], [], []
     for s, chunk in chunks:
         want += plain.process(chunk, s)
         want_dets += plain.last_detections
+        want_cuts += plain.last_cuts
     ahead.prefetch(chunks[0][1], 0)
     for k, (s, chunk) in enumerate(chunks):
         if k + 1 < len(chunks):
             ahead.prefetch(chunks[k + 1][1], chunks[k + 1][0])
         got += ahead.process(chunk, s)
         got_dets += ahead.last_detections
+        got_cuts += ahead.last_cuts
+    assert got_cuts == want_cuts == clip.cuts  # found on the detection thread, one chunk ahead
     assert any(t.name.startswith("facezoom-detect") for t in threading.enumerate())
     assert sum(map(len, want)) >= 0.8 * 4 * len(frames) // 2
     assert [[(f.track_id, f.detected) for f in faces] for faces in got] == [[(f.track_id, f.detected) for f in faces] for faces in want]

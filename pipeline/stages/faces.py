@@ -16,10 +16,10 @@ them: the first frame of a shot (`pipeline/stages/cuts.py`: every track ends the
 frame after one where a face was lost, so a missed face comes back at once instead of a
 cadence later (there only around the lost faces: `FaceDetector.detect_regions`).
 
-An engine that reads a chunk ahead may hand it to `prefetch` first: its whole-frame scans then
-run on a detection thread (torch releases the GIL) while this thread tracks, aligns and composites
-the chunk before it, and `process` waits for each scan only when the tracker reaches its frame.
-The detections are the same either way; the local engine does this.
+An engine that reads a chunk ahead may hand it to `prefetch` first: its shot cuts and whole-frame
+scans (a cut's first frame's included) then run on a detection thread (torch and OpenCV release
+the GIL) while this thread tracks, aligns and composites the chunk before it. The cuts and
+detections are the same either way; the local engine does this.
 
 For the run report, `last_detections` holds the raw detections of the latest chunk,
 `last_cuts` its shot cuts (frame indices), and `pop_finished_tracks()` / `close()` hand over the
@@ -100,7 +100,7 @@ class FaceAnalyzer:
         self._first_index: int | None = None
         self._next_index: int | None = None
         self._pool: ThreadPoolExecutor | None = None  # the detection thread, once `prefetch` is used
-        self._ahead: dict[int, tuple[Future, int]] = {}  # frame index -> its scan's future, and its place in the batch
+        self._ahead: dict[int, Future] = {}  # a prefetched chunk's first frame -> its cuts and scans, to come
 
     def process(self, frames: Sequence[np.ndarray], start_index: int) -> list[list[FaceCrop]]:
         """The faces of each frame (one list per frame, in order; by track id within a frame).
@@ -125,9 +125,12 @@ class FaceAnalyzer:
         #    Those `prefetch` started are waited for when the tracker gets to them.
         start = time.perf_counter()
         cadence, full = self._scans(len(frames), start_index)
-        ahead = {i: self._ahead.pop(start_index + i) for i in full if start_index + i in self._ahead}
-        now = [i for i in full if i not in ahead]
-        by_position = dict(zip(now, self.detector.detect([frames[i] for i in now]) if now else []))
+        ahead = self._ahead.pop(start_index, None)
+        if ahead is None and self._pool is not None:
+            raise ValueError(f"frames {start_index}.. were not prefetched: once `prefetch` is used, every chunk goes through it first")
+        cuts, by_position = ahead.result() if ahead is not None else (None, {})
+        now = [i for i in full if i not in by_position]
+        by_position.update(zip(now, self.detector.detect([frames[i] for i in now]) if now else []))
         near_tracks = set(cadence) - set(full)
         self.seconds["detect"] += time.perf_counter() - start
         self.last_cuts = []
@@ -138,16 +141,11 @@ class FaceAnalyzer:
         for i, frame in enumerate(frames):
             index = start_index + i
             start = time.perf_counter()
-            cut = self.cuts(frame, index)
+            cut = i in cuts if cuts is not None else self.cuts(frame, index)
             if cut:
                 self.last_cuts.append(index)
                 self.tracker.cut(index)
             self.seconds["track"] += time.perf_counter() - start
-            if i in ahead:
-                start = time.perf_counter()
-                future, k = ahead.pop(i)
-                by_position[i] = future.result()[k]
-                self.seconds["detect"] += time.perf_counter() - start
             detections = by_position.get(i)
             if detections is None and i in near_tracks and not cut:  # once the tracks have moved here
                 detections = self._near(frame, i, by_position)
@@ -180,25 +178,25 @@ class FaceAnalyzer:
                         effective_px=self.effective(face.track_id, measured, native), weight=face.weight)
 
     def prefetch(self, frames: Sequence[np.ndarray], start_index: int, timing: Callable[[], Any] | None = None) -> None:
-        """Start the whole-frame scans of a chunk that `process` has not had yet, on the detection
-        thread. Chunks come here in stream order, each before `process` gets the very same frames.
-        `timing()`: a context manager the detection thread's busy time is counted in."""
+        """Start a chunk's shot cuts and whole-frame scans (a cut's first frame is scanned whole too)
+        on the detection thread, before `process` has it. Chunks come here in stream order, each
+        before `process` gets the very same frames; once one has, every chunk must. `timing()`: a
+        context manager the detection thread's busy time is counted in."""
         if self._first_index is None:
             self._first_index = start_index
-        _, full = self._scans(len(frames), start_index)
-        if not full:
-            return
-        images = [frames[i] for i in full]
-        for i, frame in zip(full, images):
+        frames = list(frames)
+        for i, frame in enumerate(frames):
             check_frame(frame, f"frames[{i}]")
+        _, full = self._scans(len(frames), start_index)
 
-        def scan():
+        def ahead() -> tuple[set[int], dict[int, Detections]]:
             with timing() if timing is not None else contextlib.nullcontext():
-                return self.detector.detect(images)
+                cuts = {i for i, frame in enumerate(frames) if self.cuts(frame, start_index + i)}
+                scans = sorted(set(full) | cuts)
+                return cuts, dict(zip(scans, self.detector.detect([frames[i] for i in scans]) if scans else []))
 
         self._pool = self._pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="facezoom-detect")
-        future = self._pool.submit(scan)
-        self._ahead.update((start_index + i, (future, k)) for k, i in enumerate(full))
+        self._ahead[start_index] = self._pool.submit(ahead)
 
     def _scans(self, count: int, start_index: int) -> tuple[list[int], list[int]]:
         """Positions in a chunk of `count` frames from `start_index`: its detection frames, and those of
