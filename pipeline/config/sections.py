@@ -95,10 +95,11 @@ class VideoConfig:
 @dataclasses.dataclass(frozen=True)
 class DetectConfig:
     every: int = 5  # detect every k-th frame: 5x less MTCNN than k=1, same recall and ids (benchmarks/detect_every.py)
-    # every n-th detection frame scans the whole frame; those between look only around the faces
-    # being tracked (a face width each side), on the whole frame's pyramid cells, so a tracked face
-    # gets the very box a full scan gives it, for 40% of a 1080p scan's time. A new face waits up to
-    # every x full_every frames: on benchmarks/real_footage.py's clips, 2 gives the recall, ids and
+    # every n-th detection frame scans the whole frame; on those between, each face the flow
+    # followed is checked by O-net alone on the square it saw when found (moved with the face), and
+    # MTCNN searches around lost or overlapping faces only (FaceDetector.near): a still face gets the
+    # very box a full scan gives it, for a tenth of a scan's time. A new face waits up to every x
+    # full_every frames: on benchmarks/real_footage.py's clips, 2 gives the recall, ids and
     # jitter of 1; 3 missed one of the 1080p crowd's 16 people for good.
     full_every: int = 2
     working_size: int = 640  # longest side detection runs at (0 = native); MTCNN's cost grows with pixels

@@ -147,6 +147,14 @@ def transform_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ m[:, :2].T + m[:, 2]
 
 
+def transform_box(matrix: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A box `[4]` (x0, y0, x1, y1) moved by a similarity `[2, 3]`: its centre moved, its sides scaled."""
+    centre = (box[:2] + box[2:]) / 2
+    half = (box[2:] - box[:2]) / 2 * float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    new_centre = transform_points(matrix, centre)
+    return np.concatenate([new_centre - half, new_centre + half])
+
+
 def matrix_scale(matrix: np.ndarray) -> float:
     """The scale factor of a similarity (the square root of its determinant for an affine)."""
     m = np.asarray(matrix, dtype=np.float64)

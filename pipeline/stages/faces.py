@@ -120,9 +120,8 @@ class FaceAnalyzer:
         if self._first_index is None:
             self._first_index = start_index
 
-        # 1. Detect on this chunk's full-scan frames, in one batch: every `detect.full_every`-th
-        #    detection frame; the detection frames between look around the tracked faces (step 2).
-        #    Those `prefetch` started are waited for when the tracker gets to them.
+        # 1. Detect on this chunk's full-scan frames, in one batch (or take what `prefetch` found, and
+        #    its cuts): every `detect.full_every`-th detection frame; those between: step 2.
         start = time.perf_counter()
         cadence, full = self._scans(len(frames), start_index)
         ahead = self._ahead.pop(start_index, None)

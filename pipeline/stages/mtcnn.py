@@ -3,7 +3,7 @@ networks, weights and arithmetic).
 
 This is facenet-pytorch's `detect_face` (models/utils/detect_face.py, v2.5.3) step for step, on
 its networks and weights (models/networks/mtcnn.py), with its helpers written out below (its
-module imports torchvision, seconds of a run's start), changed in two ways:
+module imports torchvision, seconds of a run's start), changed in these ways:
 
 1. The R- and O-net inputs. facenet-pytorch cuts each candidate box out of its frame and shrinks
    it to 24x24 (48x48) with one `interpolate(mode="area")` call per box: thousands of calls a
@@ -19,6 +19,8 @@ module imports torchvision, seconds of a run's start), changed in two ways:
    offset (its stride), keeping only the windows that lie wholly inside: the very windows, scores
    and boxes a whole-frame scan gives there. R- and O-net see the same crops either way, so a face
    inside a region gets the whole frame's box, not one that moves with the region's pixel phase.
+4. `refine_faces`: the last stage alone, O-net on given squares (a tracker's faces, each shown the
+   square O-net saw when it was found, moved with it): the check of a face the flow followed.
 
 Contract: `frames` `[B, H, W, 3]` uint8 RGB; `regions` None, or per image a list of
 `(x0, y0, x1, y1)` pixel rectangles; returns per image `boxes [N, 9]` (x0, y0, x1, y1, score,

@@ -52,7 +52,7 @@ import numpy as np
 import cv2
 from scipy.optimize import linear_sum_assignment
 
-from pipeline.stages.align import check_frame, similarity_transform, transform_points, warp_face
+from pipeline.stages.align import check_frame, similarity_transform, transform_box, transform_points, warp_face
 from pipeline.stages.detect import Detections, iou_matrix
 from pipeline.stages.flow import FaceFlow
 from pipeline.stages.smooth import OneEuroFilter
@@ -146,9 +146,9 @@ class _Track:
         self.motion = float(np.linalg.norm(new_centre - centre))
         self.velocity = (1 - VELOCITY_WEIGHT) * self.velocity + VELOCITY_WEIGHT * (new_centre - centre)
         self.landmarks = transform_points(matrix, self.landmarks)
-        self.box = _moved(self.box, matrix)
+        self.box = transform_box(matrix, self.box)
         if self.anchor is not None:
-            self.anchor = _moved(self.anchor, matrix)
+            self.anchor = transform_box(matrix, self.anchor)
 
     def predict(self, frame: int) -> None:
         """Place the face where its last detection and velocity put it on `frame`."""
@@ -163,14 +163,6 @@ def _anchor(detections: Detections, j: int) -> np.ndarray | None:
     """Detection j's square O-net saw, where known."""
     a = None if detections.anchors is None else detections.anchors[j]
     return None if a is None or not np.isfinite(a).all() else a.copy()
-
-
-def _moved(box: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """A box (x0, y0, x1, y1) moved by a similarity: its centre moved, its sides scaled."""
-    centre = (box[:2] + box[2:]) / 2
-    half = (box[2:] - box[:2]) / 2 * float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    new_centre = transform_points(matrix, centre)
-    return np.concatenate([new_centre - half, new_centre + half])
 
 
 VELOCITY_WEIGHT = 0.2  # each new motion measurement's share of the velocity (an average over ~5)
