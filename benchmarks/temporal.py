@@ -51,11 +51,16 @@ class Jittered:
     def detect_regions(self, frame, boxes):
         return self._jitter(self.detector.detect_regions(frame, boxes))
 
+    def near(self, frame, shown, hidden, anchors):
+        return self._jitter(self.detector.near(frame, shown, hidden, anchors))
+
     def _jitter(self, found):
+        """The boxes and landmarks moved; where O-net looked (`anchors`) and searched (`regions`) kept."""
         if len(found.boxes):
             widths = found.boxes[:, 2] - found.boxes[:, 0]
             shift = self.rng.uniform(-self.jitter, self.jitter, (len(widths), 2)) * widths[:, None]
-            found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :], regions=found.regions)
+            found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :],
+                               regions=found.regions, anchors=found.anchors)
         return found
 
 

@@ -46,11 +46,12 @@ class Tampered:
 
     def _tamper(self, frame, found):
         if self.index[id(frame)] in self.miss:
-            return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=found.regions)
+            return found.take(np.zeros(len(found), bool))
         if self.jitter and len(found.boxes):
             widths = found.boxes[:, 2] - found.boxes[:, 0]
             shift = self.rng.uniform(-self.jitter, self.jitter, (len(widths), 2)) * widths[:, None]
-            found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :], regions=found.regions)
+            found = Detections(found.boxes + np.tile(shift, 2), found.scores, found.landmarks + shift[:, None, :],
+                               regions=found.regions, anchors=found.anchors)
         return found
 
 

@@ -93,7 +93,14 @@ class ReadThread:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        interrupted = None
+        while self._thread.is_alive():  # a second Ctrl-C must not close the reader under the thread
+            try:
+                self._thread.join()
+            except KeyboardInterrupt as err:
+                interrupted = err
+        if interrupted is not None:
+            raise interrupted
 
 
 class EncodeThread:
@@ -176,8 +183,9 @@ def run_video(
 ) -> dict[str, Any]:
     """Process `input_path` into `output_path` in this process; returns the run's report.
 
-    `stage_seconds` are busy seconds per stage; encoding runs beside the other stages, so they
-    add up to more than `wall_seconds`.
+    `stage_seconds` are busy seconds per stage; decoding, the detection thread's work
+    (`detect_ahead`) and encoding run beside the other stages, so they add up to more than
+    `wall_seconds`.
     """
     start = time.perf_counter()
     timer = StageTimer()

@@ -82,8 +82,10 @@ def setup_done() -> None:
     process, so Python's cyclic garbage collector stops walking them on every collection
     (`gc.freeze`). The collections a run's many small objects set off then walk only those; they
     had cost 6% of a 360p run's CPU (perf: `gc_collect_main` and its visits; one full collection
-    walks some 200,000 objects once torch is loaded). Call it once the models are loaded; only the
-    first call in a process freezes (a process that runs many jobs, a test session, keeps the rest
-    collectable)."""
+    walks some 200,000 objects once torch is loaded). The garbage waiting then (thousands of
+    objects after the detector's set-up) is collected first, or it would never be (0.1 s). Call it
+    once the models are loaded; only the first call in a process freezes (a process that runs many
+    jobs, a test session, keeps the rest collectable)."""
     if gc.get_freeze_count() == 0:
+        gc.collect()
         gc.freeze()

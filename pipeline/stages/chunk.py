@@ -196,7 +196,7 @@ class FaceProcessor:
             return composite_chunk(frames, tracked.crops, lambda c: faces[c.frame_index, c.track_id], self.cfg.composite, upscaled)
 
     def prefetch(self, frames: Sequence[Frame], timer: StageTimer) -> None:
-        """Start the coming chunk's whole-frame scans on the detection thread (`FaceAnalyzer.prefetch`)."""
+        """Start the coming chunk's shot cuts and whole-frame scans on the detection thread (`FaceAnalyzer.prefetch`)."""
         self.analyzer.prefetch([f.image for f in frames], frames[0].index, timing=lambda: timer("detect_ahead"))
 
     def finish(self) -> dict[str, Any]:

@@ -84,9 +84,10 @@ class Detections:
     def join(cls, parts: Sequence["Detections"]) -> "Detections":
         """Detections of one frame from searches of different regions, together."""
         anchors = [p.anchors if p.anchors is not None else np.full((len(p), 4), np.nan) for p in parts]
+        whole = any(p.regions is None for p in parts)  # one part looked at the whole frame: so did they all
         return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
-                   np.concatenate([p.landmarks for p in parts]), regions=np.concatenate([p.regions for p in parts]),
-                   anchors=np.concatenate(anchors))
+                   np.concatenate([p.landmarks for p in parts]),
+                   regions=None if whole else np.concatenate([p.regions for p in parts]), anchors=np.concatenate(anchors))
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -177,7 +178,8 @@ class FaceDetector:
 
     def _run_mtcnn(self, batch: np.ndarray, min_face: float, regions=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """MTCNN on `batch` `[B, H, W, 3] uint8` (`pipeline/stages/mtcnn.py`: facenet-pytorch's cascade,
-        its candidates cut out all at once). Per frame: boxes `[N, 5]` (with the score) and points `[N, 5, 2]`."""
+        its candidates cut out all at once). Per frame: boxes `[N, 9]` (with the score, then the square O-net
+        saw) and points `[N, 5, 2]`."""
         import torch
 
         from pipeline.stages.mtcnn import detect_faces
@@ -281,13 +283,16 @@ class FaceDetector:
         batch, sx, sy = self._working([frame], working_scale(height, width, self.cfg)[0])
         working = (squares + 0.5) * np.array([sx, sy, sx, sy]) - 0.5
         with self._networks():
-            found, points = refine_faces(torch.from_numpy(batch).to(self.device), self.onet, [working],
-                                         threshold=self.cfg.thresholds[2])
-        (dets,) = self._to_source(found, points, sx, sy)
-        # O-net's box for a face is near the box it expected: one moved far off took something else.
-        same = iou_matrix(dets.boxes, boxes).max(1, initial=0.0) >= 0.5 if len(dets) else np.zeros(0, bool)
+            found, points, origin = refine_faces(torch.from_numpy(batch).to(self.device), self.onet, [working],
+                                                 threshold=self.cfg.thresholds[2])
+        # O-net's box for a face stays near the box it was checked for: one moved far off took
+        # something else (a neighbour's face), and says nothing of this one.
+        (dets,) = self._to_source(found, points, sx, sy, keep_order=True)
+        same = np.array([iou_matrix(d[None], boxes[i][None])[0, 0] >= 0.5 for d, i in zip(dets.boxes, origin[0])], bool)
+        same &= np.maximum(dets.boxes[:, 2] - dets.boxes[:, 0], dets.boxes[:, 3] - dets.boxes[:, 1]) >= self.cfg.min_face
         dets.regions = regions
-        return dets.take(same)
+        dets = dets.take(same)
+        return dets.take(np.argsort(-dets.scores, kind="stable"))
 
     @staticmethod
     def _working(frames: list[np.ndarray], scale: float) -> tuple[np.ndarray, float, float]:
@@ -317,9 +322,11 @@ class FaceDetector:
         boxes, points = self._run_mtcnn(batch, min_face, regions)
         return self._to_source(boxes, points, sx, sy)
 
-    def _to_source(self, boxes: list[np.ndarray], points: list[np.ndarray], sx: float, sy: float) -> list[Detections]:
-        """MTCNN's per-frame boxes `[N, 5]` and points in working px, mapped back to source pixels
-        (pixel centres aligned, as cv2.resize does), those under `min_face` left out, best first."""
+    def _to_source(self, boxes: list[np.ndarray], points: list[np.ndarray], sx: float, sy: float, *,
+                   keep_order: bool = False) -> list[Detections]:
+        """MTCNN's per-frame boxes `[N, 9]` and points in working px, mapped back to source pixels
+        (pixel centres aligned, as cv2.resize does), those under `min_face` left out, best first
+        (`keep_order`: all of them, in the order given)."""
         out = []
         for b, p in zip(boxes, points):
             if len(b) == 0:
@@ -333,7 +340,9 @@ class FaceDetector:
             p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
             p[..., 1] = (p[..., 1] + 0.5) / sy - 0.5
             keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
-            order = np.argsort(-s[keep], kind="stable")
+            if keep_order:
+                keep = np.ones(len(b), bool)
+            order = np.arange(keep.sum()) if keep_order else np.argsort(-s[keep], kind="stable")
             b = b[keep][order]
             out.append(Detections(b[:, :4], s[keep][order], p[keep][order], anchors=b[:, 4:]))
         return out

@@ -9,9 +9,10 @@ Streaming: chunks must follow one another (`start_index` continues where the las
 ended); the analyzer keeps only the tracker's state (one greyscale frame and a few numbers per
 track), so memory stays constant however long the stream. Detection runs on the chunk's
 detection frames (every `detect.every`-th): every `detect.full_every`-th of them scans the whole
-frame (as one batch), the others look only around the faces being tracked (their regions, as the
-tracker steps through every frame in order), so a tracked face is checked as often as before
-and a new one is found at the next full scan. Two more kinds of frame are detected on, one at a time, as the stream reaches
+frame (as one batch); on the others, once the tracker has moved its faces there, each face the
+flow followed is checked by MTCNN's last network alone and the rest (lost, overlapping) are
+searched for around (`FaceDetector.near`), so a tracked face is checked as often as before and a
+new one is found at the next full scan. Two more kinds of frame are detected on, one at a time, as the stream reaches
 them: the first frame of a shot (`pipeline/stages/cuts.py`: every track ends there), and the
 frame after one where a face was lost, so a missed face comes back at once instead of a
 cadence later (there only around the lost faces: `FaceDetector.detect_regions`).

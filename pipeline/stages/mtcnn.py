@@ -301,51 +301,57 @@ def detect_faces(frames: torch.Tensor, pnet, rnet, onet, *, min_face: float, thr
         boxes = rerec(bbreg(boxes, mv))
 
     # 3. O-net on every survivor at once: scores, box regression, landmarks; NMS by "Min".
-    boxes, image_inds, points = _onet(table, boxes, image_inds, w, h, onet, thresholds[2])
+    boxes, image_inds, points, _ = _onet(table, boxes, image_inds, w, h, onet, thresholds[2])
     return _per_image(boxes, points, image_inds, batch_size)
 
 
 def refine_faces(frames: torch.Tensor, onet, boxes: list[np.ndarray], *, threshold: float
-                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """The cascade's last stage alone, on given boxes: per image, `boxes[b]` `[K, 4]` (x0, y0, x1, y1 px,
     where faces are expected: the squares O-net was shown when they were found, moved with them)
-    are squared as R-net's output is, and O-net scores them,
-    moves them by its box regression and places the landmarks; those scoring over `threshold` come
-    back (after the cascade's "Min" NMS), as `detect_faces` returns them. One O-net pass a box: a
-    fraction of a millisecond, where a search around the box runs all three networks on every
-    candidate there."""
+    are squared as R-net's output is, and O-net scores them, moves them by its box regression and
+    places the landmarks. Per image: the boxes scoring over `threshold`, `[N, 9]` as `detect_faces`
+    gives them, their points, and which of `boxes[b]` each came from `[N]` (each box is its own
+    candidate: no NMS between them). One O-net pass a box: a fraction of a millisecond, where a
+    search around the box runs all three networks on every candidate there."""
     batch_size, h, w, _ = frames.shape
-    given = [torch.as_tensor(np.asarray(b, np.float32).reshape(-1, 4), device=frames.device) for b in boxes]
-    image_inds = torch.cat([torch.full((len(b),), i, dtype=torch.int64, device=frames.device) for i, b in enumerate(given)])
-    candidates = torch.cat(given)
+    given = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
+    first = np.concatenate([[0], np.cumsum([len(b) for b in given])])
+    image_inds = torch.as_tensor(np.repeat(np.arange(len(given)), np.diff(first)), dtype=torch.int64, device=frames.device)
+    candidates = torch.as_tensor(np.concatenate(given), device=frames.device)
     candidates = rerec(torch.cat([candidates, torch.ones(len(candidates), 1, device=frames.device)], dim=1))
-    found, image_inds, points = _onet(summed_area(frames) if len(candidates) else None, candidates, image_inds, w, h, onet, threshold)
-    return _per_image(found, points, image_inds, batch_size)
+    table = summed_area(frames) if len(candidates) else None
+    found, image_inds, points, which = _onet(table, candidates, image_inds, w, h, onet, threshold, nms=False)
+    boxes_out, points_out = _per_image(found, points, image_inds, batch_size)
+    image_inds, which = image_inds.cpu().numpy(), which.cpu().numpy()
+    return boxes_out, points_out, [which[image_inds == b] - first[b] for b in range(batch_size)]
 
 
-def _onet(table, boxes, image_inds, w: int, h: int, onet, threshold: float):
+def _onet(table, boxes, image_inds, w: int, h: int, onet, threshold: float, *, nms: bool = True):
     """O-net on every candidate at once (boxes `[M, 5]`, squared): those scoring over `threshold`,
-    moved by its box regression, after NMS by "Min": `[N, 9]` (x0, y0, x1, y1, score, then the box
-    O-net was shown), with its landmarks `[N, 5, 2]`."""
+    moved by its box regression, after NMS by "Min" (`nms`): `[N, 9]` (x0, y0, x1, y1, score, then
+    the box O-net was shown), their image indices, their landmarks `[N, 5, 2]` and which of the
+    M candidates each is `[N]`."""
     points = torch.zeros(0, 5, 2, device=boxes.device)
+    which = torch.arange(len(boxes), device=boxes.device)
     if len(boxes) == 0:
-        return torch.zeros(0, 9, device=boxes.device), image_inds, points
+        return torch.zeros(0, 9, device=boxes.device), image_inds, points, which
     im_data, keep = _crops(table, boxes, image_inds, w, h, 48)
-    boxes, image_inds = boxes[keep], image_inds[keep]
+    boxes, image_inds, which = boxes[keep], image_inds[keep], which[keep]
     out = run_net(onet, im_data)
     score = out[2][:, 1]
     ipass = score > threshold
     points = out[1][ipass].permute(1, 0)  # [10, M]
     boxes = torch.cat((boxes[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-    image_inds, mv = image_inds[ipass], out[0][ipass]
+    image_inds, mv, which = image_inds[ipass], out[0][ipass], which[ipass]
     w_i, h_i = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
     points_x = w_i.repeat(5, 1) * points[:5, :] + boxes[:, 0].repeat(5, 1) - 1
     points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes[:, 1].repeat(5, 1) - 1
     points = torch.stack((points_x, points_y)).permute(2, 1, 0)  # [M, 5, 2]
     shown = boxes[:, :4].clone()
     boxes = bbreg(boxes, mv)
-    pick = batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
-    return torch.cat([boxes, shown], dim=1)[pick], image_inds[pick], points[pick]
+    pick = batched_nms_min(boxes[:, :4], boxes[:, 4], image_inds, 0.7) if nms else torch.arange(len(boxes), device=boxes.device)
+    return torch.cat([boxes, shown], dim=1)[pick], image_inds[pick], points[pick], which[pick]
 
 
 def _per_image(boxes: torch.Tensor, points: torch.Tensor, image_inds: torch.Tensor, batch_size: int):
