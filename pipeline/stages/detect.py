@@ -248,11 +248,17 @@ class FaceDetector:
         flow followed to this frame (`shown`, with the square O-net saw when it was last found,
         moved with it: `anchors`) is checked where it now is (`refine`); around each other face
         (hidden, lost: its place is a guess), and a followed face that overlaps another (O-net on
-        its square could take the other's face), MTCNN searches (`detect_regions`)."""
+        its square could take the other's face) or whose square the frame's edge cuts, MTCNN
+        searches (`detect_regions`)."""
         shown = [np.asarray(b, np.float64) for b in shown]
         anchors = list(anchors) if anchors is not None else [None] * len(shown)
         others = np.stack(shown + [np.asarray(b, np.float64) for b in hidden]) if shown or len(hidden) else np.zeros((0, 4))
-        alone = [(iou_matrix(b[None], others)[0] > 0).sum() == 1 for b in shown]
+        height, width = frame.shape[:2]
+        inside = [a if a is not None and np.isfinite(a).all() else b for b, a in zip(shown, anchors)]
+        inside = [bool(q[0] >= 0 and q[1] >= 0 and q[2] <= width - 1 and q[3] <= height - 1) for q in inside]
+        # O-net sees a square cut by the frame's edge stretched (the cascade's crops are clipped):
+        # such a face, and one that overlaps another, is searched for around instead.
+        alone = [(iou_matrix(b[None], others)[0] > 0).sum() == 1 and fits for b, fits in zip(shown, inside)]
         search = [b for b, a in zip(shown, alone) if not a] + list(hidden)
         found = [self.refine(frame, [b for b, a in zip(shown, alone) if a], [c for c, a in zip(anchors, alone) if a])]
         found += [self.detect_regions(frame, search)] if search else []
