@@ -168,7 +168,7 @@ def test_refine_gives_a_still_crowd_the_whole_frames_boxes_from_their_anchors_an
     assert len(nothing) == 0 and nothing.covers(empty[0])
 
 
-def test_near_checks_lone_faces_and_searches_around_overlapping_and_hidden_ones(detector, monkeypatch):
+def test_near_checks_lone_faces_and_searches_around_overlapping_edge_and_hidden_ones(detector, monkeypatch):
     faces = [Face(70, 120, 60), Face(200, 120, 60), Face(240, 140, 60)]  # the last two overlap
     frame = render(background(240, 320, seed=9), faces)
     calls = {}
@@ -187,3 +187,10 @@ def test_near_checks_lone_faces_and_searches_around_overlapping_and_hidden_ones(
     found = detector.near(frame, boxes, [], [None] * 3)
     assert calls == {"refine": 1, "detect_regions": 2}
     assert all(found.covers(b) for b in boxes) and len(found) >= 2
+    # A face whose square the frame's edge cuts (O-net would see it stretched) is searched for too.
+    edge, inside = Face(20, 120, 60), Face(220, 120, 60)
+    frame = render(background(240, 320, seed=10), [edge, inside])
+    calls.clear()
+    found = detector.near(frame, [edge.box(), inside.box()], [], [None, None])
+    assert calls == {"refine": 1, "detect_regions": 1} and edge.box()[0] < 0
+    assert found.covers(inside.box()) and len(found) >= 1
