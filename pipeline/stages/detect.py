@@ -115,6 +115,11 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
+def _squares(boxes: Sequence[np.ndarray], anchors: Sequence[np.ndarray | None]) -> np.ndarray:
+    """Where O-net is shown each face: its anchor square where known (finite), else its box: `[K, 4]`."""
+    return np.array([b if a is None or not np.isfinite(a).all() else a for b, a in zip(boxes, anchors)], np.float64).reshape(-1, 4)
+
+
 def detection_threads(cfg: DetectConfig) -> int:
     """Torch threads MTCNN runs with: `cfg.threads`, or half the cores left after the encoder's.
 
@@ -254,8 +259,7 @@ class FaceDetector:
         anchors = list(anchors) if anchors is not None else [None] * len(shown)
         others = np.stack(shown + [np.asarray(b, np.float64) for b in hidden]) if shown or len(hidden) else np.zeros((0, 4))
         height, width = frame.shape[:2]
-        inside = [a if a is not None and np.isfinite(a).all() else b for b, a in zip(shown, anchors)]
-        inside = [bool(q[0] >= 0 and q[1] >= 0 and q[2] <= width - 1 and q[3] <= height - 1) for q in inside]
+        inside = [bool(q[0] >= 0 and q[1] >= 0 and q[2] <= width - 1 and q[3] <= height - 1) for q in _squares(shown, anchors)]
         # O-net sees a square cut by the frame's edge stretched (the cascade's crops are clipped):
         # such a face, and one that overlaps another, is searched for around instead.
         alone = [(iou_matrix(b[None], others)[0] > 0).sum() == 1 and fits for b, fits in zip(shown, inside)]
@@ -281,7 +285,7 @@ class FaceDetector:
         check_frame(frame)
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         anchors = list(anchors) if anchors is not None else [None] * len(boxes)
-        squares = np.array([b if a is None or not np.isfinite(a).all() else a for b, a in zip(boxes, anchors)], np.float64).reshape(-1, 4)
+        squares = _squares(boxes, anchors)
         regions = np.concatenate([np.minimum(boxes[:, :2], squares[:, :2]) - 1, np.maximum(boxes[:, 2:], squares[:, 2:]) + 1], axis=1)
         if len(boxes) == 0:
             return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)), regions=regions, anchors=np.zeros((0, 4)))
