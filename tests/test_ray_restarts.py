@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from pipeline.config import load_config
@@ -76,3 +78,24 @@ def test_under_quiet_the_raylets_error_paragraphs_stay_off_stdout(capfd, monkeyp
     worker.print_to_stdstream({"lines": ["a warning an actor logged"], "pid": 4242, "is_err": True}, ignore_prefix=True)
     out, err = capfd.readouterr()
     assert "A worker died" not in out + err and "a warning an actor logged" in err
+
+
+def test_under_quiet_the_raylets_log_lines_stay_off_stderr(capfd, monkeypatch):
+    """The raylet's own log lines (on a nearly full disk, "... is over 95% full" every 10 s) reach
+    the driver beside the workers' lines, through Ray's log handler: under -q they are dropped
+    there too, also in a process where Ray was already running; a worker's lines come through."""
+    from ray._private import worker
+
+    from pipeline.engines.ray_start import quiet_raylet_errors
+
+    dispatcher = worker.global_worker_stdstream_dispatcher
+    monkeypatch.setattr(worker, "print_to_stdstream", worker.print_to_stdstream)
+    monkeypatch.setattr(dispatcher, "handlers", [("ray_print_logs", functools.partial(worker.print_to_stdstream, ignore_prefix=True))])
+    quiet_raylet_errors()
+    quiet_raylet_errors()
+    assert len(dispatcher.handlers) == 1
+    dispatcher.emit({"lines": ["/tmp/ray/session_x is over 95% full"], "pid": "raylet", "is_err": True})
+    dispatcher.emit({"lines": ["gcs says something"], "pid": "gcs_server", "is_err": True})
+    dispatcher.emit({"lines": ["an actor's own line"], "pid": 4343, "is_err": True})
+    out, err = capfd.readouterr()
+    assert "95% full" not in out + err and "gcs says" not in out + err and "an actor's own line" in err

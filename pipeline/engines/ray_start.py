@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 def connect(cfg) -> bool:
     """Start an embedded Ray or join `engine.ray_address`; True if this call started it."""
     if ray.is_initialized():
+        _quiet_under_q()
         return False
     if cfg.ray_address is None:
         # Ray starts its workers at niceness 15; here they do the work, and beside any busy process
@@ -41,8 +42,7 @@ def connect(cfg) -> bool:
     except ConnectionError as err:
         raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
     terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
-    if library_log_level() >= logging.ERROR:  # -q: only facezoom's own one-line errors
-        quiet_raylet_errors()
+    _quiet_under_q()
     if pending:  # a Ctrl-C or SIGTERM while Ray started: stop what it started, then end as that signal does
         ray.shutdown()
         if pending[0] == signal.SIGTERM:
@@ -52,25 +52,45 @@ def connect(cfg) -> bool:
     return True
 
 
+def _quiet_under_q() -> None:
+    if library_log_level() >= logging.ERROR:  # -q: only facezoom's own one-line errors
+        quiet_raylet_errors()
+
+
+# The `pid` Ray's log monitor gives the lines of its own processes' logs (a worker's lines carry its
+# process id): e.g. the raylet's "... is over 95% full" every 10 s on a nearly full disk.
+RAY_OWN = frozenset({"raylet", "gcs_server", "autoscaler", "runtime_env"})
+
+
 def quiet_raylet_errors() -> None:
-    """Keep the paragraphs Ray's driver prints for the raylet's errors (an SR actor that died, its
-    process killed) off stdout: under -q facezoom says what matters in one line, e.g. past
-    `engine.max_restarts`. Ray prints them from `ray._private.worker.listen_error_messages` through
-    the module's `print_to_stdstream`, whatever `log_to_driver` says; the workers' own log lines
-    reach the driver through a handler that holds the original function, and are untouched. A
-    private function: where a Ray release has moved it, this does nothing."""
+    """Keep what Ray's own processes say off the terminal: under -q facezoom says what matters in
+    one line, e.g. past `engine.max_restarts`. Two paths lead there: the paragraphs Ray's driver
+    prints for the raylet's errors (an SR actor that died, its process killed), from
+    `ray._private.worker.listen_error_messages` through the module's `print_to_stdstream`, whatever
+    `log_to_driver` says; and the lines of the raylet's and GCS's logs, which reach the driver
+    beside the workers' own lines, through a handler (`ray_print_logs`) that holds the original
+    function. Both are filtered; the workers' own log lines come through. Private names: where a
+    Ray release has moved them, this does nothing."""
     from ray._private import worker
 
     show = getattr(worker, "print_to_stdstream", None)
-    if show is None or getattr(show, "quiet_raylet", False):
-        return
+    if show is not None and not getattr(show, "quiet_raylet", False):
+        worker.print_to_stdstream = _without_ray_own(show)
+    dispatcher = getattr(worker, "global_worker_stdstream_dispatcher", None)
+    with getattr(dispatcher, "_lock", contextlib.nullcontext()):
+        handlers = getattr(dispatcher, "handlers", None)
+        if isinstance(handlers, list):
+            dispatcher.handlers = [(name, handle if name != "ray_print_logs" or getattr(handle, "quiet_raylet", False)
+                                    else _without_ray_own(handle)) for name, handle in handlers]
 
-    def without_raylet(data, ignore_prefix: bool):
-        if data.get("pid") != "raylet":
-            show(data, ignore_prefix)
 
-    without_raylet.quiet_raylet = True
-    worker.print_to_stdstream = without_raylet
+def _without_ray_own(show):
+    def without(data, *args, **kwargs):
+        if data.get("pid") not in RAY_OWN:
+            show(data, *args, **kwargs)
+
+    without.quiet_raylet = True
+    return without
 
 
 @contextlib.contextmanager
