@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from crowd_scenes import CrowdClip
 from face_scenes import Face, background, render
 from pipeline.stages.detect import DetectConfig, FaceDetector
-from pipeline.stages.mtcnn import crop_area, pyramid, summed_area
+from pipeline.stages.mtcnn import crop_area, level_part, pyramid, summed_area
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,21 @@ def test_crop_area_is_adaptive_average_pooling_of_each_box():
         for k, (a, b, c, d) in enumerate(boxes):
             want = F.interpolate(imgs[image[k] : image[k] + 1, :, a:c, b:d], size=(size, size), mode="area")[0]
             torch.testing.assert_close(got[k], want, atol=1e-3, rtol=0)
+
+
+def test_a_pyramid_level_from_the_table_is_facenet_pytorchs_imresample_bit_for_bit():
+    """P-net's input levels, made from the summed-area table, are `interpolate(mode="area")`'s values
+    and memory layout exactly (P-net's arithmetic, and so its windows, stay facenet-pytorch's)."""
+    gen = torch.Generator().manual_seed(2)
+    frames = torch.randint(0, 256, (2, 67, 121, 3), generator=gen, dtype=torch.uint8)
+    imgs, table = frames.permute(0, 3, 1, 2).float(), summed_area(frames)
+    for scale in pyramid(67, 121, 20, 0.709):
+        level = (int(67 * scale + 1), int(121 * scale + 1))
+        want = F.interpolate(imgs, size=level, mode="area")
+        got = level_part(table, (0, level[0]), (0, level[1]), 67, 121, level)
+        assert torch.equal(got, want) and got.stride() == want.stride()
+        part = level_part(table[1:], (2, level[0] - 1), (4, level[1]), 67, 121, level)  # a region's cells
+        assert torch.equal(part, want[1:, :, 2 : level[0] - 1, 4:])
 
 
 def test_the_pyramid_is_facenet_pytorchs():
