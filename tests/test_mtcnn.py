@@ -78,6 +78,14 @@ def test_a_pyramid_level_from_the_table_is_facenet_pytorchs_imresample_bit_for_b
         assert torch.equal(part, want[1:, :, 2 : level[0] - 1, 4:])
 
 
+def test_a_pyramid_level_is_made_on_the_tables_device():
+    """On a GPU the table, its cells and the level stay on the GPU: checked here without one, on
+    PyTorch's `meta` device, where a tensor made on the CPU by mistake fails the same way."""
+    table = torch.zeros(2, 37, 61, 3, dtype=torch.int32, device="meta")
+    level = level_part(table, (0, 20), (2, 30), 36, 60, (20, 31))
+    assert level.device.type == "meta" and level.shape == (2, 3, 20, 28)
+
+
 def test_the_pyramid_is_facenet_pytorchs():
     scales = pyramid(360, 640, 20, 0.6)
     assert scales[0] == pytest.approx(0.6) and all(b == pytest.approx(a * 0.6) for a, b in zip(scales, scales[1:]))

@@ -186,10 +186,10 @@ def crop_area(table: torch.Tensor, image: torch.Tensor, y0, y1, x0, x1, size: in
     return (sums.to(torch.float32) / area[..., None].to(torch.float32)).permute(0, 3, 1, 2)
 
 
-def level_cells(first: int, stop: int, size: int, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+def level_cells(first: int, stop: int, size: int, level: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Cells `first..stop-1` of a side of `size` pixels pooled to `level` cells (adaptive pooling,
     as `imresample` makes a pyramid level): their first and one-past-last pixels, `[stop - first]` each."""
-    i = torch.arange(first, stop)
+    i = torch.arange(first, stop, device=device)
     return torch.div(i * size, level, rounding_mode="floor"), torch.div((i + 1) * size + level - 1, level, rounding_mode="floor")
 
 
@@ -200,8 +200,8 @@ def level_part(table: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int]
     `[B, C, R, K]` float32, the values `imresample` gives there (integer sums, divided by the
     cell's rows, then its columns). The sums are taken a side at a time (rows, then columns of the
     strips): the same integers, and a third of the time of torch's adaptive pooling on a frame."""
-    ya, yb = level_cells(*rows, height, level[0])
-    xa, xb = level_cells(*cols, width, level[1])
+    ya, yb = level_cells(*rows, height, level[0], table.device)
+    xa, xb = level_cells(*cols, width, level[1], table.device)
     strips = _take(table, yb, 1) - _take(table, ya, 1)  # [B, R, W + 1, C]
     sums = (_take(strips, xb, 2) - _take(strips, xa, 2)).to(torch.float32)
     part = sums / (yb - ya).to(torch.float32)[:, None, None] / (xb - xa).to(torch.float32)[None, :, None]
