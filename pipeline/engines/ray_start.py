@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 def connect(cfg) -> bool:
     """Start an embedded Ray or join `engine.ray_address`; True if this call started it."""
+    if library_log_level() >= logging.ERROR:  # -q: only facezoom's own one-line errors. Before
+        quiet_raylet_errors()  # `ray.init`: the log handler it installs then holds the filtered function
     if ray.is_initialized():
-        _quiet_under_q()
         return False
     if cfg.ray_address is None:
         # Ray starts its workers at niceness 15; here they do the work, and beside any busy process
@@ -42,7 +43,6 @@ def connect(cfg) -> bool:
     except ConnectionError as err:
         raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
     terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
-    _quiet_under_q()
     if pending:  # a Ctrl-C or SIGTERM while Ray started: stop what it started, then end as that signal does
         ray.shutdown()
         if pending[0] == signal.SIGTERM:
@@ -50,11 +50,6 @@ def connect(cfg) -> bool:
             raise Terminated()
         raise KeyboardInterrupt()
     return True
-
-
-def _quiet_under_q() -> None:
-    if library_log_level() >= logging.ERROR:  # -q: only facezoom's own one-line errors
-        quiet_raylet_errors()
 
 
 # The `pid` Ray's log monitor gives the lines of its own processes' logs (a worker's lines carry its
@@ -68,8 +63,9 @@ def quiet_raylet_errors() -> None:
     prints for the raylet's errors (an SR actor that died, its process killed), from
     `ray._private.worker.listen_error_messages` through the module's `print_to_stdstream`, whatever
     `log_to_driver` says; and the lines of the raylet's and GCS's logs, which reach the driver
-    beside the workers' own lines, through a handler (`ray_print_logs`) that holds the original
-    function. Both are filtered; the workers' own log lines come through. Private names: where a
+    beside the workers' own lines, through a handler (`ray_print_logs`) that holds that function
+    as it was when `ray.init` ran (called before it, the handler gets the filtered one; a handler
+    already there is wrapped). The workers' own log lines come through. Private names: where a
     Ray release has moved them, this does nothing."""
     from ray._private import worker
 

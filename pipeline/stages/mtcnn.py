@@ -14,7 +14,9 @@ module imports torchvision, seconds of a run's start), changed in these ways:
    rounding (tests/test_mtcnn.py: the same boxes and landmarks as `MTCNN.detect`).
 2. Its helpers' imports: torchvision's NMS is replaced by OpenCV's (the same greedy rule).
 3. P-net's pyramid levels (its `imresample`, `interpolate(mode="area")` of the whole frame) are
-   made from the same table, the same cells and values in a third of the time (`level_part`).
+   made from the same table in a third of the time (`level_part`): on a CPU the same cells and
+   values bit for bit; on CUDA, where torch's kernel multiplies by the cell's reciprocal area,
+   within a float rounding step; on 8K frames exact where torch's float sums are not.
    `regions`: P-net may look in parts of a frame only (around the faces being tracked). Each
    pyramid level is then made for those parts alone, cell for cell the whole level's, and P-net
    runs on them at an even cell offset (its stride), keeping only the windows that lie wholly
@@ -150,7 +152,8 @@ def run_net(net, im_data: torch.Tensor, batch_size: int = 512) -> tuple[torch.Te
 
 def summed_area(frames: torch.Tensor) -> torch.Tensor:
     """`[B, H, W, C]` uint8 -> `[B, H + 1, W + 1, C]` int32: the sum of the pixels above and left of
-    each corner (exact: at most 255 x H x W, under 2^31 up to 8k frames). On a CPU, OpenCV's
+    each corner, modulo 2^32: past 8.4 Mpx of bright pixels an entry wraps, but only differences
+    of entries are ever used, exact while the box they sum holds under 8.4 Mpx. On a CPU, OpenCV's
     `integral` (the same integers, a tenth of the time of two int32 cumsums: 2 ms a 640x360 frame)."""
     if frames.device.type == "cpu" and frames.shape[3] <= 4:
         return torch.from_numpy(np.stack([cv2.integral(f, sdepth=cv2.CV_32S) for f in frames.numpy()]))
@@ -197,9 +200,9 @@ def level_part(table: torch.Tensor, rows: tuple[int, int], cols: tuple[int, int]
                level: tuple[int, int]) -> torch.Tensor:
     """Rows `rows[0]..rows[1]-1` and columns `cols[0]..cols[1]-1` of a pyramid level of `level` =
     (rows, columns) cells, from the frames' `summed_area` `table` `[B, H + 1, W + 1, C]`:
-    `[B, C, R, K]` float32, the values `imresample` gives there (integer sums, divided by the
-    cell's rows, then its columns). The sums are taken a side at a time (rows, then columns of the
-    strips): the same integers, and a third of the time of torch's adaptive pooling on a frame."""
+    `[B, C, R, K]` float32, the values `imresample` gives there on a CPU (integer sums, divided by
+    the cell's rows, then its columns). The sums are taken a side at a time (rows, then columns of
+    the strips): a third of the time of torch's adaptive pooling on a frame."""
     ya, yb = level_cells(*rows, height, level[0], table.device)
     xa, xb = level_cells(*cols, width, level[1], table.device)
     strips = _take(table, yb, 1) - _take(table, ya, 1)  # [B, R, W + 1, C]
