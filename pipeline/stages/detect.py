@@ -22,6 +22,7 @@ right; "left" = image left) in source pixels.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -188,30 +189,25 @@ class FaceDetector:
 
         from pipeline.stages.mtcnn import detect_faces
 
-        return detect_faces(torch.from_numpy(batch).to(self.device), *map(self._shared, (self.pnet, self.rnet, self.onet)),
-                            min_face=min_face, thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
+        with self._networks():
+            return detect_faces(torch.from_numpy(batch).to(self.device), self.pnet, self.rnet, self.onet, min_face=min_face,
+                                thresholds=self.cfg.thresholds, factor=self.cfg.factor, regions=regions)
 
-    def _shared(self, net):
-        """`net`, each call run one at a time among the threads that share this detector (a detection
-        thread and the tracker's own checks: torch's thread settings are not made to change under a
-        running network), with `detection_threads` torch threads (the caller's count is restored),
-        without autograd. The lock is held for one network call, not a whole cascade: the steps
-        between (pyramid levels, crops, NMS) run beside the other thread's network, so a check of
-        the tracked faces waits for one call of a whole-frame scan at most (it waited for the whole
-        scan: 0.6 s of a 360p run's pipeline thread, 10 ms a check)."""
+    @contextlib.contextmanager
+    def _networks(self):
+        """Around a run of the networks: one run at a time (a detection thread and the tracker's own
+        re-detections share them: torch's thread settings are not made to change under a running
+        network), with `detection_threads` torch threads (the caller's count is restored), no autograd."""
         import torch
 
-        def run(data):
-            with self._lock:
-                before = torch.get_num_threads()
-                torch.set_num_threads(self.threads)
-                try:
-                    with torch.no_grad():
-                        return net(data)
-                finally:
-                    torch.set_num_threads(before)
-
-        return run
+        with self._lock:
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                with torch.no_grad():
+                    yield
+            finally:
+                torch.set_num_threads(before)
 
     def detect_regions(self, frame: np.ndarray, boxes: Sequence[np.ndarray]) -> Detections:
         """Detect faces near `boxes` only (x0, y0, x1, y1 source px): each box and a face width
@@ -296,8 +292,9 @@ class FaceDetector:
         height, width = frame.shape[:2]
         batch, sx, sy = self._working([frame], working_scale(height, width, self.cfg)[0])
         working = (squares + 0.5) * np.array([sx, sy, sx, sy]) - 0.5
-        found, points, origin = refine_faces(torch.from_numpy(batch).to(self.device), self._shared(self.onet), [working],
-                                             threshold=self.cfg.thresholds[2])
+        with self._networks():
+            found, points, origin = refine_faces(torch.from_numpy(batch).to(self.device), self.onet, [working],
+                                                 threshold=self.cfg.thresholds[2])
         # O-net's box for a face stays near the box it was checked for: one moved far off took
         # something else (a neighbour's face), and says nothing of this one.
         (dets,) = self._to_source(found, points, sx, sy, keep_order=True)
