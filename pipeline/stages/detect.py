@@ -349,10 +349,11 @@ class FaceDetector:
             b[:, 1::2] = (b[:, 1::2] + 0.5) / sy - 0.5
             p[..., 0] = (p[..., 0] + 0.5) / sx - 0.5
             p[..., 1] = (p[..., 1] + 0.5) / sy - 0.5
-            keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
             if keep_order:
-                keep = np.ones(len(b), bool)
-            order = np.arange(keep.sum()) if keep_order else np.argsort(-s[keep], kind="stable")
+                keep, order = np.ones(len(b), bool), np.arange(len(b))
+            else:
+                keep = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]) >= self.cfg.min_face
+                order = np.argsort(-s[keep], kind="stable")
             b = b[keep][order]
             out.append(Detections(b[:, :4], s[keep][order], p[keep][order], anchors=b[:, 4:]))
         return out
