@@ -299,6 +299,18 @@ def test_output_appears_only_when_complete(tmp_path):
     assert target.exists()
 
 
+def test_a_view_into_a_larger_array_is_written_as_its_pixels(tmp_path):
+    """A view whose rows lie further apart than they are wide (a crop of a larger frame) is
+    encoded as the picture it shows, not the memory beside it."""
+    wide = [np.concatenate([pattern(i, 64, 48), np.zeros((48, 40, 3), np.uint8)], axis=1) for i in range(5)]
+    with VideoWriter(tmp_path / "view.mp4", width=64, height=48, time_base=Fraction(1, 25), rate=Fraction(25)) as writer:
+        for i, image in enumerate(wide):
+            writer.write(image[:, :64], i)
+    _, images = video_frames(tmp_path / "view.mp4")
+    assert len(images) == 5
+    assert min(psnr(image, pattern(i, 64, 48)) for i, image in enumerate(images)) > 30
+
+
 def test_writer_checks_frame_shape(tmp_path):
     with VideoWriter(tmp_path / "o.mp4", width=32, height=32, time_base=Fraction(1, 25), rate=Fraction(25)) as writer:
         with pytest.raises(ValueError, match=r"\[32, 32, 3\] uint8"):
@@ -369,6 +381,33 @@ before = rss_mb()
 time.sleep(1.0)
 print(round(before - rss_mb()), sum(t.name == 'facezoom-malloc-trim' for t in threading.enumerate()))
 """
+
+
+def test_start_up_runs_without_the_cyclic_collector_until_the_models_are_made():
+    """`pipeline.engines.run` imports and sets up inside `setup_without_gc`: no collections until
+    `setup_done`; the collector is on again after the block however it ends, and a caller that
+    had turned it off keeps it off."""
+    import gc
+
+    from pipeline.media import memory
+
+    assert gc.isenabled()
+    with memory.setup_without_gc():
+        assert not gc.isenabled()
+        memory.setup_done()
+        assert gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), memory.setup_without_gc():
+        assert not gc.isenabled()
+        raise RuntimeError("set-up failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with memory.setup_without_gc():
+            memory.setup_done()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc: Linux only")
