@@ -41,6 +41,22 @@ def test_pixels_change_only_inside_the_face_footprint():
     assert np.array_equal(frame, _scene()[0])  # the input frame is untouched
 
 
+def test_a_frame_with_nothing_to_paste_at_scale_one_is_returned_as_it_is():
+    """No copy of a frame whose faces are all kept (6 MB a 1080p frame); anything drawn or pasted
+    goes on a copy, never on the input."""
+    frame, face = _scene()
+    matrix = similarity_transform(face.landmarks(), 128)
+    kept = [PasteFace(matrix, None, 1, np.array([80.0, 60.0, 140.0, 130.0])), PasteFace(matrix, np.zeros((128, 128, 3), np.uint8), 2, None, 0.0)]
+    assert composite(frame, kept, CompositeConfig()) is frame
+    before = frame.copy()
+    for cfg in (CompositeConfig(draw_boxes=True), CompositeConfig(side_by_side=True), CompositeConfig(scale=2)):
+        out = composite(frame, kept, cfg)
+        assert out is not frame and not np.shares_memory(out, frame)
+    out = composite(frame, [PasteFace(matrix, np.zeros((128, 128, 3), np.uint8), 2, None)], CompositeConfig())
+    assert not np.shares_memory(out, frame) and (out != frame).any()
+    np.testing.assert_array_equal(frame, before)
+
+
 def test_blend_is_feathered_without_a_hard_edge():
     frame, face = _white_face()
     out = composite(frame, [face], CompositeConfig(feather=0.1)).astype(np.float64)
