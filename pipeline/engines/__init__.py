@@ -22,16 +22,19 @@ def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool 
     `startup` says how much of that came before the job (`seconds`) and before its first frame
     entered the pipeline (`first_frame_seconds`: imports, checks, the models' set-up, the first
     decode); the engine's own `job_seconds` are the rest."""
-    if cfg.engine.engine == "ray":
-        from pipeline.engines.ray import run_video_ray as engine
-    else:
-        from pipeline.engines.local import run_video as engine
-    called = time.time()  # (after the engine's imports: torch and the rest are start-up too)
-    started_at = called if started_at is None else started_at
-    if cfg.engine.engine == "ray":
-        report = engine(input_path, output_path, cfg=cfg, progress=progress)
-    else:
-        report = engine(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
+    from pipeline.media.memory import setup_without_gc
+
+    with setup_without_gc():  # the engine's imports and set-up; it calls `setup_done` once its models are made
+        if cfg.engine.engine == "ray":
+            from pipeline.engines.ray import run_video_ray as engine
+        else:
+            from pipeline.engines.local import run_video as engine
+        called = time.time()  # (after the engine's imports: torch and the rest are start-up too)
+        started_at = called if started_at is None else started_at
+        if cfg.engine.engine == "ray":
+            report = engine(input_path, output_path, cfg=cfg, progress=progress)
+        else:
+            report = engine(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
     job = report.pop("wall_seconds")
     first = report.pop("first_frame_seconds", None)
     before = called - started_at

@@ -34,6 +34,7 @@ from models.errors import ModelError
 from pipeline.engines.ray_pool import SRPool
 from pipeline.engines.ray_start import connect
 from pipeline.engines.ray_video import HANDLERS, VideoJob
+from pipeline.media.memory import setup_done
 from pipeline.errors import RunAborted, UserError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def run_videos_ray(jobs, *, cfg, progress: bool = True, report_faces: bool = Tru
     run = None
     try:
         pool = SRPool.start(cfg, started, hooks)
+        setup_done()
         run = _Run(jobs, cfg, pool, started, start=start, report_faces=report_faces, progress=progress, skip=skip, done=done)
         while run.queue or run.active:
             run.start_videos()
