@@ -34,8 +34,8 @@ from models.errors import ModelError
 from pipeline.engines.ray_pool import SRPool
 from pipeline.engines.ray_start import connect
 from pipeline.engines.ray_video import HANDLERS, VideoJob
-from pipeline.media.memory import setup_done
 from pipeline.errors import RunAborted, UserError
+from pipeline.media.memory import setup_done
 
 log = logging.getLogger(__name__)
 
