@@ -55,6 +55,33 @@ def long_clip(tmp_path_factory):
     return write_sample(tmp_path_factory.mktemp("long") / "sample.mp4", seconds=8)
 
 
+HALF_MADE = """
+import sys
+from pipeline.commands import cli, video
+
+class Bar:  # a progress bar Ctrl-C stopped inside its constructor: its __del__ needs what __init__ never set
+    def __init__(self):
+        raise KeyboardInterrupt
+    def __del__(self):
+        self.pos
+
+def handler(args):
+    Bar()
+
+video.cmd_video = handler
+sys.exit(cli.main(["video", "in.mp4", "-o", "out.mp4"]))
+"""
+
+
+def test_what_an_interrupt_left_half_made_says_nothing_after_the_closing_line(tmp_path):
+    """The Ray run caught a Ctrl-C inside tqdm's constructor: when the traceback holding the bar
+    went, after the closing line, its `__del__` printed "Exception ignored ..." as the last words."""
+    proc = subprocess.run([sys.executable, "-c", HALF_MADE], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.splitlines() == ["facezoom: interrupted; no output was written"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "ray"])
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

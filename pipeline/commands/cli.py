@@ -10,6 +10,7 @@ imports no heavy library, so `--help` and bad arguments answer at once. Exit sta
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -112,6 +113,25 @@ class _OneLineFormatter(logging.Formatter):
         return one_line(super().formatMessage(record))
 
 
+def _free_what_it_left(interrupt: BaseException) -> None:
+    """Free now, before the closing line, what an interrupt caught half-made, and send what their
+    finalizers say to the debug log: a progress bar stopped inside its constructor fails in its
+    `__del__` (tqdm: "'tqdm' object has no attribute 'pos'") when the traceback that holds it goes,
+    which was after the closing line, as the run's last words."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda what: log.debug("freeing what the interrupt left: %r", what.exc_value)
+    try:
+        err: BaseException | None = interrupt
+        seen: set[int] = set()
+        while err is not None and id(err) not in seen:
+            seen.add(id(err))
+            err.__traceback__ = None  # the frames it stopped, and what they held
+            err = err.__context__
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_frame_memory_flat()
@@ -129,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facezoom: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
+        _free_what_it_left(err)
         kept = getattr(err, "kept", None)  # a folder run keeps the outputs it finished
         written = f"{one_line(kept)} kept, the unfinished one removed" if kept else "no output was written"
         if isinstance(err, Terminated) or TERMINATED["received"]:
