@@ -152,8 +152,8 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
     checked = [_check_face(i, f) for i, f in enumerate(faces)]
     height, width = frame.shape[:2]
     s = cfg.scale
-    pasting = any(f.image is not None and f.weight > 0.0 for f in checked)
-    if s == 1 and not (pasting or cfg.draw_boxes or cfg.side_by_side):
+    pasted = [f for f in checked if f.image is not None and f.weight > 0.0]
+    if s == 1 and not (pasted or cfg.draw_boxes or cfg.side_by_side):
         return frame
     # 1. The frame at the output scale: interpolated, or the frame model's (then interpolated only where needed).
     model_frame = s > 1 and cfg.upscaler is not None
@@ -167,9 +167,8 @@ def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: Compos
     out = _enlarged(upscaled, cfg, (height * s, width * s)) if model_frame else before.copy()
     to_out = resize_matrix(float(s))  # source pixels -> output pixels, as cv2.resize maps them
 
-    for face in checked:
-        if face.image is not None and face.weight > 0.0:
-            _paste(out, face, to_out, cfg, interpolated=before if model_frame else None)
+    for face in pasted:
+        _paste(out, face, to_out, cfg, interpolated=before if model_frame else None)
 
     if cfg.draw_boxes:
         _draw_boxes(out, checked, to_out)
