@@ -176,3 +176,16 @@ def test_sample_command_writes_its_first_frame_as_a_still(tmp_path):
     with Image.open(tmp_path / "face.png") as still:
         assert still.size == (640, 360) and still.mode == "RGB"
     assert main(["--quiet", "sample", "-o", str(tmp_path / "face.gif")]) == 2  # neither a clip nor a still it writes
+
+
+@pytest.mark.parametrize("user_set, expected", [(None, "1 1"), ("2", "2 2")])
+def test_the_command_line_runs_opencv_and_openblas_on_one_thread_unless_the_user_says(user_set, expected):
+    # Their worker threads only spin beside the pipeline's own (BENCHMARKS.md); a count the user set wins.
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FOR_THREADS_NUM", "OPENBLAS_NUM_THREADS")}
+    if user_set:
+        env.update(OPENCV_FOR_THREADS_NUM=user_set, OPENBLAS_NUM_THREADS=user_set)
+    code = ("import os, pipeline.commands.cli, cv2; "
+            "print(cv2.getNumThreads(), os.environ['OPENBLAS_NUM_THREADS'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == expected.split()
