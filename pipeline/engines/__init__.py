@@ -27,14 +27,15 @@ def run(input_path: str | Path, output_path: str | Path, *, cfg, progress: bool 
     with setup_without_gc():  # the engine's imports and set-up; it calls `setup_done` once its models are made
         if cfg.engine.engine == "ray":
             from pipeline.engines.ray import run_video_ray as engine
+
+            shared = {}  # its actors hold their own models
         else:
             from pipeline.engines.local import run_video as engine
+
+            shared = {"processor": processor}
         called = time.time()  # (after the engine's imports: torch and the rest are start-up too)
         started_at = called if started_at is None else started_at
-        if cfg.engine.engine == "ray":
-            report = engine(input_path, output_path, cfg=cfg, progress=progress)
-        else:
-            report = engine(input_path, output_path, cfg=cfg, progress=progress, processor=processor)
+        report = engine(input_path, output_path, cfg=cfg, progress=progress, **shared)
     job = report.pop("wall_seconds")
     first = report.pop("first_frame_seconds", None)
     before = called - started_at
