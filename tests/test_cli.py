@@ -178,11 +178,12 @@ def test_sample_command_writes_its_first_frame_as_a_still(tmp_path):
     assert main(["--quiet", "sample", "-o", str(tmp_path / "face.gif")]) == 2  # neither a clip nor a still it writes
 
 
-@pytest.mark.parametrize("user_set, expected", [(None, "1 1"), ("2", "2 2")])
+@pytest.mark.parametrize("user_set, expected", [(None, "1 1"), ("2", "2 2"), ("", "1 1")])
 def test_the_command_line_runs_opencv_and_openblas_on_one_thread_unless_the_user_says(user_set, expected):
-    # Their worker threads only spin beside the pipeline's own (BENCHMARKS.md); a count the user set wins.
+    # Their worker threads only spin beside the pipeline's own (BENCHMARKS.md); a count the user set
+    # wins, an empty one (OpenCV fails on it: "stoull") counts as none.
     env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FOR_THREADS_NUM", "OPENBLAS_NUM_THREADS")}
-    if user_set:
+    if user_set is not None:
         env.update(OPENCV_FOR_THREADS_NUM=user_set, OPENBLAS_NUM_THREADS=user_set)
     code = ("import os, pipeline.commands.cli, cv2; "
             "print(cv2.getNumThreads(), os.environ['OPENBLAS_NUM_THREADS'])")

@@ -19,14 +19,16 @@ import signal
 import sys
 import threading
 
-# numpy's linear algebra here is on tiny matrices (a face's five landmarks, a flow's corners):
-# OpenBLAS's threads only spin (sched_yield) beside the encoder and the detector, ~5% of a 360p run's
-# CPU (perf). One thread, set before numpy loads OpenBLAS; a value the user set wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-# OpenCV's work here is small too (a face's flow, warp, paste): its worker threads mostly spin awake
-# between calls, 11% of a 360p run's CPU for nothing, and its functions give the same results on
-# one (benchmarks in BENCHMARKS.md). The pipeline's own threads and actors are its parallelism.
-os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
+# Threads of the libraries under the face stages, one each; a count the user set wins (an empty one,
+# which OpenCV cannot read, counts as none). numpy's linear algebra here is on tiny matrices (a
+# face's five landmarks, a flow's corners): OpenBLAS's threads only spin (sched_yield) beside the
+# encoder and the detector, ~5% of a 360p run's CPU (perf); it reads its count when numpy loads it.
+# OpenCV's work is small too (a face's flow, warp, paste): its worker threads spun awake between
+# calls, 11% of a 360p run's CPU, for the same results (BENCHMARKS.md). The pipeline's own threads
+# and actors are its parallelism.
+for _variable in ("OPENBLAS_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
+    if not os.environ.get(_variable, "").strip():
+        os.environ[_variable] = "1"
 
 from models.errors import ModelError  # noqa: E402
 from pipeline.errors import TERMINATED, Terminated, UserError, quiet_libraries, terminate_as_interrupt  # noqa: E402
