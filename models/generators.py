@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import pickle
 import re
 from pathlib import Path
 from typing import Callable, Mapping, Protocol, Sequence
@@ -363,10 +362,11 @@ def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int
         if path.is_file():
             try:
                 cached = torch.load(path, map_location="cpu", weights_only=True)
-            except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:  # costs a recomputation, nothing more
+            except Exception as err:  # noqa: BLE001 - any unreadable file costs a recomputation, nothing more
                 log.warning("ignoring unreadable gaussian fit cache %s (%s)", path, err)
                 continue
-            if not isinstance(cached, dict) or not {"mean", "std", "samples", "seed"} <= set(cached):
+            if (not isinstance(cached, dict) or not {"mean", "std", "samples", "seed"} <= set(cached)
+                    or not all(isinstance(cached[k], torch.Tensor) and torch.isfinite(cached[k]).all() for k in ("mean", "std"))):
                 log.warning("ignoring malformed gaussian fit cache %s", path)
                 continue
             fits = cached.get("weights_sha256") == digest and tuple(cached["mean"].shape) == (generator.w_dim,)

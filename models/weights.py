@@ -404,7 +404,7 @@ def load_checkpoint(path: str | Path) -> dict:
     except OSError as err:  # torch's zip reader on a file cut short at some lengths: "[Errno 22] Invalid argument"
         raise ModelError(f"could not read checkpoint {path} ({err.strerror or err}); a file cut short by an interrupted download "
                          "or copy reads this way: fetch or copy it again, and check it with `facezoom weights verify`") from None
-    except (RuntimeError, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - a pickle of any other bytes fails in any way (KeyError, IndexError, MemoryError...)
         first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines()[0] if str(err) else ""
         raise ModelError(f"could not read checkpoint {path} ({type(err).__name__}: {first}); it may be truncated or not a PyTorch weights file: fetch it again") from None
     if not isinstance(checkpoint, dict):

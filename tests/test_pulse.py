@@ -332,8 +332,12 @@ def test_gaussian_fit_is_seeded_cached_and_redone_for_new_weights(tmp_path, monk
         torch.testing.assert_close(first.mean, F.leaky_relu(g.mapping(z), 5.0).mean(0))  # PULSE: lrelu(w, 5), seed 0
     assert torch.equal(generators.compute_gaussian_fit(g, samples=2000).std, first.std)
     assert not torch.equal(generators.compute_gaussian_fit(g, samples=2000, seed=1).mean, first.mean)
-    generators.fit_cache_path(path).write_bytes(b"damaged")
-    torch.testing.assert_close(generators.gaussian_fit(g, path, samples=2000).mean, first.mean)  # recomputed, not a crash
+    for damaged in (b"damaged", b"hello"):  # "hello" read as a pickle: a KeyError
+        generators.fit_cache_path(path).write_bytes(damaged)
+        torch.testing.assert_close(generators.gaussian_fit(g, path, samples=2000).mean, first.mean)  # recomputed, not a crash
+    torch.save({"mean": torch.full_like(first.mean, float("nan")), "std": first.std, "samples": 2000, "seed": 0,
+                "weights_sha256": weights.sha256_file(path)}, generators.fit_cache_path(path))
+    torch.testing.assert_close(generators.gaussian_fit(g, path, samples=2000).mean, first.mean)  # NaN means: recomputed
     other = tiny_v2()
     with torch.no_grad():
         other.style_mlp[1].bias.add_(1.0)

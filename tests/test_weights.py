@@ -249,6 +249,16 @@ def test_load_checkpoint_is_weights_only(tmp_path):
         weights.load_checkpoint(path)
 
 
+@pytest.mark.parametrize("text", [b"hello, this is a README", b"a b c", b"(1, 2)", b"]", b"\x8d\x00\x00\x00\xff\xff", b"\x96garbage"])
+def test_any_file_that_is_not_a_checkpoint_is_named_in_one_line(tmp_path, text):
+    # Pickle's opcodes are bytes: text read as a pickle failed with KeyError, IndexError or MemoryError.
+    path = tmp_path / "model.pt"
+    path.write_bytes(text)
+    with pytest.raises(ModelError, match=r"could not read checkpoint .*model\.pt") as err:
+        weights.load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
 class Payload:
     """Unpickling it would write a file."""
 
