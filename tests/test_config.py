@@ -57,12 +57,24 @@ def test_codec_aliases_resolve_to_encoders():
         ("detect.thresholds=[0.5]", r"detect\.thresholds must have 3 items"),
         ("sr.pre_blur=maybe", r"sr\.pre_blur must be true or false"),
         ("sr.steps", r"--set expects section\.key=value"),
+        ("video.crf=[1", r"--set video\.crf=\[1: not a value \(while parsing"),  # YAML's own error was an internal one
+        ("sr.in_size=[1, 2]", r"sr\.in_size: \[1, 2\] fits none of"),  # a union's one error was raised as a string
+        ("sr.in_size=yes", r"sr\.in_size: True fits none of"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(overrides=[override])
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["model #2.pt", "[v2] model.pt", "{a} b.pt", "@home.pt", "!x.pt", "*.pt", "run: 2.pt", "yes", "1e3"])
+def test_a_text_setting_takes_a_file_name_as_typed(name):
+    # YAML cut a comment off, failed on a flow sequence, or read a bool or a number.
+    assert load_config(overrides=[f"sr.generator={name}"]).sr.generator == name
+    assert load_config(overrides=[f"composite.upscaler= {name} "]).composite.upscaler == name
+    assert load_config(overrides=[f"sr.generator='{name}'"]).sr.generator == name  # YAML's quotes still quote
+    assert load_config(overrides=["sr.generator=null"]).sr.generator is None  # null is still the default
 
 
 def test_bad_config_files(tmp_path):

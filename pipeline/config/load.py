@@ -77,9 +77,25 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
         section, dot, name = key.strip().partition(".")
         if not sep or not dot or not name:
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
-        _merge(data, {section: {name: yaml.safe_load(raw) if raw.strip() else ""}}, source="--set")
+        _merge(data, {section: {name: _override_value(section, name, raw)}}, source="--set")
     _nulls_to_defaults(data, defaults or {})
     return _build(data)
+
+
+def _override_value(section: str, name: str, raw: str) -> Any:
+    """An override's text as its setting takes it: YAML (numbers, booleans, lists, null), except that
+    a setting of text (a file name, a registry name) takes the text as typed: YAML would cut
+    `model #2.pt` at its comment and fail on `[v2] model.pt`. Quoted, it is YAML's; `null` is the default."""
+    text = raw.strip()
+    hint = typing.get_type_hints(_section_types()[section]).get(name) if section in _section_types() else None
+    text_only = hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and set(typing.get_args(hint)) == {str, type(None)})
+    if not text or (text_only and text not in ("null", "~") and text[0] not in "'\""):
+        return text
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {section}.{name}={text}: not a value ({str(err).splitlines()[0]}); "
+                          f"quote a text with YAML's quotes: --set \"{section}.{name}='...'\"") from None
 
 
 def _nulls_to_defaults(data: dict[str, dict[str, Any]], defaults: Mapping[str, Mapping[str, Any]]) -> None:
@@ -159,7 +175,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return _coerce(key, value, option)
             except ConfigError as err:
                 errors.append(str(err))
-        raise errors[0] if len(errors) == 1 else ConfigError(f"{key}: {value!r} fits none of {hint}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {hint}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
