@@ -41,6 +41,7 @@ from models.networks import dcgan
 from models.networks.dcgan import DCGANConfig, DCGANGenerator
 from models.networks.stylegan1 import StyleGAN1Config, StyleGAN1Generator
 from models.networks.stylegan2 import StyleGAN2Config, StyleGAN2Generator
+from models.weights import fit_cache_path
 
 log = logging.getLogger(__name__)
 
@@ -308,10 +309,6 @@ def compute_gaussian_fit(generator: Generator, *, samples: int = FIT_SAMPLES, se
     mean = total / samples
     var = (total_sq - samples * mean.pow(2)) / max(samples - 1, 1)
     return GaussianFit(mean.float().cpu(), var.clamp(min=0).sqrt().float().cpu())
-
-
-def fit_cache_path(weights_path: Path) -> Path:
-    return weights_path.with_name(weights_path.name + ".gaussian_fit.pt")
 
 
 def pulse_gaussian_fit(generator: Generator, path: Path) -> GaussianFit:

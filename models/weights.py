@@ -86,6 +86,11 @@ def entry_for_file(path: Path) -> WeightsEntry | None:
     return pinned.get(sha256_file(path)) if pinned else None
 
 
+def fit_cache_path(weights_path: Path) -> Path:
+    """Where the gaussian fit of a generator's latent space is kept beside its weights (`generators.gaussian_fit`)."""
+    return weights_path.with_name(weights_path.name + ".gaussian_fit.pt")
+
+
 def companion_paths(name: str) -> list[tuple[Path, str, bool]]:
     """Entry `name`'s companion files: (where they go, their URL, required)."""
     return [(cache_dir() / "weights" / file, url, required) for file, url, required in entry(name).companions]

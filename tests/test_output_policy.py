@@ -224,3 +224,31 @@ def test_no_output_replaces_the_config_or_the_weights_a_run_reads_even_with_y(tm
     assert main([*base, "--set", f"sr.generator={weights}", "--report", str(weights)]) == 2
     assert "is the sr.generator checkpoint" in _one_error_line(capsys)
     assert config.read_text() == "video:\n  crf: 20\n" and weights.read_bytes() == b"weights"
+
+
+def test_no_output_replaces_a_file_a_model_is_read_from_by_name_folder_or_cache(tmp_path, capsys, monkeypatch):
+    # A hostile run wrote its --report over each of these and exited 0.
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    from models import weights
+
+    clip = make_video(tmp_path / "in.mp4", frames=3)
+    cached = weights.path_for("gfpgan-1.4")  # a registry name's file in the cache
+    pulse = tmp_path / "pulse" / "cache"  # PULSE's folder: its split files and the fit above it
+    upscaler, fit = tmp_path / "up.pth", weights.fit_cache_path(tmp_path / "g.pt")
+    for path in (cached, pulse / ("0" * 32 + "_synthesis.pt"), pulse / "mapping.pt", pulse.parent / "gaussian_fit.pt",
+                 upscaler, fit, weights.cache_dir() / "fits" / "abc.gaussian_fit.pt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"weights")
+    cases = [
+        (["--set", "sr.generator=gfpgan-1.4"], cached, "is the sr.generator checkpoint"),
+        (["--set", f"sr.generator={pulse}"], pulse / "mapping.pt", "is a file of the sr.generator checkpoint (mapping.pt)"),
+        (["--set", f"sr.generator={pulse}"], pulse.parent / "gaussian_fit.pt", "is a file of the sr.generator checkpoint"),
+        (["--set", f"composite.upscaler={upscaler}"], upscaler, "is the composite.upscaler checkpoint"),
+        (["--set", f"sr.generator={tmp_path / 'g.pt'}"], fit, "is a file of the sr.generator checkpoint (g.pt.gaussian_fit.pt)"),
+        ([], weights.cache_dir() / "fits" / "abc.gaussian_fit.pt", "is a file of facezoom's model cache"),
+    ]
+    for settings, target, said in cases:
+        assert main(["-q", "-y", "video", str(clip), "-o", str(tmp_path / "o.mp4"), *settings, "--report", str(target)]) == 2
+        assert said in _one_error_line(capsys), (settings, target)
+        assert target.read_bytes() == b"weights"
+    assert not (tmp_path / "o.mp4").exists()

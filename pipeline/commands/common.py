@@ -43,11 +43,41 @@ def no_model_note(report: dict) -> str:
 
 def setting_inputs(args, cfg) -> dict[str, Path]:
     """The files a run reads besides its input, which no output may replace either: the --config
-    YAML and the sr.generator checkpoint, where they name files (not a preset or a registry name)."""
+    YAML, the files its models are read from (`sr.generator`, `composite.upscaler`) and every file
+    of facezoom's model cache."""
+    from models import weights
+
     found = {}
     if getattr(args, "config", None) and Path(args.config).is_file():
         found["the --config file"] = Path(args.config)
-    generator = getattr(getattr(cfg, "sr", None), "generator", None)
-    if generator and Path(generator).is_file():
-        found["the sr.generator checkpoint"] = Path(generator)
+    for key in ("sr.generator", "composite.upscaler"):
+        section, _, name = key.partition(".")
+        for i, path in enumerate(_model_files(getattr(getattr(cfg, section, None), name, None))):
+            found[f"the {key} checkpoint" if i == 0 else f"a file of the {key} checkpoint ({path.name})"] = path
+    for path in sorted(weights.cache_dir().glob("weights/*")) + sorted(weights.cache_dir().glob("fits/*")):
+        found.setdefault(f"a file of facezoom's model cache ({path.name})", path)
     return found
+
+
+def _model_files(setting: str | None) -> list[Path]:
+    """The files a model setting (a registry name, a checkpoint file or a PULSE cache folder) is read
+    from, there or to come, with the gaussian fits facezoom keeps beside them. Nothing is downloaded."""
+    from models import weights
+    from models.errors import ModelError
+
+    if not setting:
+        return []
+    if setting in weights.REGISTRY:
+        try:
+            files = [weights.path_for(setting)] + [p for p, _, _ in weights.companion_paths(setting)]
+        except ModelError:  # a packaged entry whose package is missing: nothing of it to replace
+            return []
+    else:
+        path = Path(setting).expanduser()
+        files = [path]
+        if path.is_dir():  # a PULSE folder: its files, and the gaussian_fit.pt its parent may hold
+            try:
+                files = sorted(p for p in path.iterdir() if p.is_file()) + [path.parent / "gaussian_fit.pt"]
+            except OSError:  # unreadable: the model's loading says so
+                files = []
+    return files + [weights.fit_cache_path(p) for p in files]
