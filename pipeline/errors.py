@@ -64,3 +64,35 @@ def library_log_level() -> int:
     import logging
 
     return logging.ERROR if _QUIET["on"] else logging.WARNING
+
+
+class Worker:
+    """A daemon thread running `target(*args)` whose end can be waited for through Ctrl-C and
+    SIGTERM: `wait()` returns only once the target has returned, and then re-raises an interrupt
+    that came meanwhile. Not `Thread.join`: on Python 3.11 a join that a signal handler's exception
+    interrupts marks the thread ended while it still runs (`is_alive()` False, a later join returns
+    at once), and the local engine closed the writer under its encoder thread: a segfault."""
+
+    def __init__(self, target, *, name: str, args: tuple = ()):
+        import threading
+
+        self.ended = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(target, args), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, target, args) -> None:
+        try:
+            target(*args)
+        finally:
+            self.ended.set()
+
+    def wait(self) -> None:
+        interrupted = None
+        while True:
+            try:
+                self.ended.wait()
+                break
+            except KeyboardInterrupt as err:  # Terminated too: keep waiting, say it after
+                interrupted = interrupted or err
+        if interrupted is not None:
+            raise interrupted

@@ -208,3 +208,34 @@ def test_a_sigterm_mid_folder_keeps_the_finished_outputs_and_says_so(pictures, s
     while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _ray_processes_of(proc.pid) == []
+
+
+@pytest.mark.parametrize("interrupts", [1, 3])
+def test_a_worker_is_waited_for_through_ctrl_c_until_its_work_is_done(interrupts):
+    # Thread.join on Python 3.11, interrupted by a signal handler's exception, marked the thread
+    # ended while it ran: the local engine closed its writer under the encoder thread (a segfault).
+    import threading
+
+    from pipeline.errors import Worker
+
+    release, done = threading.Event(), []
+    worker = Worker(lambda: (release.wait(5), done.append(True)), name="test-worker")
+    sent = []
+
+    def interrupt(signum, frame):
+        sent.append(signum)
+        if len(sent) == interrupts:
+            release.set()
+        else:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            worker.wait()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(sent) == interrupts and done == [True]  # wait() returned only once the work was done

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.errors import Worker
 from pipeline.media.memory import setup_done
 from pipeline.media.reader import Frame, VideoReader
 from pipeline.media.writer import VideoWriter
@@ -61,8 +62,7 @@ class ReadThread:
     def __init__(self, frames: Iterator[Frame], size: int, timer: StageTimer, *, depth: int = 1):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(chunks(frames, size, timer),), name="facezoom-decode", daemon=True)
-        self._thread.start()
+        self._thread = Worker(self._run, args=(chunks(frames, size, timer),), name="facezoom-decode")
 
     def _run(self, source: Iterator[list[Frame]]) -> None:
         try:
@@ -93,14 +93,7 @@ class ReadThread:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        interrupted = None
-        while self._thread.is_alive():  # a second Ctrl-C must not close the reader under the thread
-            try:
-                self._thread.join()
-            except KeyboardInterrupt as err:
-                interrupted = err
-        if interrupted is not None:
-            raise interrupted
+        self._thread.wait()  # a second Ctrl-C must not close the reader under the thread
 
 
 class EncodeThread:
@@ -115,8 +108,7 @@ class EncodeThread:
         self._writer, self._timer, self._bar = writer, timer, bar
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="facezoom-encode", daemon=True)
-        self._thread.start()
+        self._thread = Worker(self._run, name="facezoom-encode")
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -137,7 +129,7 @@ class EncodeThread:
     def finish(self) -> None:
         """Wait until everything queued is encoded; re-raise the encoder's error, if any."""
         self._queue.put(None)
-        self._thread.join()
+        self._thread.wait()
         self._check()
 
     def stop(self) -> None:
@@ -149,7 +141,7 @@ class EncodeThread:
             except queue.Empty:
                 break
         self._queue.put(None)
-        self._thread.join()
+        self._thread.wait()  # a Ctrl-C meanwhile must not close the writer under the thread
 
     def _check(self) -> None:
         if self._error is not None:

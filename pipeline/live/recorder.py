@@ -6,9 +6,10 @@ import collections
 import logging
 import math
 import queue
-import threading
 from fractions import Fraction
 from pathlib import Path
+
+from pipeline.errors import Worker
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ class Recorder:
         self._error: BaseException | None = None
         self._origin: float | None = None  # the run's clock at the recording's time 0: the first frame's
         self._last_pts = -1
-        self._thread = threading.Thread(target=self._run, name="facezoom-live-recorder", daemon=True)
-        self._thread.start()
+        self._thread = Worker(self._run, name="facezoom-live-recorder")
 
     def write(self, image, clock: float) -> None:
         """Record `image` ([H, W, 3] uint8 RGB) at `clock`, its time on the run's clock (`LiveFrame.clock`)."""
@@ -68,7 +68,7 @@ class Recorder:
 
     def close(self) -> None:
         self._queue.put((None, None, None))  # blocks only until the thread makes room
-        self._thread.join()
+        self._thread.wait()  # a second Ctrl-C must not end the process before the recording is finished
         if self._error is not None:
             raise self._error
 
