@@ -139,17 +139,18 @@ def _free_what_it_left(interrupt: BaseException) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    keep_frame_memory_flat()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLineFormatter("facezoom: %(levelname)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
-    logging.captureWarnings(True)  # library warnings (torch, Ray) go through logging...
-    quiet_libraries(args.quiet)  # ...and under -q only their errors reach stderr, with facezoom's own warnings
     previous = signal.getsignal(signal.SIGTERM)
     TERMINATED["received"] = False
-    terminate_as_interrupt()
+    terminate_as_interrupt()  # first: a signal while the commands' modules load is handled too
+    args = None
     try:
+        args = build_parser().parse_args(argv)
+        keep_frame_memory_flat()
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_OneLineFormatter("facezoom: %(levelname)s: %(message)s"))
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+        logging.captureWarnings(True)  # library warnings (torch, Ray) go through logging...
+        quiet_libraries(args.quiet)  # ...and under -q only their errors reach stderr, with facezoom's own warnings
         return args.handler(args)
     except (UserError, ModelError) as err:
         print(f"facezoom: error: {one_line(str(err))}", file=sys.stderr)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facezoom: interrupted; {written}", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so in one line unless asked for the traceback
-        if args.debug:
+        if args is None or args.debug:
             raise
         print(f"facezoom: internal error: {type(err).__name__}: {one_line(str(err))} (rerun with --debug for details)", file=sys.stderr)
         return 1
