@@ -239,3 +239,25 @@ def test_a_worker_is_waited_for_through_ctrl_c_until_its_work_is_done(interrupts
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert len(sent) == interrupts and done == [True]  # wait() returned only once the work was done
+
+
+def test_a_signal_after_the_video_is_in_place_takes_it_with_the_report(tmp_path, monkeypatch, capsys):
+    # The video was moved into place before the report was: a signal between kept the video alone
+    # while the closing line said that no output was written.
+    from pipeline.commands.cli import main
+    from pipeline.report import ReportFile
+    from synth import make_video
+
+    src, out, report = make_video(tmp_path / "in.mp4", frames=4, width=64, height=48), tmp_path / "out.mp4", tmp_path / "r.json"
+
+    def interrupted(self, data, together=()):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ReportFile, "commit", interrupted)
+    assert main(["-q", "video", str(src), "-o", str(out), "--report", str(report)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "facezoom: interrupted; no output was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    out.write_bytes(b"last week's")  # an output that was there before the run stays, -y or not, when the signal came first
+    monkeypatch.setattr("pipeline.engines.run", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert main(["-q", "-y", "video", str(src), "-o", str(out), "--report", str(report)]) == 130
+    assert out.read_bytes() == b"last week's" and not report.exists()

@@ -63,10 +63,19 @@ def cmd_video(args: argparse.Namespace) -> int:
     from pipeline.report import ReportFile
 
     report_file = ReportFile(Path(args.report)) if args.report else None  # an unwritable report fails now, not after the run
+    outputs = [Path(args.output)] + ([Path(args.report)] if args.report else [])
+    before = [_identity(path) for path in outputs]
     try:
         report = run(args.input, args.output, cfg=cfg, progress=not args.quiet, started_at=process_started())
         if report_file is not None:
             report_file.commit(report, together=(Path(args.output),))
+    except KeyboardInterrupt:
+        # A signal after the video was moved into place (the end of the run, the report's commit)
+        # takes what this run put there with it: all of its outputs or none, as the message says.
+        for path, was in zip(outputs, before):
+            if _identity(path) not in (None, was):
+                path.unlink(missing_ok=True)
+        raise
     finally:
         if report_file is not None:
             report_file.discard()
@@ -77,6 +86,15 @@ def cmd_video(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _identity(path: Path) -> tuple | None:
+    """Which file stands at `path` (None: none): a file this run puts there is another."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _startup(startup: dict) -> float:
