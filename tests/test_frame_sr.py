@@ -238,6 +238,20 @@ def test_a_frame_model_that_makes_nan_is_refused_not_cast_to_black(tmp_path):
         upscaler([frame(24, 32)])
 
 
+def test_a_nan_frame_model_stops_a_folder_run_rather_than_skipping_each_video(tmp_path, capsys):
+    """Every video would meet the same NaN: the folder run stops at the first, nothing written."""
+    path = nan_network(tmp_path / "models")
+    videos, outs = tmp_path / "videos", tmp_path / "outs"
+    videos.mkdir()
+    outs.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        make_video(videos / name, frames=2, width=48, height=32)
+    code = main(["--quiet", "video", str(videos), "-o", str(outs), "-s", "4", "--set", f"composite.upscaler={path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "not finite" in err, err
+    assert list(outs.iterdir()) == []
+
+
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_a_nan_frame_model_stops_the_run_in_one_line_with_nothing_written(tmp_path, capsys, engine, request):
     """README: non-finite model output stops the run (exit 2, one line, nothing written), on every engine."""
@@ -253,21 +267,6 @@ def test_a_nan_frame_model_stops_the_run_in_one_line_with_nothing_written(tmp_pa
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "not finite" in err and str(path) in err and "drop composite.upscaler" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "models"]
-
-
-def test_a_nan_frame_model_stops_a_folder_run_rather_than_skipping_each_video(tmp_path, capsys):
-    """Every video would meet the same NaN: the folder run stops at the first, nothing written."""
-    path = nan_network(tmp_path / "models")
-    videos, outs = tmp_path / "videos", tmp_path / "outs"
-    videos.mkdir()
-    outs.mkdir()
-    for name in ("a.mp4", "b.mp4"):
-        make_video(videos / name, frames=2, width=48, height=32)
-    code = main(["--quiet", "video", str(videos), "-o", str(outs), "-s", "4", "--set", f"composite.upscaler={path}"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "not finite" in err, err
-    assert list(outs.iterdir()) == []
-
 
 def test_without_spandrel_the_error_says_what_to_install(tmp_path, monkeypatch):
     _, path = save_network("compact-x4", tmp_path)
