@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 import numpy as np
 import torch
 
-from models.errors import ModelError
+from models.errors import ModelError, NotFiniteError
 from models.zoo import load_model
 
 if TYPE_CHECKING:
@@ -117,11 +117,13 @@ def _dtype(model: "ImageModelDescriptor", device: torch.device) -> torch.dtype:
 
 
 def upscale_frames(frames: Sequence[np.ndarray], model: "ImageModelDescriptor", *, tile: int = 256, overlap: int = 16,
-                   batch: int = 4) -> list[np.ndarray]:
+                   batch: int = 4, spec: str | None = None) -> list[np.ndarray]:
     """Each frame `[H, W, 3] uint8 RGB` enlarged by the model: `[H*s, W*s, 3] uint8 RGB`.
 
     `tile`: core side in input pixels (0 = whole frames); `overlap`: context on every side of a core;
     `batch`: windows per model call (windows of all `frames` batch together). Frames must share one size.
+    Output that is not finite (NaN weights) is a `NotFiniteError` naming `spec` (the model's file or
+    registry name), never frames cast from NaN (black).
     """
     if not frames:
         return []
@@ -148,7 +150,7 @@ def upscale_frames(frames: Sequence[np.ndarray], model: "ImageModelDescriptor", 
         group = jobs[start:start + batch]
         windows = np.stack([padded[i][t.y0:t.y0 + wy, t.x0:t.x0 + wx] for i, t in group])  # [B, wy, wx, 3]
         x = torch.from_numpy(windows).to(device).permute(0, 3, 1, 2).to(dtype).div_(255)  # [B, 3, wy, wx]
-        y = _run(model, x)  # [B, wy*s, wx*s, 3] uint8
+        y = _run(model, x, spec)  # [B, wy*s, wx*s, 3] uint8
         for (i, t), out in zip(group, y):
             cy1, cx1 = min(t.cy1, h), min(t.cx1, w)  # the padding's output is dropped
             if cy1 > t.cy0 and cx1 > t.cx0:
@@ -158,12 +160,17 @@ def upscale_frames(frames: Sequence[np.ndarray], model: "ImageModelDescriptor", 
 
 
 @torch.inference_mode()
-def _run(model: "ImageModelDescriptor", x: torch.Tensor) -> np.ndarray:
+def _run(model: "ImageModelDescriptor", x: torch.Tensor, spec: str | None = None) -> np.ndarray:
     """The model on windows `[B, 3, h, w]` in [0, 1]: `[B, h*s, w*s, 3]` uint8 (rounded, as Real-ESRGAN does)."""
-    y = model(x)  # [B, 3, h*s, w*s], clamped to [0, 1] by spandrel
+    y = model(x)  # [B, 3, h*s, w*s], clamped to [0, 1] by spandrel (NaN stays NaN, and casts to 0: black)
     if y.shape[-2:] != (x.shape[-2] * model.scale, x.shape[-1] * model.scale) or y.shape[1] != 3:
         raise ModelError(f"the frame model ({model.architecture.name}) returned {list(y.shape)} for {list(x.shape)}; "
                          f"expected {model.scale}x the input, 3 channels")
+    if not bool(torch.isfinite(y).all()):
+        named = f"composite.upscaler={spec}" if spec else f"the frame model ({model.architecture.name})"
+        raise NotFiniteError(f"{named} made frames that are not finite numbers (NaN or inf) from finite inputs: its weights "
+                             "are damaged or were trained into NaN. Use another checkpoint, or drop composite.upscaler "
+                             "for the interpolated frame")
     return y.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -193,7 +200,7 @@ class FrameUpscaler:
         return self.model.scale
 
     def __call__(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return upscale_frames(frames, self.model, tile=self.tile, overlap=self.overlap, batch=self.batch)
+        return upscale_frames(frames, self.model, tile=self.tile, overlap=self.overlap, batch=self.batch, spec=self.spec)
 
     def plan(self, height: int, width: int) -> tuple[tuple[int, int], list[Tile]]:
         """The windows' (height, width) and the tiles a `height` x `width` frame is cut into (benchmarks)."""

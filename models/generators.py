@@ -373,6 +373,8 @@ def gaussian_fit(generator: Generator, weights_path: str | Path, *, samples: int
             log.info("gaussian fit at %s is for other weights or settings; recomputing", path)
     log.info("computing the gaussian fit of the mapping network (%d samples, seed %d); done once per weights file", samples, seed)
     fit = compute_gaussian_fit(generator, samples=samples, seed=seed, device=device)
+    if not bool(torch.isfinite(fit.mean).all() and torch.isfinite(fit.std).all()):  # NaN weights: not worth a file; the
+        return fit  # search's renders are NaN too, and the run stops at its first batch (pipeline/stages/superres.py)
     record = {"mean": fit.mean, "std": fit.std, "samples": torch.tensor(samples), "seed": torch.tensor(seed), "weights_sha256": digest}
     for path in candidates:
         try:

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 class SearchResult:
     """What `pulse_search` returns for B crops and K samples each."""
 
-    images: torch.Tensor  # [B, K, 3, out, out] float32 in [-1, 1]: each search's best image
+    images: torch.Tensor  # [B, K, 3, out, out] float32 in [-1, 1]: each search's best image (NaN: no render was finite)
     l2: torch.Tensor  # [B, K] float32: that image's L2 (downscaled vs input, [0, 1] scale)
     success: torch.Tensor  # [B, K] bool: l2 <= eps
     steps: torch.Tensor  # [B, K] int64: renders spent, warm + cold after a cut (1 = the start already fit)

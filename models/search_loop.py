@@ -42,7 +42,7 @@ def geocross(w: torch.Tensor) -> torch.Tensor:
 
 @dataclasses.dataclass
 class Outcome:
-    images: torch.Tensor  # [N, 3, R, R] best render (unclamped)
+    images: torch.Tensor  # [N, 3, R, R] best render (unclamped); NaN where no render scored a finite loss
     l2: torch.Tensor  # [N] its L2 (clamped render, clamped downscale)
     steps: torch.Tensor  # [N] int64 generator evaluations
     best: list[torch.Tensor]  # the latent [N, L, D], trainable maps [N, 1, s, s] and framing [N, 4] that rendered it
@@ -136,7 +136,12 @@ class _Objective:
 
 @dataclasses.dataclass
 class _Best:
-    """Each search's best render so far: one that fits beats one that does not, then the lower loss."""
+    """Each search's best render so far: one that fits beats one that does not, then the lower loss.
+
+    Until a render has a finite loss there is none: the images start as NaN, not as a finite
+    placeholder. A search whose every render was NaN (NaN weights, a NaN gaussian fit) then
+    returns NaN, and the caller's finiteness check refuses it; zeros here passed that check and
+    were pasted as flat grey faces."""
 
     out: Outcome
     loss: torch.Tensor  # [N] the best render's loss
@@ -146,7 +151,7 @@ class _Best:
     @classmethod
     def start(cls, params: list[torch.Tensor], render_size: int, device: torch.device) -> "_Best":
         n = params[0].shape[0]
-        out = Outcome(torch.zeros(n, 3, render_size, render_size, device=device), torch.full((n,), math.inf, device=device),
+        out = Outcome(torch.full((n, 3, render_size, render_size), math.nan, device=device), torch.full((n,), math.inf, device=device),
                        torch.zeros(n, dtype=torch.int64, device=device), [p.clone() for p in params])
         return cls(out, torch.full((n,), math.inf, device=device), torch.zeros(n, dtype=torch.bool, device=device),
                    torch.zeros(n, dtype=torch.bool, device=device))

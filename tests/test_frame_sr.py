@@ -217,6 +217,57 @@ def test_a_wrong_frame_model_is_one_line_exit_2_and_no_output(tmp_path, capsys, 
     assert not out.exists()
 
 
+
+def nan_network(folder) -> Path:
+    """compact-x4 in its published layout ({"params": ...}) with every weight NaN (a diverged training run)."""
+    net = _seeded(NETWORKS["compact-x4"][0])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "nan-x4.pth"
+    torch.save({"params": {k: torch.full_like(v, float("nan")) for k, v in net.state_dict().items()}}, path)
+    return path
+
+
+def test_a_frame_model_that_makes_nan_is_refused_not_cast_to_black(tmp_path):
+    """NaN cast to uint8 is 0: without the check every frame came out pure black."""
+    from models.errors import NotFiniteError
+    from models.frame_sr import FrameUpscaler
+
+    path = nan_network(tmp_path)
+    upscaler = FrameUpscaler.from_settings(str(path), scale=4, device="cpu", tile=16, overlap=4, batch=2)
+    with pytest.raises(NotFiniteError, match=rf"composite.upscaler={re.escape(str(path))} made frames that are not finite"):
+        upscaler([frame(24, 32)])
+
+
+def test_a_nan_frame_model_stops_a_folder_run_rather_than_skipping_each_video(tmp_path, capsys):
+    """Every video would meet the same NaN: the folder run stops at the first, nothing written."""
+    path = nan_network(tmp_path / "models")
+    videos, outs = tmp_path / "videos", tmp_path / "outs"
+    videos.mkdir()
+    outs.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        make_video(videos / name, frames=2, width=48, height=32)
+    code = main(["--quiet", "video", str(videos), "-o", str(outs), "-s", "4", "--set", f"composite.upscaler={path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "not finite" in err, err
+    assert list(outs.iterdir()) == []
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_nan_frame_model_stops_the_run_in_one_line_with_nothing_written(tmp_path, capsys, engine, request):
+    """README: non-finite model output stops the run (exit 2, one line, nothing written), on every engine."""
+    if engine == "ray":
+        request.getfixturevalue("ray_session")  # the Ray engine runs the frame model on its SR actors
+        capsys.readouterr()  # what starting Ray said here is not the run's
+    path = nan_network(tmp_path / "models")
+    src = make_video(tmp_path / "in.mp4", frames=3, width=48, height=32)
+    out = tmp_path / "out.mp4"
+    code = main(["--quiet", "video", str(src), "-o", str(out), "-s", "4", "--set", f"composite.upscaler={path}",
+                 "--set", f"engine.engine={engine}", "--set", "engine.chunk=2"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "not finite" in err and str(path) in err and "drop composite.upscaler" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "models"]
+
 def test_without_spandrel_the_error_says_what_to_install(tmp_path, monkeypatch):
     _, path = save_network("compact-x4", tmp_path)
     from models import zoo

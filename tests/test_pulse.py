@@ -346,6 +346,55 @@ def test_gaussian_fit_is_seeded_cached_and_redone_for_new_weights(tmp_path, monk
     assert not torch.allclose(refit.mean, first.mean)
 
 
+def test_a_nan_gaussian_fit_makes_nan_faces_not_flat_grey_ones(g, fit):
+    """NaN statistics make every render NaN; the search must say so (NaN images, which the pipeline
+    refuses) rather than return its finite placeholder, which was pasted as a flat grey face."""
+    _, lr = known_faces(g, fit, [15])
+    broken = generators.GaussianFit(torch.full_like(fit.mean, math.nan), fit.std)
+    res = search(g, broken, lr, steps=3)
+    assert res.images.isnan().all() and not res.success.any()
+
+
+def test_the_gaussian_fit_of_nan_weights_is_not_cached(tmp_path, monkeypatch):
+    """A NaN fit would be read back for the same weights run after run; it is returned (the search then
+    makes NaN faces and the run stops) but never written."""
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    broken, nan_path = nan_stylegan(tmp_path / "nan.pt")
+    assert generators.gaussian_fit(broken, nan_path, samples=2000).mean.isnan().all()
+    assert not generators.fit_cache_path(nan_path).exists() and not (tmp_path / "home" / "fits").exists()
+
+
+def nan_stylegan(path):
+    """A tiny StyleGAN2 in BasicSR's layout whose weights are all NaN (a diverged training run): (it, its file)."""
+    g = tiny_v2()
+    with torch.no_grad():
+        for p in g.parameters():
+            p.fill_(math.nan)
+    torch.save(published_state(g), path)
+    return g, path
+
+
+def test_pulse_over_a_stylegan_with_nan_weights_stops_the_run_in_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """README: non-finite faces stop the run (exit 2, one line naming the file, nothing written); not
+    even the NaN gaussian fit is cached beside the weights."""
+    from PIL import Image
+
+    from pipeline.commands.cli import main
+
+    monkeypatch.setenv("FACEZOOM_HOME", str(tmp_path / "home"))
+    work = tmp_path / "work"
+    work.mkdir()
+    _, ckpt = nan_stylegan(work / "nan.pt")
+    sprite = work / "sprite.png"
+    Image.fromarray((torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(sprite)
+    code = main(["--quiet", "enhance", str(sprite), "-o", str(work / "out.png"), "--iterations", "1", "--whole",
+                 "--set", "sr.backend=pulse", "--set", f"sr.generator={ckpt}", "--set", "sr.steps=3", "--set", "sr.warm_steps=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "not finite" in err[0] and str(ckpt) in err[0], err
+    assert sorted(p.name for p in work.iterdir()) == ["nan.pt", "sprite.png"]
+
+
 def test_the_pipeline_builds_the_pulse_backend_from_its_settings(tmp_path, monkeypatch):
     from pipeline.stages.superres import SRConfig, create_backend
 

@@ -245,3 +245,50 @@ def test_the_prior_by_path_keeps_its_framing_and_the_fit_must_match_the_generato
         PulseBackend(stylegan, None, in_size=8, device="cpu")
     with pytest.raises(ValueError, match="fit must be None for a generator without a mapping network"):
         pulse_search(backend.generator, torch.zeros(1, 3, 16, 16), fit=backend.fit or object(), seeds=[0], steps=1, device="cpu")
+
+
+def nan_dcgan(path):
+    """A small DCGAN in the tutorial's layout whose weights are all NaN (a diverged training run)."""
+    torch.manual_seed(0)
+    g = DCGANGenerator(DCGANConfig(resolution=32, z_dim=8, ngf=4))
+    state = published_state(g)
+    state["netG_state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+                                for k, v in state["netG_state_dict"].items()}
+    torch.save(state, path)
+    return path
+
+
+def test_a_search_none_of_whose_renders_is_finite_returns_nan_not_a_flat_grey_face(tmp_path):
+    """The best render starts as no render at all: a NaN loss never beats it, so NaN weights must come
+    back as NaN (which the pipeline refuses), never as the finite placeholder (a flat grey face)."""
+    g = load_generator(nan_dcgan(tmp_path / "nan.tar"))
+    lr = torch.zeros(2, 3, 16, 16)
+    found = pulse_search(g, lr, fit=None, seeds=[0, 1], steps=3, device="cpu")
+    assert found.images.isnan().all() and not found.success.any()
+    warm = pulse_search(g, lr, fit=None, seeds=[0, 1], states=[s[0] for s in found.states], steps=3, warm_steps=1, device="cpu")
+    assert warm.images.isnan().all() and warm.cut.all()  # warm, then cold again: no render finite either way
+
+
+@pytest.mark.parametrize("command", ["video", "enhance"])
+def test_pulse_over_a_nan_generator_stops_the_run_in_one_line_naming_the_file(tmp_path, capsys, command):
+    """README: a model whose faces are not finite stops the run at its first batch, exit 2, one line,
+    nothing written. PULSE over NaN weights pasted flat grey faces and exited 0."""
+    from PIL import Image
+
+    from pipeline.commands.cli import main
+    from pipeline.media.sample import write_sample
+
+    ckpt = nan_dcgan(tmp_path / "nan.tar")
+    pulse = ["--set", "sr.backend=pulse", "--set", f"sr.generator={ckpt}", "--set", "sr.steps=3", "--set", "sr.warm_steps=1"]
+    if command == "video":
+        source, out = write_sample(tmp_path / "sample.mp4", seconds=0.3), tmp_path / "out.mp4"
+        args = ["video", str(source), "-o", str(out), "-w", "0", "--set", "video.preset=ultrafast"]
+    else:
+        source, out = tmp_path / "sprite.png", tmp_path / "out.png"
+        Image.fromarray((torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()).save(source)
+        args = ["enhance", str(source), "-o", str(out), "--iterations", "1", "--whole"]
+    code = main(["--quiet", *args, *pulse])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "not finite" in err[0] and "sr.backend=pulse" in err[0] and str(ckpt) in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["nan.tar", source.name])

@@ -60,6 +60,7 @@ class SRBackend(abc.ABC):
     # (PULSE's latents: `sr.segment` applies); False where it is the previous frame itself (blending)
     any_input_size: bool = False  # takes low-res crops of any side below out_size, not only in_size
     framing: str = "ffhq"  # how its training faces were cropped: the alignment template (pipeline/stages/align.py TEMPLATES)
+    weights: str | None = None  # the checkpoint its model was loaded from (a file or a registry name), for messages; None: no weights
 
     @abc.abstractmethod
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:

@@ -185,8 +185,10 @@ class FFSRBackend(SRBackend):
         loaded = load_pfsr(path, channels=channels)
         if out_size not in (None, OUT_SIZE):
             log.info("ffsr: PFSR outputs 128x128; faces are resized to sr.out_size=%d", out_size)
-        return cls(loaded.generator, step=loaded.step, alpha=loaded.alpha, out_size=out_size, eps=eps,
-                   temporal_blend=temporal_blend, device=device)
+        backend = cls(loaded.generator, step=loaded.step, alpha=loaded.alpha, out_size=out_size, eps=eps,
+                      temporal_blend=temporal_blend, device=device)
+        backend.weights = str(path)
+        return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """PFSR's own chain (-> 128 -> 64 -> 32 -> 16, 8-bit between levels), stopped at `size`:

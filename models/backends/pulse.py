@@ -102,6 +102,7 @@ class PulseBackend(SRBackend):
         backend = cls(model, fit, in_size=in_size, out_size=out_size, steps=steps, warm_steps=warm_steps, eps=eps,
                       temporal_weight=temporal_weight, device=device, **dict(known.search if known else ()))
         backend.framing = known.framing if known else "ffhq"
+        backend.weights = str(path)
         return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:

@@ -148,8 +148,10 @@ class RestoreBackend(SRBackend):
                         "sr.in_size=auto feeds each face at its own resolution", in_size, in_size, in_size)
         if model.architecture.id != "CodeFormer" and codeformer_w != 0.5:
             log.info("sr.codeformer_w=%s is ignored by %s", codeformer_w, model.architecture.name)
-        return cls(model, in_size=16 if in_size == "auto" else int(in_size), size=size, codeformer_w=codeformer_w,
-                   temporal_blend=temporal_blend, eps=eps, device=device)
+        backend = cls(model, in_size=16 if in_size == "auto" else int(in_size), size=size, codeformer_w=codeformer_w,
+                      temporal_blend=temporal_blend, eps=eps, device=device)
+        backend.weights = generator
+        return backend
 
     def downscale_to(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """Antialiased bicubic: what a face `size` pixels across holds. `[B, 3, H, W]` -> `[B, 3, size, size]`."""

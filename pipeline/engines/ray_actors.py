@@ -25,7 +25,7 @@ from pipeline.media.memory import keep_frame_memory_flat, setup_done
 from pipeline.media.reader import VideoReader
 from pipeline.media.writer import VideoWriter
 from pipeline.stages.chunk import TrackedChunk, composite_chunk, track_chunk
-from pipeline.stages.composite import frame_upscaler
+from pipeline.stages.composite import frame_upscaler, upscale_chunk
 from pipeline.stages.faces import FaceAnalyzer
 from pipeline.stages.superres import BackendInfo, SRRequest, create_backend, run_batch
 
@@ -142,7 +142,7 @@ class SRActor:
         """A chunk's frames through the frame model (`composite.upscaler`): busy seconds, and the
         enlarged images as their own object."""
         start = time.perf_counter()
-        images = self._upscaler([f.image for f in frames]) if frames else []
+        images = upscale_chunk(self._upscaler, [f.image for f in frames])
         return time.perf_counter() - start, images
 
 

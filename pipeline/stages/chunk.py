@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.media.reader import Frame
 from pipeline.report import FaceReport
-from pipeline.stages.composite import PasteFace, composite, frame_upscaler
+from pipeline.stages.composite import PasteFace, composite, frame_upscaler, upscale_chunk
 from pipeline.stages.faces import FaceAnalyzer, FaceCrop, FrameDetections
 from pipeline.stages.fidelity import FidelityPlanner
 from pipeline.stages.scheduler import Batch, CropJob, crop_seed, scheduler_for
@@ -191,7 +191,7 @@ class FaceProcessor:
         upscaled = None
         if self.upscaler is not None:
             with timer("frame_sr"):
-                upscaled = self.upscaler([f.image for f in frames])
+                upscaled = upscale_chunk(self.upscaler, [f.image for f in frames])
         with timer("composite"):
             return composite_chunk(frames, tracked.crops, lambda c: faces[c.frame_index, c.track_id], self.cfg.composite, upscaled)
 

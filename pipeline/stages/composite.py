@@ -41,8 +41,10 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import cv2
 
+from models.errors import NotFiniteError
 from pipeline.stages.align import check_frame, check_matrix, compose, invert, matrix_scale, resize_matrix, transform_points
 from pipeline.config.sections import CompositeConfig
+from pipeline.errors import RunAborted
 
 _INTERPOLATION = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 
@@ -136,6 +138,16 @@ def frame_upscaler(cfg: CompositeConfig, device: str):
 
     return FrameUpscaler.from_settings(cfg.upscaler, scale=cfg.scale, device=resolve_device(device), tile=cfg.upscaler_tile,
                                        overlap=cfg.upscaler_overlap, batch=cfg.upscaler_batch)
+
+
+def upscale_chunk(upscaler, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """A chunk's frames `[H, W, 3] uint8` through the frame model (`frame_upscaler`), for every engine:
+    `[H*s, W*s, 3] uint8` each. A model that makes numbers that are not finite stops the run
+    (`RunAborted`: every frame of every input would meet it) before anything of it is written."""
+    try:
+        return upscaler(list(images))
+    except NotFiniteError as err:
+        raise RunAborted(str(err)) from None
 
 
 def composite(frame: np.ndarray, faces: Sequence[PasteFace | tuple], cfg: CompositeConfig, *,

@@ -258,9 +258,11 @@ def solve(backend: SRBackend, lr: torch.Tensor, states: Sequence[TrackState | No
     """
     result = backend.super_resolve(lr, list(states), seeds=list(seeds), gaps=None if gaps is None else list(gaps))
     if not bool(torch.isfinite(result.images).all()):  # NaN weights: nothing derived from them may be pasted
-        raise RunAborted(f"sr.backend={getattr(backend, 'name', type(backend).__name__)} made faces that are not finite numbers (NaN or inf) from finite inputs: "
-                         "its weights are damaged or were trained into NaN; nothing was written. Check them with "
-                         "`facezoom weights verify`, or use another checkpoint")
+        # (PULSE: a search none of whose renders was finite returns NaN, models/search_loop.py)
+        weights = f"sr.generator={backend.weights}" if backend.weights else "its weights"
+        raise RunAborted(f"sr.backend={getattr(backend, 'name', type(backend).__name__)} made faces that are not finite numbers (NaN or inf) "
+                         f"from finite inputs: {weights} is damaged or was trained into NaN; nothing was written. Use another "
+                         "checkpoint (`facezoom weights verify` checks the downloaded ones)")
     return result, [None if s is None else {k: v.detach().cpu() for k, v in s.items()} for s in result.states]
 
 
