@@ -83,14 +83,13 @@ def clear_stale_parts(target: Path) -> list[Path]:
         except OSError:
             continue
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # a live download holds it
-            continue
-        else:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while a live download holds it
             part.unlink(missing_ok=True)  # under the lock: a download that locks it after sees it unlinked
-            removed.append(part)
+        except OSError:  # held, or a folder this user may not change
+            continue
         finally:
             os.close(fd)
+        removed.append(part)
     return removed
 
 
