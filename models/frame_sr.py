@@ -47,6 +47,10 @@ FRAME_SCALES = (2, 4)  # the output scales composite.scale allows above 1
 
 def check_frame_model(model: "ImageModelDescriptor", *, scale: int, spec: str) -> None:
     """Raise ModelError unless `model` enlarges RGB frames by exactly `scale` (the run's `-s`)."""
+    if model.scale not in FRAME_SCALES:  # -s takes 1, 2 or 4: no scale of the run fits it
+        raise ModelError(f"composite.upscaler={spec} is a {model.scale}x model ({model.architecture.name}), but -s takes only "
+                         f"1, {' or '.join(map(str, FRAME_SCALES))}; use a {' or '.join(f'{s}x' for s in FRAME_SCALES)} model "
+                         "(or drop composite.upscaler)")
     if scale not in FRAME_SCALES:
         raise ModelError(f"composite.upscaler={spec} enlarges the frame {model.scale}x, but the run's scale is {scale}; "
                          f"pass -s {model.scale} (or drop composite.upscaler)")

@@ -7,8 +7,9 @@ invented), its licence, its key layout (see `models.generators`) and how the fil
 dict. Files live in the cache folder (`$FACEZOOM_HOME`, default `~/.cache/facezoom`) under
 `weights/`, except a file that ships inside a Python package (`package`), which is used where pip
 put it. A download goes to a temporary file beside its target, is hashed while it streams,
-checked, and only then renamed into place; a failure another attempt may fix is retried, a host
-that does not resolve is not. Each load hashes the file again: against the pinned SHA-256 or git
+checked (where no hash is published: that it is a checkpoint, not an HTML page or a body cut
+short; models/download.py), and only then renamed into place; a failure another attempt may fix
+is retried, a host that does not resolve is not. Each load hashes the file again: against the pinned SHA-256 or git
 blob id, or, where none is published, against the SHA-256 recorded when the file first arrived
 (`<file>.sha256`), which catches a truncated or altered file though it cannot prove the first
 copy authentic. Checkpoints are read with `torch.load(weights_only=True)`: no pickled code runs.
@@ -22,22 +23,18 @@ PULSE user's own `cache/` files are read as they are (`pulse-stylegan1-ffhq-1024
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
-import http.client
 import importlib.util
 import logging
 import os
 import re
-import socket
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
+from models.download import (CHUNK, Fatal, Retryable, body_problem, clear_stale_parts, download, head_problem, load_problem,
+                             move_into_place, open_part)
 from models.errors import ModelError
 from models.registry import DEFAULT, PFSR_RAW, PULSE_DRIVE, REGISTRY, WeightsEntry  # noqa: F401 (the table; fetched here)
 
@@ -45,9 +42,6 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (2.0, 8.0)  # seconds to wait before the 2nd and 3rd attempt
 TIMEOUT = 30.0  # seconds without data (or to connect) before an attempt fails
-CHUNK = 1 << 20
-# The OS already said no: another attempt seconds later will not do better.
-_FINAL_ERRNOS = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN}
 
 
 def cache_dir() -> Path:
@@ -144,76 +138,72 @@ def _manual(e: WeightsEntry, target: Path, reason: str) -> ModelError:
     return ModelError(f"could not download {e.name}: {reason}. Download {where}, then run `facezoom weights verify {e.name}`")
 
 
-class _Retryable(Exception):
-    """A failure another attempt may fix (connection, timeout, 5xx, truncated body)."""
+def _pinned(e: WeightsEntry) -> bool:
+    return e.sha256 is not None or e.git_blob is not None
 
 
-class _Fatal(Exception):
-    """A failure retrying will not fix (4xx, a host that does not resolve, no route)."""
-
-
-def _connection_error(err: BaseException) -> Exception:
-    """urlopen's failure to connect as _Fatal (the name does not resolve, no network) or _Retryable."""
-    reason = getattr(err, "reason", err)
-    if isinstance(reason, socket.gaierror):
-        return _Fatal(f"the host does not resolve ({reason.strerror or reason}): no network, or the name is wrong")
-    if isinstance(reason, OSError) and reason.errno in _FINAL_ERRNOS:
-        return _Fatal(f"no route to the host ({reason.strerror})")
-    return _Retryable(str(reason))
-
-
-def _download(url: str, dest: Path, *, desc: str, progress: bool) -> tuple[str, int]:
-    """Stream `url` into `dest`; return its SHA-256 and size. Raises _Retryable or _Fatal."""
-    from tqdm import tqdm
-
-    request = urllib.request.Request(url, headers={"User-Agent": "facezoom"})
-    try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT)
-    except urllib.error.HTTPError as err:
-        if err.code >= 500 or err.code == 429:
-            raise _Retryable(f"HTTP {err.code} {err.reason}") from err
-        raise _Fatal(f"HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError) as err:
-        raise _connection_error(err) from err
-    digest, size = hashlib.sha256(), 0
-    with response, open(dest, "wb") as out:
-        expected = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr, disable=not progress) as bar:
-            try:
-                while block := response.read(CHUNK):
-                    out.write(block)
-                    digest.update(block)
-                    size += len(block)
-                    bar.update(len(block))
-            except (OSError, http.client.HTTPException) as err:
-                raise _Retryable(f"connection lost after {size} bytes ({err})") from err
-    if expected is not None and size != expected:
-        raise _Retryable(f"got {size} of {expected} bytes")
-    return digest.hexdigest(), size
-
-
-def _check_download(e: WeightsEntry, tmp: Path, digest: str, size: int) -> None:
-    """Raise ModelError unless a downloaded file is the published one (size, SHA-256, git blob id)."""
+def _check_download(e: WeightsEntry, tmp: Path, target: Path, digest: str, size: int, content_type: str) -> None:
+    """Raise ModelError unless a downloaded file is the published one (size, SHA-256, git blob id); where
+    nothing is published, Fatal unless it is a checkpoint of the format `target`'s name allows, and
+    Retryable unless it loads as one (a body cut short where no length was sent)."""
     if e.size_bytes is not None and size != e.size_bytes:
         raise ModelError(f"{e.url} sent {size} bytes, the registry expects {e.size_bytes}; the published file may have changed")
     if e.sha256 is not None and digest != e.sha256:
         raise ModelError(f"{e.url} has SHA-256 {digest}, the registry expects {e.sha256}; the published file may have changed or been tampered with")
     if e.git_blob is not None and (blob := git_blob_id(tmp)) != e.git_blob:
         raise ModelError(f"{e.url} has git blob id {blob}, the repository publishes {e.git_blob}; the file may have changed or been tampered with")
+    if _pinned(e):
+        return
+    if (problem := body_problem(tmp, named=target, content_type=content_type)) is not None:
+        raise Fatal(f"the server sent {problem}; nothing was kept")
+    if (problem := load_problem(tmp, named=target)) is not None:
+        raise Retryable(f"the server sent {problem}")
 
 
-def fetch(name: str, *, progress: bool = True, force: bool = False) -> Path:
+def _cached_problem(name: str) -> str | None:
+    """What is wrong with `name`'s cached file, as the rest of a sentence after its path; None if nothing.
+    A file with no published hash is loaded too: a page or a cut body kept by an older facezoom records fine."""
+    report = _check(name)
+    if report.status == "mismatch":
+        return report.detail
+    problem = None if _pinned(entry(name)) else load_problem(report.path)
+    return None if problem is None else f"is {problem}"
+
+
+def fetch(name: str, *, progress: bool = True, force: bool = False, repair: bool = False) -> Path:
     """Entry `name`'s verified file: downloaded into the cache if missing, or found in its package.
 
     The file arrives in a temporary file beside the target and is renamed only once its size and
-    hashes check out. Failures another attempt may fix are retried (`RETRY_DELAYS`); a host that
-    does not resolve fails at once; `FACEZOOM_OFFLINE=1` skips the attempt. Every failure is one
-    `ModelError` naming the URL, the path to fill and the command to run next.
+    hashes check out (and, where no hash is published, once it loads as a checkpoint). Failures
+    another attempt may fix are retried (`RETRY_DELAYS`); a host that does not resolve fails at
+    once; `FACEZOOM_OFFLINE=1` skips the attempt. Every failure is one `ModelError` naming the URL,
+    the path to fill and the command to run next. `.part` files a killed download left are deleted
+    first. `repair` (`facezoom weights fetch`): a cached file that fails its hash, or does not load,
+    is said so and downloaded again; it stays until the new one has checked out.
     """
     e, target = entry(name), path_for(name)
-    if e.package is not None or (is_present(name) and not force):
+    if e.package is None and target.parent.is_dir():
+        for part in clear_stale_parts(target):
+            log.info("deleted %s, left by a download that did not finish", part)
+    present = is_present(name) and not force
+    if e.package is not None or (present and (not repair or e.manual_only)):
         verify_cached(name)
         return target
+    problem = _cached_problem(name) if present else None
+    if present and problem is None:
+        return target
+    if problem is not None:
+        log.warning("%s %s; downloading it again", target, problem)
+    try:
+        return _download_into(e, target, progress=progress)
+    except ModelError as err:
+        if problem is None:
+            raise
+        raise ModelError(f"{err} (first delete the damaged {target.name} there: it {problem})") from None
+
+
+def _download_into(e: WeightsEntry, target: Path, *, progress: bool) -> Path:
+    """Download entry `e` to `target` (see `fetch`), with its SHA-256 recorded beside it."""
     if e.manual_only:
         raise _manual(e, target, "its publisher hosts it on Google Drive, whose quota and confirmation pages no script can rely on")
     if os.environ.get("FACEZOOM_OFFLINE"):
@@ -221,25 +211,24 @@ def fetch(name: str, *, progress: bool = True, force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        tmp, out = open_part(target)  # locked while open: another fetch's clear_stale_parts leaves it
         try:
-            log.info("downloading %s from %s (attempt %d of %d)", name, e.url, attempt, attempts)
-            digest, size = _download(e.url, tmp, desc=name, progress=progress)
-            _check_download(e, tmp, digest, size)
-            os.replace(tmp, target)
+            log.info("downloading %s from %s (attempt %d of %d)", e.name, e.url, attempt, attempts)
+            digest, size, content_type = download(e.url, out, timeout=TIMEOUT, desc=e.name, progress=progress)
+            _check_download(e, tmp, target, digest, size, content_type)
+            move_into_place(tmp, out, target)
             _record_path(target).write_text(f"{digest}  {target.name}\n")
-            log.info("saved %s (%d bytes, SHA-256 %s) to %s", name, size, digest, target)
+            log.info("saved %s (%d bytes, SHA-256 %s) to %s", e.name, size, digest, target)
             return target
-        except _Retryable as err:
+        except Retryable as err:
             if attempt == attempts:
                 raise _manual(e, target, f"{err} (tried {attempts} times)") from None
-            log.warning("download of %s failed (%s); retrying in %.0f s", name, err, RETRY_DELAYS[attempt - 1])
+            log.warning("download of %s failed (%s); retrying in %.0f s", e.name, err, RETRY_DELAYS[attempt - 1])
             time.sleep(RETRY_DELAYS[attempt - 1])
-        except _Fatal as err:
+        except Fatal as err:
             raise _manual(e, target, f"{err} ({e.url})") from None
         finally:
+            out.close()
             tmp.unlink(missing_ok=True)
     raise AssertionError("unreachable")
 
@@ -286,14 +275,16 @@ def _check(name: str) -> VerifyReport:
         ok = digest == e.sha256
         return VerifyReport(name, path, "ok" if ok else "mismatch", digest, e.sha256, "matches the pinned SHA-256" if ok else "differs from the pinned SHA-256")
     record = _record_path(path)
-    if not record.is_file():  # placed by hand: nothing to compare with yet, so record it now
+    recorded = (record.read_text().split() or [""])[0] if record.is_file() else None
+    if recorded is not None and digest != recorded:
+        return VerifyReport(name, path, "mismatch", digest, recorded, "differs from the SHA-256 recorded when it arrived (file changed or truncated)")
+    if (problem := head_problem(path)) is not None:  # a page or other file saved in its place (its hash proves nothing)
+        return VerifyReport(name, path, "mismatch", digest, recorded or digest, f"is {problem}")
+    if recorded is None:  # placed by hand: nothing to compare with yet, so record it now
         record.write_text(f"{digest}  {path.name}\n")
         log.info("%s has no published hash; recorded its SHA-256 %s in %s", path, digest, record)
         return VerifyReport(name, path, "recorded", digest, digest, "no published hash; recorded this file's SHA-256 for later checks")
-    recorded = record.read_text().split()[0] if record.read_text().split() else ""
-    ok = digest == recorded
-    detail = "no published hash; matches the SHA-256 recorded when it arrived" if ok else "differs from the SHA-256 recorded when it arrived (file changed or truncated)"
-    return VerifyReport(name, path, "recorded" if ok else "mismatch", digest, recorded, detail)
+    return VerifyReport(name, path, "recorded", digest, recorded, "no published hash; matches the SHA-256 recorded when it arrived")
 
 
 def verify_cached(name: str) -> Path:
@@ -304,6 +295,8 @@ def verify_cached(name: str) -> Path:
     if report.status == "mismatch":
         e = entry(name)
         fix = f"reinstall it: `{e.install}`" if e.package else f"delete it and run `facezoom weights fetch {name}`"
+        if report.sha256 == report.expected:  # its hash is the one recorded, but it is no checkpoint
+            raise ModelError(f"{report.path} {report.detail}; {fix}")
         raise ModelError(f"{report.path} has {'git blob id' if e.git_blob else 'SHA-256'} {report.sha256} but {report.expected} "
                          f"was expected ({report.detail}); {fix}")
     return report.path

@@ -22,6 +22,7 @@ without changing spandrel's global registry.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -101,6 +102,19 @@ def read_state(path: Path) -> dict:
     return load_checkpoint(path)
 
 
+def _one_line(err: Exception) -> str:
+    """torch's "Error(s) in loading state_dict" on one line: each missing, unexpected or misshapen key kind
+    with its first few names."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    parts = [lines[0]]
+    for line in lines[1:4]:
+        head, sep, keys = line.partition(": ")
+        names = re.findall(r'"[^"]*"', keys) if sep else []
+        parts.append(f"{head}: {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}" if names else line)
+    text = " ".join(parts)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def load_model(spec: str, kind: str, device: str | torch.device = "cpu"):
     """The model `spec` names (a registry entry or a model file) as spandrel's `ModelDescriptor`,
     on `device`, in eval mode without gradients. `kind`: "face" (a face restorer, spandrel's
@@ -113,6 +127,8 @@ def load_model(spec: str, kind: str, device: str | torch.device = "cpu"):
 
     path = _resolve(spec, kind)
     state = spandrel.canonicalize_state_dict(read_state(path))
+    if bad := next(((k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)), None):
+        raise ModelError(f"{path}: {bad[0]!r} holds a value of type {type(bad[1]).__name__}, not a tensor; a model file holds a state dict of tensors")
     try:
         model = spandrel.ModelLoader(torch.device("cpu"), registry=registry).load_from_state_dict(state)
     except spandrel.UnsupportedModelError:
@@ -120,8 +136,7 @@ def load_model(spec: str, kind: str, device: str | torch.device = "cpu"):
         raise ModelError(f"{path}: spandrel {spandrel.__version__} does not recognise this model's architecture "
                          f"(for a {kind} model use e.g. {', '.join(model_names(kind)[:3]) or 'a spandrel model'}{extra})") from None
     except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as err:  # keys or shapes that do not fit
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ModelError(f"{path}: its weights do not fit the architecture spandrel detected ({first[:200]}); "
+        raise ModelError(f"{path}: its weights do not fit the architecture spandrel detected ({_one_line(err)}); "
                          "the file may be damaged or of an unsupported variant") from None
     if model.purpose not in KINDS[kind]:
         other = next((k for k, purposes in KINDS.items() if model.purpose in purposes), None)

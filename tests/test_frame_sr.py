@@ -196,6 +196,9 @@ def tiny_restoreformer(path):
     ("missing", "2", "is neither a frame-model registry name"),
     ("scale", "2", "is a 4x model (ESRGAN) but the run's scale is 2; pass -s 4 or a 2x model"),
     ("scale", "1", "enlarges the frame 4x, but the run's scale is 1; pass -s 4"),
+    ("3x", "2", "is a 3x model (RealESRGAN Compact), but -s takes only 1, 2 or 4; use a 2x or 4x model"),
+    ("ints", "4", "'body.0.weight' holds a value of type int, not a tensor"),
+    ("missing-key", "4", 'Missing key(s) in state_dict: "body.0.bias"'),
 ])
 def test_a_wrong_frame_model_is_one_line_exit_2_and_no_output(tmp_path, capsys, case, scale, message):
     models = tmp_path / "models"
@@ -208,6 +211,10 @@ def test_a_wrong_frame_model_is_one_line_exit_2_and_no_output(tmp_path, capsys, 
         "cut-short": lambda: (models / "span.safetensors").write_bytes(save_network("span-x2", tmp_path)[1].read_bytes()[:500])
         and models / "span.safetensors",
         "scale": lambda: save_network("rrdb-x4", models)[1],
+        "3x": lambda: torch.save({"params": Compact(num_feat=8, num_conv=2, upscale=3).state_dict()}, models / "x3.pth") or models / "x3.pth",
+        "ints": lambda: torch.save({"params": dict.fromkeys(Compact(num_feat=8, num_conv=2).state_dict(), 1)}, models / "i.pth") or models / "i.pth",
+        "missing-key": lambda: torch.save({"params": {k: v for k, v in Compact(num_feat=8, num_conv=2).state_dict().items()
+                                                      if k != "body.0.bias"}}, models / "m.pth") or models / "m.pth",
     }[case]()
     src = make_video(tmp_path / "in.mp4", frames=2, width=32, height=24)
     out = tmp_path / "out.mp4"

@@ -308,3 +308,17 @@ def test_restored_faces_on_a_model_upscaled_frame_with_sound_on_either_engine(fi
     assert outputs["ray"][0] == outputs["local"][0]
     worst = max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(outputs["ray"][1], outputs["local"][1], strict=True))
     assert worst < 1.0, worst  # the same frames
+
+
+def test_a_face_model_file_holding_no_tensors_is_one_line_exit_2(tmp_path, capsys):
+    from pipeline.commands.cli import main
+    from pipeline.media.sample import write_sample
+
+    path = tmp_path / "ints.pth"  # a state dict's layout with numbers where its tensors belong
+    torch.save({"params_ema": {"toRGB.0.weight": 1, "stylegan_decoder.style_mlp.1.weight": 2}}, path)
+    clip, out = write_sample(tmp_path / "sample.mp4", seconds=0.1), tmp_path / "out.mp4"
+    assert main(["--quiet", "video", str(clip), "-o", str(out), "--set", "sr.backend=restore",
+                 "--set", f"sr.generator={path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{path}: 'toRGB.0.weight' holds a value of type int, not a tensor" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()

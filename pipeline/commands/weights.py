@@ -10,7 +10,7 @@ def register(commands, add_config_args) -> None:
     weights.set_defaults(handler=cmd_weights)
     actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("list", help="every registry entry: size, licence, source, whether it is cached")
-    fetch = actions.add_parser("fetch", help="download an entry into the cache and verify it")
+    fetch = actions.add_parser("fetch", help="download an entry into the cache and verify it (again, if the cached file is damaged)")
     fetch.add_argument("name")
     verify = actions.add_parser("verify", help="hash cached files (all, or one) against their expected SHA-256")
     verify.add_argument("name", nargs="?")
@@ -35,7 +35,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         print(f"cache folder: {weights.cache_dir() / 'weights'} (set FACEZOOM_HOME to move it)")
         return 0
     if args.action == "fetch":
-        print(weights.fetch(args.name, progress=not args.quiet))
+        print(weights.fetch(args.name, progress=not args.quiet, repair=True))  # a damaged cached file is fetched again
         return 0
     if args.action == "path":
         print(weights.path_for(args.name))
