@@ -130,19 +130,16 @@ def _chromium() -> str | None:
     return next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None)
 
 
-def _normal_priority() -> None:
-    if hasattr(os, "sched_setscheduler"):
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-
-
 def _headless(browser: str, *args: str, profile: str) -> subprocess.CompletedProcess:
-    """Chromium in a session of its own at normal priority, every process of it gone afterwards. Once
-    the suite's own process had a real-time policy (from outside: nothing here sets one), Chromium
-    inherited it and its zygotes spun at SCHED_FIFO 99 for half an hour, starving the machine."""
+    """Chromium in a session of its own at normal priority (`chrt --other`), every process of it gone
+    afterwards. Twice the suite's own process had a real-time policy (SCHED_FIFO 99, from outside:
+    nothing here sets one); Chromium inherited it, and once its zygotes spun in the kernel for half
+    an hour at that priority, starving the machine."""
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}"]
-    proc = subprocess.Popen([browser, *flags, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_normal_priority)
+    normal = ["chrt", "--other", "0"] if shutil.which("chrt") else []  # (a preexec_fn can deadlock the forked child)
+    proc = subprocess.Popen([*normal, browser, *flags, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         out, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:

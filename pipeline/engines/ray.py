@@ -72,12 +72,29 @@ def run_videos_ray(jobs, *, cfg, progress: bool = True, report_faces: bool = Tru
             run.finish_videos()
             run.collect()
         return run.reports
+    except (UserError, ModelError):
+        if run is not None:
+            _collect_abandoned(run.waiting)
+        raise
     finally:
         for video in run.active if run is not None else []:  # their bars end before the run's last line
             video.bar.close()
         _stop(started)
         if started_ray:
             ray.shutdown()
+
+
+def _collect_abandoned(waiting: dict) -> None:
+    """Results no video will use (`waiting`'s refs and their tasks' other results), fetched for up to
+    two seconds, errors and all: Ray logs a task's error that nobody fetched as an "Unhandled
+    error", dozens of lines after the run's own one-line message."""
+    refs = list(waiting) + [ref for _, _, ctx in waiting.values() if (ref := getattr(ctx, "result_ref", None)) is not None]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2) if refs else ([], [])
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except Exception:  # noqa: BLE001 - the run's own error is the one it reports
+            pass
 
 
 class _Run:
@@ -142,10 +159,12 @@ class _Run:
         if video.failed:
             if kind in ("sr", "upscaled"):
                 self.pool.returned(ctx)
+            _collect_abandoned({ref: (video, kind, ctx)})
             return
         try:
             HANDLERS[kind](video, ref, ctx)
         except (UserError, ModelError) as err:
+            _collect_abandoned({ref: (video, kind, ctx)})  # its task's other result: the same error
             self._leave(video)
             video.fail(self.started, self.waiting, err, self.skip)
 
