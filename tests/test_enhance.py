@@ -133,7 +133,7 @@ def test_identical_samples_are_reported(tmp_path, caplog):
 
 
 def test_16x16_rgba_png_round_trip_over_the_background(tmp_path):
-    Image.fromarray(_sprite(4, alpha=True), "RGBA").save(tmp_path / "emoji.png")
+    Image.fromarray(_sprite(4, alpha=True)).save(tmp_path / "emoji.png")
     for colour, rgb in [("black", (0, 0, 0)), ("#ff0000", (255, 0, 0))]:
         out = tmp_path / f"{colour.strip('#')}.png"
         assert main(["-q", "enhance", str(tmp_path / "emoji.png"), "-o", str(out), "--iterations", "1", "--background", colour]) == 0
@@ -185,7 +185,7 @@ def test_folder_batch_writes_each_and_reports_the_skipped(tmp_path, capsys, capl
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(_sprite(5)).save(folder / "sprite.png")
-    Image.fromarray(_sprite(6, alpha=True), "RGBA").save(folder / "emoji.png")
+    Image.fromarray(_sprite(6, alpha=True)).save(folder / "emoji.png")
     images = [Image.fromarray(_sprite(7 + i)) for i in range(2)]
     images[0].save(folder / "walk.gif", save_all=True, append_images=images[1:], duration=100, loop=0)
     (folder / "notes.txt").write_text("not a picture: ignored")

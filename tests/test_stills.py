@@ -47,7 +47,7 @@ def test_rgba_png_is_composited_over_the_background(tmp_path):
     rgba[:8, :, 3] = 255  # top half opaque
     rgba[8:, :8, 3] = 0  # bottom-left transparent
     rgba[8:, 8:, 3] = 128  # bottom-right half transparent
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "emoji.png")
+    Image.fromarray(rgba).save(tmp_path / "emoji.png")
     picture = read_picture(tmp_path / "emoji.png", background=(0, 0, 255))
     assert not picture.animated and picture.frames[0].shape == (16, 16, 3) and picture.frames[0].dtype == np.uint8
     image = picture.frames[0]
@@ -57,7 +57,7 @@ def test_rgba_png_is_composited_over_the_background(tmp_path):
     assert np.abs(image[15, 15].astype(float) - [200 * a, 100 * a, 255 * (1 - a)]).max() <= 1
     # a palette whose colours carry alpha, with no "transparency" entry (as Pillow reads some paletted
     # files: TGA did up to Pillow 11.2); made in memory, since no writer keeps it so in every Pillow
-    paletted = Image.fromarray(rgba, "RGBA").quantize(4)
+    paletted = Image.fromarray(rgba).quantize(4)
     assert paletted.mode == "P" and paletted.palette.mode == "RGBA" and "transparency" not in paletted.info
     flat = _flatten(paletted, (0, 0, 255))
     assert flat[0, 0].tolist() == [200, 100, 0] and flat[15, 0].tolist() == [0, 0, 255]
