@@ -8,7 +8,7 @@ through the frames in between and keeps one id per face for as long as it is on 
   agree), which moves the landmarks and the box.
 - On detection frames, tracks are matched to detections SORT-style (Bewley et al., "Simple
   Online and Realtime Tracking", ICIP 2016): Hungarian assignment on IoU between each track's
-  predicted box and the detections (`scipy.optimize.linear_sum_assignment`), then a second
+  predicted box and the detections (`pipeline/stages/assign.py`), then a second
   round for the tracks left over (back from an occlusion or a miss), by centre distance in
   face widths between faces of similar size: within `reacquire_distance`, or within
   `reid_distance` where the two look alike (the correlation of their aligned 16x16 grey faces,
@@ -50,9 +50,9 @@ from typing import Callable
 
 import numpy as np
 import cv2
-from scipy.optimize import linear_sum_assignment
 
 from pipeline.stages.align import check_frame, similarity_transform, transform_box, transform_points, warp_face
+from pipeline.stages.assign import assign
 from pipeline.stages.detect import Detections, iou_matrix
 from pipeline.stages.flow import FaceFlow
 from pipeline.stages.smooth import OneEuroFilter
@@ -382,7 +382,7 @@ class FaceTracker:
         if tracks and len(det_boxes):
             # Round 1: IoU between predicted boxes and detections (SORT).
             iou = iou_matrix(np.stack([t.box for t in tracks]), det_boxes)
-            rows, cols = linear_sum_assignment(-iou)
+            rows, cols = assign(-iou)
             pairs = [(r, c) for r, c in zip(rows, cols) if iou[r, c] >= self.cfg.iou_match]
             free_tracks = [i for i in range(len(tracks)) if i not in {r for r, _ in pairs}]
             free_dets = [j for j in range(len(det_boxes)) if j not in {c for _, c in pairs}]
@@ -404,7 +404,7 @@ class FaceTracker:
                         if near and 2 / 3 <= ratio <= 1.5:
                             cost[a, b] = dist
                 if np.isfinite(cost).any():
-                    rows, cols = linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e6))
+                    rows, cols = assign(np.where(np.isfinite(cost), cost, 1e6))
                     extra = [(free_tracks[r], free_dets[c]) for r, c in zip(rows, cols) if np.isfinite(cost[r, c])]
                     pairs += extra
                     free_dets = [j for j in free_dets if j not in {c for _, c in extra}]
