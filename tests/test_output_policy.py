@@ -147,6 +147,28 @@ def test_a_signal_in_a_folder_run_names_the_videos_it_kept(tmp_path, capsys, mon
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]
 
 
+def test_a_folder_run_that_writes_nothing_takes_away_the_folder_it_made(tmp_path, capsys, monkeypatch):
+    """Stopped before its first video is finished, or with every video skipped: no empty folder is
+    left behind; a folder that was there before stays."""
+    from pipeline import engines
+    from pipeline.errors import Terminated
+
+    monkeypatch.setattr(engines, "run", lambda *a, **k: (_ for _ in ()).throw(Terminated()))
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    make_video(src / "a.mp4", frames=3)
+    assert main(["-q", "video", str(src), "-o", str(out)]) == 143
+    assert capsys.readouterr().err.strip() == "facezoom: terminated; no output was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    monkeypatch.undo()
+    (src / "a.mp4").write_bytes(b"not a video")  # skipped: exit 2
+    assert main(["-q", "video", str(src), "-o", str(out)]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+    out.mkdir()
+    assert main(["-q", "video", str(src), "-o", str(out)]) == 2
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
 @pytest.mark.parametrize("case", ["output is the input", "report is the input", "report is the output",
                                   "report into /proc", "report is a folder", "output exists"])
 def test_live_checks_its_paths_before_the_source_opens(tmp_path, capsys, monkeypatch, case):

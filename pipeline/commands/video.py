@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
     if not videos:
         raise InputError(f"{source} holds no videos (looked for {', '.join(FOLDER_VIDEOS)})")
     targets = folder_outputs(videos, output)
-    make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
+    made = make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
     say_backend_note(cfg, quiet=quiet)
     jobs = list(targets.items())
     written: list[Path] = []
@@ -147,6 +148,10 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
         if written:
             err.kept = f"the {len(written)} finished video{'s' if len(written) > 1 else ''} in {output}"
         raise
+    finally:
+        if made and not written:  # a folder this run made and wrote nothing into goes (only if empty)
+            with contextlib.suppress(OSError):
+                output.rmdir()
     if not quiet:
         print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
     return report_skipped(skipped, len(videos), what="videos")
