@@ -147,25 +147,35 @@ def test_a_signal_in_a_folder_run_names_the_videos_it_kept(tmp_path, capsys, mon
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]
 
 
-def test_a_folder_run_that_writes_nothing_takes_away_the_folder_it_made(tmp_path, capsys, monkeypatch):
-    """Stopped before its first video is finished, or with every video skipped: no empty folder is
+@pytest.mark.parametrize("command", ["video", "zoom", "enhance"])
+def test_a_folder_run_that_writes_nothing_takes_away_the_folder_it_made(tmp_path, capsys, monkeypatch, command):
+    """Stopped before its first result is finished, or with every input skipped: no empty folder is
     left behind; a folder that was there before stays."""
     from pipeline import engines
+    from pipeline.commands import enhance, zoom
     from pipeline.errors import Terminated
 
-    monkeypatch.setattr(engines, "run", lambda *a, **k: (_ for _ in ()).throw(Terminated()))
+    def terminated(*args, **kwargs):
+        raise Terminated()
+
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    make_video(src / "a.mp4", frames=3)
-    assert main(["-q", "video", str(src), "-o", str(out)]) == 143
+    if command == "video":
+        make_video(src / "a.mp4", frames=3)
+        monkeypatch.setattr(engines, "run", terminated)
+    else:
+        Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(src / "a.png")
+        monkeypatch.setattr(*((zoom, "zoom_picture") if command == "zoom" else (enhance, "_enhance_one")), terminated)
+    args = ["-q", command, str(src), "-o", str(out)] + (["--iterations", "1"] if command == "enhance" else [])
+    assert main(args) == 143
     assert capsys.readouterr().err.strip() == "facezoom: terminated; no output was written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
     monkeypatch.undo()
-    (src / "a.mp4").write_bytes(b"not a video")  # skipped: exit 2
-    assert main(["-q", "video", str(src), "-o", str(out)]) == 2
+    next(src.iterdir()).write_bytes(b"not a video or a picture")  # skipped: exit 2
+    assert main(args) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
     out.mkdir()
-    assert main(["-q", "video", str(src), "-o", str(out)]) == 2
+    assert main(args) == 2
     assert out.is_dir() and list(out.iterdir()) == []
 
 

@@ -5,6 +5,7 @@ The work is `pipeline/creative/enhance.py`'s; this module parses, calls it and p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -51,6 +52,7 @@ def register(commands, add_config_args) -> None:
 def cmd_enhance(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.creative.targets import Choice, parse_point
+    from pipeline.media.files import folder_run
     from pipeline.media.stills import parse_colour
 
     if not 1 <= args.iterations <= 100:
@@ -66,29 +68,30 @@ def cmd_enhance(args: argparse.Namespace) -> int:
     source, output = Path(args.input), Path(args.output)
     grid_path = Path(args.grid) if args.grid else None
     batch = source.is_dir()
-    targets = _targets(source, output, grid_path, overwrite=args.overwrite, settings=setting_inputs(args, cfg))
-    pre_blur = args.pre_blur or cfg.sr.pre_blur
-    say_backend_note(cfg, quiet=args.quiet)
-    backends: list = []  # made once the first input proved readable: a backend may load (or fetch) weights
-    skipped, written = 0, 0
-    try:
-        for path, target in targets.items():
-            try:
-                _enhance_one(path, target, args=args, cfg=cfg, choice=choice, background=background, pre_blur=pre_blur,
-                             grid_path=grid_path, backends=backends)
-            except UserError as err:
-                if not batch or isinstance(err, RunAborted):  # RunAborted: the model, not this picture
-                    raise
-                skipped += 1
-                log.warning("skipped %s: %s", path, err)
-                continue
-            written += 1
-            if not args.quiet:
-                print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
-    except KeyboardInterrupt as err:
-        if batch and written:
-            err.kept = f"the {written} finished result{'s' if written > 1 else ''} in {output}"
-        raise
+    with folder_run(output) if batch else contextlib.nullcontext():
+        targets = _targets(source, output, grid_path, overwrite=args.overwrite, settings=setting_inputs(args, cfg))
+        pre_blur = args.pre_blur or cfg.sr.pre_blur
+        say_backend_note(cfg, quiet=args.quiet)
+        backends: list = []  # made once the first input proved readable: a backend may load (or fetch) weights
+        skipped, written = 0, 0
+        try:
+            for path, target in targets.items():
+                try:
+                    _enhance_one(path, target, args=args, cfg=cfg, choice=choice, background=background, pre_blur=pre_blur,
+                                 grid_path=grid_path, backends=backends)
+                except UserError as err:
+                    if not batch or isinstance(err, RunAborted):  # RunAborted: the model, not this picture
+                        raise
+                    skipped += 1
+                    log.warning("skipped %s: %s", path, err)
+                    continue
+                written += 1
+                if not args.quiet:
+                    print(f"facezoom: wrote {target}" + (f" and {grid_path}" if grid_path else ""), file=sys.stderr)
+        except KeyboardInterrupt as err:
+            if batch and written:
+                err.kept = f"the {written} finished result{'s' if written > 1 else ''} in {output}"
+            raise
     return report_skipped(skipped, len(targets))
 
 

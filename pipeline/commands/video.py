@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -130,7 +129,7 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
     runs (the output policy: `make_output_folder`). Unreadable files are skipped, named in a
     warning, and the run exits 2 at the end."""
     from pipeline.commands.common import report_skipped
-    from pipeline.media.files import make_output_folder
+    from pipeline.media.files import folder_run, make_output_folder
 
     if report:
         raise UserError("--report is for one video; a folder's runs are summed up on stderr")
@@ -138,20 +137,16 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
     if not videos:
         raise InputError(f"{source} holds no videos (looked for {', '.join(FOLDER_VIDEOS)})")
     targets = folder_outputs(videos, output)
-    made = make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
-    say_backend_note(cfg, quiet=quiet)
-    jobs = list(targets.items())
-    written: list[Path] = []
-    try:
-        frames, skipped = _run_folder(jobs, cfg=cfg, quiet=quiet, written=written)
-    except KeyboardInterrupt as err:
-        if written:
-            err.kept = f"the {len(written)} finished video{'s' if len(written) > 1 else ''} in {output}"
-        raise
-    finally:
-        if made and not written:  # a folder this run made and wrote nothing into goes (only if empty)
-            with contextlib.suppress(OSError):
-                output.rmdir()
+    with folder_run(output):
+        make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
+        say_backend_note(cfg, quiet=quiet)
+        written: list[Path] = []
+        try:
+            frames, skipped = _run_folder(list(targets.items()), cfg=cfg, quiet=quiet, written=written)
+        except KeyboardInterrupt as err:
+            if written:
+                err.kept = f"the {len(written)} finished video{'s' if len(written) > 1 else ''} in {output}"
+            raise
     if not quiet:
         print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
     return report_skipped(skipped, len(videos), what="videos")

@@ -29,27 +29,29 @@ log = logging.getLogger(__name__)
 
 def _zoom_folder(source: Path, output: Path, *, fmt: str, cfg, settings, choice, background, quiet: bool, overwrite: bool) -> int:
     """A zoom of every picture in `source`, written as `output/<name>.<fmt>`; unreadable ones are skipped (exit 2)."""
+    from pipeline.media.files import folder_run
     from pipeline.media.stills import batch_output
 
-    targets = batch_output(source, output, suffix=lambda path: f".{fmt}", overwrite=overwrite)
-    skipped, written = 0, 0
-    try:
-        for path, target in targets.items():
-            try:
-                summary = zoom_picture(path, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not quiet)
-            except RunAborted:  # the model, not this picture: every other one would fail the same way
-                raise
-            except UserError as err:
-                skipped += 1
-                log.warning("skipped %s: %s", path, err)
-                continue
-            written += 1
-            if not quiet:
-                print(f"facezoom: wrote {target}: {summary['frames']} frames", file=sys.stderr)
-    except KeyboardInterrupt as err:
-        if written:
-            err.kept = f"the {written} finished zoom{'s' if written > 1 else ''} in {output}"
-        raise
+    with folder_run(output):
+        targets = batch_output(source, output, suffix=lambda path: f".{fmt}", overwrite=overwrite)
+        skipped, written = 0, 0
+        try:
+            for path, target in targets.items():
+                try:
+                    summary = zoom_picture(path, target, cfg=cfg, settings=settings, choice=choice, background=background, progress=not quiet)
+                except RunAborted:  # the model, not this picture: every other one would fail the same way
+                    raise
+                except UserError as err:
+                    skipped += 1
+                    log.warning("skipped %s: %s", path, err)
+                    continue
+                written += 1
+                if not quiet:
+                    print(f"facezoom: wrote {target}: {summary['frames']} frames", file=sys.stderr)
+        except KeyboardInterrupt as err:
+            if written:
+                err.kept = f"the {written} finished zoom{'s' if written > 1 else ''} in {output}"
+            raise
     return report_skipped(skipped, len(targets))
 
 

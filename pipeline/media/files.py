@@ -168,9 +168,8 @@ def check_outputs(inputs: dict[str, Path], outputs: dict[str, Path], *, overwrit
         check_new_output(path, what=what, overwrite=overwrite, frames_folder=what in frames_folders)
 
 
-def make_output_folder(folder: Path, *, source: Path, targets: dict[Path, Path], overwrite: bool) -> bool:
-    """A folder run's outputs, checked together before any work, then its folder made (True: made
-    now, so a run that writes nothing takes it away again).
+def make_output_folder(folder: Path, *, source: Path, targets: dict[Path, Path], overwrite: bool) -> None:
+    """A folder run's outputs, checked together before any work, then its folder made.
 
     `targets` maps each input of the folder `source` to its output in `folder`. Refused: a
     `folder` that is a file or the input folder, one that cannot be made (`check_output_folder`
@@ -186,12 +185,24 @@ def make_output_folder(folder: Path, *, source: Path, targets: dict[Path, Path],
     if folder.exists():
         for i, (what, path) in enumerate(named.items()):
             check_new_output(path, what=what, overwrite=overwrite, probe=i == 0)  # one folder: tried once
-        return False
+        return
     try:
         folder.mkdir()
     except OSError as err:
         raise UserError(f"cannot make the output folder {folder}: {no_room_reason(err) or err.strerror}") from None
-    return True
+
+
+@contextlib.contextmanager
+def folder_run(folder: Path) -> Iterator[None]:
+    """A folder run (video, zoom, enhance): an output folder it made and left empty (stopped before
+    its first result, every input skipped, an error) is taken away at the end; one that was there stays."""
+    existed = folder.exists() or folder.is_symlink()
+    try:
+        yield
+    finally:
+        if not existed:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only ever an empty folder
 
 
 class AtomicWriter:
