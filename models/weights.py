@@ -208,7 +208,13 @@ def _download_into(e: WeightsEntry, target: Path, *, progress: bool) -> Path:
         raise _manual(e, target, "its publisher hosts it on Google Drive, whose quota and confirmation pages no script can rely on")
     if os.environ.get("FACEZOOM_OFFLINE"):
         raise _manual(e, target, "FACEZOOM_OFFLINE is set")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise ModelError(f"cannot download {e.name}: {target} is a folder; move it away (FACEZOOM_HOME moves the whole cache)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ModelError(f"cannot make the model cache folder {target.parent}: {err.strerror or err}; "
+                         "set FACEZOOM_HOME to a folder facezoom may write in") from None
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
         tmp, out = open_part(target)  # locked while open: another fetch's clear_stale_parts leaves it

@@ -126,6 +126,21 @@ def test_cache_dir_follows_facezoom_home(tmp_path, monkeypatch):
     assert weights.cache_dir() == Path.home() / ".cache" / "facezoom"
 
 
+def test_a_cache_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """FACEZOOM_HOME a file, or a folder where the download goes: exit 2 and one line, before any download."""
+    from pipeline.commands.cli import main
+
+    (tmp_path / "home").write_text("not a folder")
+    assert main(["-q", "weights", "fetch", weights.DEFAULT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("facezoom: error: cannot make the model cache folder") and "FACEZOOM_HOME" in err, err
+    (tmp_path / "home").unlink()
+    weights.path_for(weights.DEFAULT).mkdir(parents=True)
+    assert main(["-q", "weights", "fetch", weights.DEFAULT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder; move it away" in err and len(err.splitlines()) == 1, err
+
+
 def test_fetch_verifies_and_loads_strictly(tmp_path, monkeypatch):
     path, digest = tiny_checkpoint(tmp_path / "site")
     with Server(tmp_path / "site") as server:
