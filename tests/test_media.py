@@ -274,6 +274,19 @@ def test_audio_that_the_output_container_cannot_hold_is_a_clear_error(tmp_path):
     assert list(tmp_path.iterdir()) == [src]
 
 
+@pytest.mark.parametrize("audio, output", [("aac", "out.webm"), ("libopus", "out.mov")])
+def test_audio_the_output_cannot_hold_is_refused_before_the_run_starts(tmp_path, capsys, monkeypatch, audio, output):
+    from pipeline import engines
+    from pipeline.commands.cli import main
+
+    monkeypatch.setattr(engines, "run", lambda *a, **k: pytest.fail("the run started"))
+    src = make_video(tmp_path / "in.mkv", frames=4, audio=(audio,))
+    assert main(["-q", "video", str(src), "-o", str(tmp_path / output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"files refuse the input's {audio.removeprefix('lib')} audio" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
 def test_an_error_midway_leaves_no_file(tmp_path):
     src = make_video(tmp_path / "in.mp4", frames=20)
 

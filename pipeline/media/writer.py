@@ -98,22 +98,8 @@ class VideoWriter(AtomicWriter):
             raise
 
     def _refused_audio(self, fmt: str) -> list[str]:
-        """The codecs of the copied audio tracks that a `fmt` file refuses at its header, each tried
-        alone in memory (no encoder opens: copied streams need none)."""
-        refused = []
-        for track in self.audio_tracks:
-            if not track.copied:
-                continue
-            try:
-                probe = av.open(io.BytesIO(), mode="w", format=fmt)
-                try:
-                    AudioTrack(probe, track.template, path=self.path, transcode=False)
-                    probe.start_encoding()
-                finally:
-                    probe.close()
-            except (av.error.FFmpegError, UserError):
-                refused.append(track.source_codec)
-        return sorted(set(refused))
+        """The codecs of the copied audio tracks that a `fmt` file refuses at its header."""
+        return sorted({t.source_codec for t in self.audio_tracks if t.copied and not _holds(fmt, t.template, self.path)})
 
     def _video_codec(self, cfg: VideoConfig) -> str:
         """The encoder for this output: `cfg.codec`, or VP9 where WebM cannot hold that."""
@@ -332,6 +318,34 @@ class AudioTrack:
         for frame in self._decoder.decode(None):
             self._out.mux(self.stream.encode(frame))
         self._out.mux(self.stream.encode(None))
+
+
+def check_audio_fits(source: str | Path, output: Path) -> None:
+    """Before a run: a `UserError` where a file named `output` cannot hold `source`'s audio as it is
+    copied (the muxer would refuse it at the output's header, once the models had loaded). An input
+    that cannot be read is left for the run to report."""
+    try:
+        with open_input(source) as src:
+            refused = sorted({_codec_name(s) for s in src.streams.audio if not _holds(format_for(output), s, output)})
+    except (av.error.FFmpegError, UserError):
+        return
+    if refused:
+        raise UserError(f"cannot write {output}: {output.suffix} files refuse the input's {', '.join(refused)} audio, which "
+                        "facezoom copies untouched; write .mkv, which holds any audio codec")
+
+
+def _holds(fmt: str, template: av.AudioStream, path: Path) -> bool:
+    """Whether a `fmt` file takes a copy of the audio stream `template`: tried alone in memory (a
+    copied stream opens no encoder)."""
+    probe = av.open(io.BytesIO(), mode="w", format=fmt)
+    try:
+        AudioTrack(probe, template, path=path, transcode=False)
+        probe.start_encoding()
+        return True
+    except (av.error.FFmpegError, UserError):
+        return False
+    finally:
+        probe.close()
 
 
 def _codec_name(stream) -> str:
