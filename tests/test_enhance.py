@@ -218,3 +218,17 @@ def test_enhance_errors_teach_and_leave_no_output(tmp_path, capsys, sample_clip)
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.gif"]
+
+
+@pytest.mark.parametrize("outputs", [["-o", "a.png"], ["-o", "a.gif", "--grid", "g.png"]])
+def test_an_animated_input_into_a_single_picture_is_refused_before_any_enhancing(tmp_path, capsys, monkeypatch, outputs):
+    from pipeline.commands import enhance
+
+    monkeypatch.setattr(enhance, "enhance_picture", lambda *a, **k: pytest.fail("the picture was enhanced first"))
+    images = [Image.fromarray(_sprite(i)) for i in range(2)]
+    images[0].save(tmp_path / "walk.gif", save_all=True, append_images=images[1:], duration=100, loop=0)
+    argv = ["-q", "enhance", str(tmp_path / "walk.gif")] + [a if a.startswith("-") else str(tmp_path / a) for a in outputs]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "names a single picture, but the input is animated" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.gif"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.commands.common import report_skipped, say_backend_note, setting_inputs
-from pipeline.creative.enhance import enhance_picture, write_enhanced
+from pipeline.creative.enhance import animated_into_still, enhance_picture, write_enhanced
 from pipeline.errors import InputError, RunAborted, UserError
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,9 @@ def _targets(source: Path, output: Path, grid_path: Path | None, *, overwrite: b
 
     outputs = {"the output": output, **({"the grid (--grid)": grid_path} if grid_path is not None else {})}
     frames = tuple(what for what, path in outputs.items() if output_kind(path) == "frames")  # a name it cannot write is refused here
+    stills = [path for path in outputs.values() if output_kind(path) == "still"]
+    if stills and is_animated(source):
+        raise animated_into_still(stills[0])
     check_outputs({"the input": source, **settings}, {what: Path(str(path).rstrip("/") or str(path)) for what, path in outputs.items()},
                   overwrite=overwrite, frames_folders=frames)  # before any work
     return {source: output}

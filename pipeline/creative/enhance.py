@@ -234,6 +234,11 @@ def animation_frames(enhanced: Enhanced) -> list[np.ndarray]:
     return [strip([enhanced.inputs[0]] * len(chains))] + [strip([chain[i] for chain in chains]) for i in range(len(chains[0]))]
 
 
+def animated_into_still(path: Path) -> UserError:
+    """The error for an output that names one picture when the input is animated."""
+    return UserError(f"{path.name!r} names a single picture, but the input is animated; name it .gif, a video or a folder")
+
+
 def write_output(path: Path, frames: list[np.ndarray], *, durations: list[float] | None, fps: float) -> None:
     """One picture (a still path) or an animation (timed by `durations`, else `fps`)."""
     from pipeline.media.animation import open_animation
@@ -241,7 +246,7 @@ def write_output(path: Path, frames: list[np.ndarray], *, durations: list[float]
 
     if output_kind(path) == "still":
         if len(frames) != 1:
-            raise UserError(f"{path.name!r} names a single picture, but the input is animated; name it .gif, a video or a folder")
+            raise animated_into_still(path)
         write_image(path, frames[0])
         return
     h, w = frames[0].shape[:2]
@@ -263,7 +268,7 @@ def write_enhanced(enhanced: Enhanced, output: Path, *, grid_path: Path | None, 
 
     for path in (output, grid_path):  # refuse before writing anything, so no output is left half-done
         if path is not None and enhanced.animated and output_kind(path) == "still":
-            raise UserError(f"{path.name!r} names a single picture, but the input is animated; name it .gif, a video or a folder")
+            raise animated_into_still(path)
     timing = enhanced.durations if enhanced.animated else None
     if output_kind(output) == "still" and not enhanced.animated:
         write_output(output, grid_frames(enhanced), durations=None, fps=fps)
