@@ -39,6 +39,8 @@ def terminate_as_interrupt() -> None:
     import threading
 
     def handler(signum, frame):
+        if TERMINATED["received"]:  # `timeout` signals the process and then its group: once is enough,
+            return  # and a second `Terminated` would cut short the clean-up the first one started
         TERMINATED["received"] = True
         raise Terminated()
 

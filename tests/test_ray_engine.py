@@ -118,6 +118,32 @@ def test_resources_the_cluster_lacks_are_a_clear_error_not_a_hang(ray_session, s
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stopped_run_removes_its_partial_output_whatever_its_encoder_is_doing(ray_session, tmp_path):
+    """The driver kills the encoder and removes the file itself: the encoder may be gone (a signal to
+    the whole process group, as `timeout` and service managers send, stops Ray's workers too) or
+    busy behind chunks whose faces are still to come (asked to drop it, it was waited for 30 s,
+    and the file was left)."""
+    import ray
+
+    from pipeline.engines import ray as ray_engine
+
+    @ray.remote
+    class Busy:
+        def write(self):
+            import time
+            time.sleep(120)
+
+    partial = tmp_path / ".out.x.partial.mp4"
+    partial.write_bytes(b"header")
+    started = ray_engine._Started()
+    encoder = Busy.remote()
+    encoder.write.remote()
+    started.actors.append(encoder)
+    started.partials.add(partial)
+    ray_engine._stop(started)
+    assert list(tmp_path.iterdir()) == [] and started.actors == [] and not started.partials
+
+
 @pytest.mark.slow
 def test_an_actor_set_up_error_reaches_the_driver_as_itself(ray_session, tmp_path):
     """The encoder actor cannot open the output (WebM cannot hold AAC): the driver gets the

@@ -25,11 +25,12 @@ def _start(args, cwd):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _wait_for_partial(folder: Path, proc, timeout=120.0) -> None:
-    """Until the run has its temporary output beside the final one (it is mid-run)."""
+def _wait_for_partial(folder: Path, proc, timeout=120.0, *, written=True) -> None:
+    """Until the run has written into its temporary output beside the final one (it is mid-run), or
+    (`written=False`) made it: the Ray engine's driver makes the empty file as its actors start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(p.name.endswith(".partial.mp4") for p in folder.iterdir()):
+        if any(p.name.endswith(".partial.mp4") and (p.stat().st_size > 0 or not written) for p in folder.iterdir()):
             return
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before it was signalled: {proc.communicate()}")
@@ -84,15 +85,25 @@ def test_what_an_interrupt_left_half_made_says_nothing_after_the_closing_line(tm
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "ray"])
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(long_clip, tmp_path, engine, sig, code):
+@pytest.mark.parametrize("sig, code, whom, written", [
+    (signal.SIGTERM, 143, "process", True), (signal.SIGTERM, 143, "process, then group", True),
+    (signal.SIGTERM, 143, "process, then group", False), (signal.SIGINT, 130, "group", True),
+], ids=["kill", "timeout", "timeout-at-set-up", "ctrl-c"])
+def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(long_clip, tmp_path, engine, sig, code, whom, written):
+    """Ctrl-C reaches the whole process group; `timeout` signals the process and then its group, so
+    Ray's own processes get it too, and the run a second SIGTERM (which cut its clean-up short: a
+    partial file left, or Ray's driver aborted), as service managers' group signals do."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = _start(["video", str(long_clip), "-o", str(out_dir / "out.mp4"), "--report", str(out_dir / "r.json"),
                    "--engine", engine, "--set", "video.preset=veryslow"], cwd=tmp_path)
     try:
-        _wait_for_partial(out_dir, proc)
-        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the group
+        _wait_for_partial(out_dir, proc, written=written)
+        time.sleep(0 if written else 0.5)  # at set-up: while the encoder starts, not in the instant the file is made
+        if whom != "group":
+            proc.send_signal(sig)
+        if whom != "process":
+            os.killpg(proc.pid, sig)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -105,6 +116,25 @@ def test_a_signal_mid_run_leaves_nothing_and_exits_with_its_code(long_clip, tmp_
     while _ray_processes_of(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _ray_processes_of(proc.pid) == []
+
+
+def test_a_second_sigterm_does_not_cut_the_clean_up_short():
+    """`timeout` signals the process and then its group: the second SIGTERM raised a second
+    `Terminated` inside the clean-up the first had started."""
+    from pipeline.errors import TERMINATED, Terminated, terminate_as_interrupt
+
+    previous = signal.getsignal(signal.SIGTERM)
+    TERMINATED["received"] = False
+    terminate_as_interrupt()
+    try:
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        os.kill(os.getpid(), signal.SIGTERM)  # as the clean-up runs
+        time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        TERMINATED["received"] = False
 
 
 def _wait_for_ray_starting(proc, timeout=120.0) -> None:

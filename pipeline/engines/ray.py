@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -178,31 +179,35 @@ class _Started:
     """The actors a job has started so far, to be stopped on any exit."""
 
     actors: list = dataclasses.field(default_factory=list)
-    encoders: list = dataclasses.field(default_factory=list)  # their partial outputs are dropped unless their videos finished
+    partials: set = dataclasses.field(default_factory=set)  # the partial files of the videos not finished
 
-    def drop(self, actors, *, abort=None) -> None:
-        """Stop some of the actors (one video's); `abort`: its encoder, whose partial output goes first."""
-        if abort is not None:
-            try:
-                ray.get(abort.abort.remote(), timeout=30)
-            except Exception as err:  # noqa: BLE001 - best effort while already failing
-                log.warning("could not remove the partial output: %s", err)
+    def drop(self, actors, partial: Path | None, *, finished: bool = False) -> None:
+        """Stop one video's actors and forget its partial file, which goes unless the video
+        `finished` (its output moved into place)."""
+        self.partials.discard(partial)
         for actor in actors:
-            if actor in self.encoders:
-                self.encoders.remove(actor)
             ray.kill(actor)
             self.actors.remove(actor)
+        if not finished:
+            _remove(partial)
 
+
+def _remove(partial: Path | None) -> None:
+    """An unfinished video's partial output goes, removed by the driver once the encoder is killed:
+    the encoder writes on the driver's node, or on shared storage."""
+    if partial is None:
+        return
+    try:
+        partial.unlink(missing_ok=True)
+    except OSError as err:
+        log.warning("could not remove the partial output %s: %s", partial, err)
 
 
 def _stop(started: _Started) -> None:
-    """Kill the run's actors; a video that did not finish first drops its partial output."""
-    for encoder in started.encoders:
-        try:
-            ray.get(encoder.abort.remote(), timeout=30)
-        except Exception as err:  # noqa: BLE001 - best effort while already failing
-            log.warning("could not remove a partial output: %s", err)
-    started.encoders.clear()
+    """Kill the run's actors; a video that did not finish drops its partial output."""
     for actor in started.actors:
         ray.kill(actor)
     started.actors.clear()
+    for partial in started.partials:
+        _remove(partial)
+    started.partials.clear()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -149,13 +150,19 @@ class SRActor:
 @ray.remote(num_cpus=0)
 @_setup_errors_reach_the_driver
 class EncodeActor(_Placed):
-    def __init__(self, output: str, info: dict[str, Any], video_cfg, composite_cfg, audio_from: str):
+    """Writes one output into `partial`, a file the driver made beside it and removes itself (after
+    killing this actor) if the video does not finish: the actor may be gone by then (a signal to
+    the whole process group stops Ray's workers too), or busy behind chunks still waiting for faces."""
+
+    def __init__(self, output: str, info: dict[str, Any], video_cfg, composite_cfg, audio_from: str, partial: str):
         keep_frame_memory_flat()
         self._composite_cfg = composite_cfg
         width, height = composite_cfg.output_size(info["width"], info["height"])
+        if not Path(partial).exists():  # the driver stopped while this actor started: write nothing
+            raise UserError(f"the partial output {partial} is gone; the run stopped")
         self._writer = VideoWriter(
             output, width=width, height=height,
-            time_base=info["time_base"], rate=info["rate"], cfg=video_cfg, audio_from=audio_from,
+            time_base=info["time_base"], rate=info["rate"], cfg=video_cfg, audio_from=audio_from, partial=Path(partial),
         )
         self._writer.__enter__()
         self.busy = {"composite": 0.0, "encode": 0.0}
@@ -181,10 +188,6 @@ class EncodeActor(_Placed):
         self._writer.__exit__(None, None, None)
         self.busy["encode"] += time.perf_counter() - start
         return self._writer.frames_written, self.busy
-
-    def abort(self) -> None:
-        if getattr(self, "_writer", None) is not None:  # None: it never opened (its own set-up error)
-            self._writer.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
 
 
 def get(refs):

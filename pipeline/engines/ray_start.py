@@ -92,7 +92,7 @@ def _without_ray_own(show):
 @contextlib.contextmanager
 def _signals_held(pending: list[int]) -> Iterator[None]:
     """Ray's start-up, with Ctrl-C and SIGTERM held until it is over (their numbers go into
-    `pending`; a second one acts at once). Interrupted half-way, `ray.init` leaves its processes
+    `pending`; a second one acts at once, but for a second SIGTERM). Interrupted half-way, `ray.init` leaves its processes
     (dashboard, agents) running, and on its way it installs handlers that end this process
     without cleaning up: a `sys.exit(15)`, a node teardown, and its core worker's crash handler
     (a C stack dump and abort on SIGTERM). Those are kept out while it runs."""
@@ -102,6 +102,8 @@ def _signals_held(pending: list[int]) -> Iterator[None]:
     import ray._private.utils as ray_utils
 
     def hold(signum, frame):
+        if pending == [signal.SIGTERM] and signum == signal.SIGTERM:  # `timeout` signals the process, then its group
+            return
         if pending:  # asked twice: the user means it
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         pending.append(signum)

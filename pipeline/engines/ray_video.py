@@ -21,6 +21,7 @@ from models.errors import ModelError
 from pipeline.engines.ray_actors import DecodeActor, EncodeActor, TrackActor, get
 from pipeline.engines.ray_pool import Dispatch, SRPool
 from pipeline.errors import RunAborted, UserError
+from pipeline.media.files import temp_path_beside
 from pipeline.report import run_report
 from pipeline.stages.chunk import SRStep, TrackedChunk
 
@@ -52,7 +53,7 @@ class VideoJob:
     def __init__(self, number, input_path, output_path, cfg, pool: SRPool, actors: dict, *, report_faces, progress, position, setup):
         self.number, self.input, self.output, self.cfg, self.pool, self.position = number, input_path, output_path, cfg, pool, position
         self.decoder, self.tracker, self.encoder, self.info = actors["decoder"], actors["tracker"], actors["encoder"], actors["info"]
-        self.nodes = actors["nodes"]
+        self.nodes, self.partial = actors["nodes"], actors["partial"]
         self.step = SRStep(cfg, pool.backend, report=report_faces)
         self.bar = tqdm(total=self.info["frames"], unit="frame", disable=not progress, dynamic_ncols=True,
                         desc=Path(input_path).name if position is not None else "facezoom",
@@ -71,22 +72,24 @@ class VideoJob:
         run on the driver's node, whose files they read and write; with it, anywhere (spread)."""
         place = "SPREAD" if cfg.engine.shared_storage else NodeAffinitySchedulingStrategy(
             node_id=ray.get_runtime_context().get_node_id(), soft=False)
-        first, encoder = len(started.actors), None
+        first, partial = len(started.actors), None
         try:
             decoder = DecodeActor.options(scheduling_strategy=place).remote(str(input_path), cfg.video.decode_threads, cfg.video.strict)
             started.actors.append(decoder)
             get(decoder.ready.remote())  # input opened
             info = get(decoder.info.remote())
             tracker = TrackActor.options(scheduling_strategy=place).remote(cfg.detect, cfg.track, pool.backend.out_size, pool.backend.framing)
-            encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite, str(input_path))
+            partial = temp_path_beside(Path(output_path))  # the driver's: it removes it if the video does not finish
+            started.partials.add(partial)
+            encoder = EncodeActor.options(scheduling_strategy=place).remote(str(output_path), info, cfg.video, cfg.composite,
+                                                                             str(input_path), str(partial))
             started.actors += [tracker, encoder]
-            started.encoders.append(encoder)
             get([tracker.ready.remote(), encoder.ready.remote()])  # detector loaded, output opened
             nodes = dict(zip(("decode", "track", "encode"), get([a.node.remote() for a in (decoder, tracker, encoder)])))
         except (UserError, ModelError):
-            started.drop(started.actors[first:], abort=encoder)  # a folder's next videos go on without this one's actors
+            started.drop(started.actors[first:], partial)  # a folder's next videos go on without this one's actors
             raise
-        actors = {"decoder": decoder, "tracker": tracker, "encoder": encoder, "info": info, "nodes": nodes}
+        actors = {"decoder": decoder, "tracker": tracker, "encoder": encoder, "info": info, "nodes": nodes, "partial": partial}
         return cls(number, input_path, output_path, cfg, pool, actors, **kwargs)
 
     def done(self, waiting: dict) -> bool:
@@ -173,7 +176,7 @@ class VideoJob:
         if damage:
             log.warning("%s", damage)
         frames_written, encode_seconds = get(self.encoder.close.remote())
-        started.drop([self.decoder, self.tracker, self.encoder])  # the output is complete: not aborted
+        started.drop([self.decoder, self.tracker, self.encoder], self.partial, finished=True)
         assert frames_written == self.frames_out, (frames_written, self.frames_out)
         return run_report(
             input_path=self.input, output_path=self.output, engine="ray", backend=self.pool.backend.name,
@@ -192,7 +195,7 @@ class VideoJob:
         self.bar.close()
         if skip is None or isinstance(err, RunAborted):  # RunAborted: every other video would meet it too
             raise err
-        started.drop([self.decoder, self.tracker, self.encoder], abort=self.encoder)
+        started.drop([self.decoder, self.tracker, self.encoder], self.partial)
         for ref, (video, kind, ctx) in list(waiting.items()):
             if video is self and kind not in ("sr", "upscaled"):  # its SR actors' jobs return to free their slots
                 del waiting[ref]

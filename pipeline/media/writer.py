@@ -55,6 +55,7 @@ class VideoWriter(AtomicWriter):
         audio_from: str | Path | None = None,
         audio_like: av.AudioStream | None = None,
         low_latency: bool = False,
+        partial: Path | None = None,
     ):
         self.path = Path(path)
         self.width, self.height = width, height
@@ -64,7 +65,7 @@ class VideoWriter(AtomicWriter):
         self._pad = _padding(width, height, cfg.pix_fmt)
         if self._pad != (0, 0):
             log.info("padding %dx%d frames by %s px to an even size for %s", width, height, self._pad, cfg.pix_fmt)
-        self._tmp = temp_path_beside(self.path)
+        self._tmp = partial or temp_path_beside(self.path)  # `partial`: made by the caller with `temp_path_beside`
         self._closed = False
         self._audio_in: av.container.InputContainer | None = None
         self._audio_packets = None  # audio_from's packets, read as the video is written
