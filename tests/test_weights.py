@@ -297,3 +297,15 @@ def test_importing_touches_no_network():
         "import models.weights, models.generators, models.search, models.backends.pulse, models.backends.ffsr, models.networks.stylegan1, models.networks.stylegan2, models.downscale\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_a_checkpoint_with_a_damaged_byte_is_refused_not_loaded_as_other_weights(tmp_path):
+    # torch's zip reader ignores the CRCs: a flipped byte in the weights loaded as a different number.
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.arange(4096, dtype=torch.float32)}, path)
+    assert torch.equal(weights.load_checkpoint(path)["w"], torch.arange(4096, dtype=torch.float32))
+    data = bytearray(path.read_bytes())
+    data[data.index(torch.arange(4096, dtype=torch.float32).numpy().tobytes()[400:408]) + 3] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"model\.pt is damaged \(.*data/0 fails its CRC check\)"):
+        weights.load_checkpoint(path)
