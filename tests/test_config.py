@@ -42,14 +42,6 @@ def test_codec_aliases_resolve_to_encoders():
     assert load_config(overrides=["video.codec=hevc"]).video.codec == "libx265"
 
 
-@pytest.mark.parametrize("codec", ["av1", "mpeg4"])
-def test_a_codec_that_encodes_only_yuv420p_refuses_other_pixel_formats_before_any_work(codec):
-    # the encoder refused it once the output file was opened, and the message blamed the container
-    with pytest.raises(ConfigError, match=r"video\.pix_fmt must be yuv420p for (libsvtav1|mpeg4)"):
-        load_config(overrides=[f"video.codec={codec}", "video.pix_fmt=yuv444p"])
-    assert load_config(overrides=["video.codec=vp9", "video.pix_fmt=yuv444p"]).video.pix_fmt == "yuv444p"
-
-
 @pytest.mark.parametrize(
     "override,message",
     [

@@ -274,6 +274,25 @@ def test_audio_that_the_output_container_cannot_hold_is_a_clear_error(tmp_path):
     assert list(tmp_path.iterdir()) == [src]
 
 
+@pytest.mark.parametrize("codec, output, refused", [("av1", "out.mkv", True), ("mpeg4", "out.mp4", True), ("mpeg4", "out.webm", False),
+                                                     ("vp9", "out.mkv", False)])
+def test_a_pixel_format_the_encoder_cannot_take_is_refused_before_the_run(tmp_path, capsys, codec, output, refused):
+    """SVT-AV1 and mpeg4 encode 4:2:0 only: refused before the run, naming the codec (the encoder refused
+    it once opened, and the message blamed the container); a WebM is written with VP9, which takes 4:4:4."""
+    from pipeline.commands.cli import main
+
+    src = make_video(tmp_path / "in.mkv", frames=3, audio=())
+    code = main(["-q", "video", str(src), "-o", str(tmp_path / output), "--set", f"video.codec={codec}", "--set", "video.pix_fmt=yuv444p"])
+    err = capsys.readouterr().err.strip()
+    if refused:
+        assert code == 2 and "encodes yuv420p only" in err and len(err.splitlines()) == 1, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+    else:
+        assert code == 0, err
+        with av.open(str(tmp_path / output)) as container:
+            assert container.streams.video[0].codec_context.pix_fmt == "yuv444p"
+
+
 @pytest.mark.parametrize("audio, output", [("aac", "out.webm"), ("libopus", "out.mov")])
 def test_audio_the_output_cannot_hold_is_refused_before_the_run_starts(tmp_path, capsys, monkeypatch, audio, output):
     from pipeline import engines

@@ -56,10 +56,11 @@ def cmd_video(args: argparse.Namespace) -> int:
                  settings=setting_inputs(args, cfg))
     from pipeline.engines import run  # only now: the checks above answer without importing PyAV or torch
     from pipeline.media.reader import VideoReader
-    from pipeline.media.writer import check_audio_fits
+    from pipeline.media.writer import check_audio_fits, check_encoder
 
     with VideoReader(args.input):  # a bad input is reported before anything else is said or started
         pass
+    check_encoder(cfg.video, Path(args.output))
     check_audio_fits(args.input, Path(args.output))
     say_backend_note(cfg, quiet=args.quiet)
     from pipeline.report import ReportFile

@@ -73,9 +73,6 @@ class VideoConfig:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}{also} for {codec}; got {self.preset!r}")
         if self.pix_fmt not in ("yuv420p", "yuv422p", "yuv444p"):
             raise ValueError(f"pix_fmt must be one of yuv420p, yuv422p, yuv444p; got {self.pix_fmt!r}")
-        if self.pix_fmt != "yuv420p" and codec in ("libsvtav1", "mpeg4"):
-            raise ValueError(f"pix_fmt must be yuv420p for {codec}, which encodes nothing else; got {self.pix_fmt!r} "
-                             "(libx264, libx265 and libvpx-vp9 also take yuv422p and yuv444p)")
         if not 0 <= self.decode_threads <= 256:
             raise ValueError(f"decode_threads must be in 0..256 (0 = automatic), got {self.decode_threads}")
 

@@ -62,6 +62,7 @@ class VideoWriter(AtomicWriter):
         self.low_latency = low_latency  # no B-frames: each frame is written as it comes (live recording)
         self.time_base = Fraction(time_base)
         self.frames_written = 0
+        check_encoder(cfg, self.path)
         self._pad = _padding(width, height, cfg.pix_fmt)
         if self._pad != (0, 0):
             log.info("padding %dx%d frames by %s px to an even size for %s", width, height, self._pad, cfg.pix_fmt)
@@ -103,10 +104,7 @@ class VideoWriter(AtomicWriter):
         return sorted({t.source_codec for t in self.audio_tracks if t.copied and not _holds(fmt, t.template, self.path)})
 
     def _video_codec(self, cfg: VideoConfig) -> str:
-        """The encoder for this output: `cfg.codec`, or VP9 where WebM cannot hold that."""
-        if getattr(self, "_out", None) is not None and self._out.format.name == "webm" and cfg.codec not in WEBM_CODECS:
-            return "libvpx-vp9"
-        return cfg.codec
+        return encoder_for(cfg, self.path)
 
     def _add_video_stream(self, cfg: VideoConfig, rate: Fraction | None) -> av.VideoStream:
         codec = self._video_codec(cfg)
@@ -319,6 +317,20 @@ class AudioTrack:
         for frame in self._decoder.decode(None):
             self._out.mux(self.stream.encode(frame))
         self._out.mux(self.stream.encode(None))
+
+
+def encoder_for(cfg: VideoConfig, path: Path) -> str:
+    """The encoder an output is written with: `cfg.codec`, or VP9 where WebM cannot hold that."""
+    return "libvpx-vp9" if format_for(path) == "webm" and cfg.codec not in WEBM_CODECS else cfg.codec
+
+
+def check_encoder(cfg: VideoConfig, path: Path) -> None:
+    """A `UserError` for a pixel format the output's encoder does not take (SVT-AV1 and mpeg4: 4:2:0
+    only), before any file is made; the encoder refused it once opened, and the message blamed the container."""
+    codec = encoder_for(cfg, path)
+    if cfg.pix_fmt != "yuv420p" and codec in ("libsvtav1", "mpeg4"):
+        raise UserError(f"video.pix_fmt={cfg.pix_fmt}: {codec} encodes yuv420p only; libx264, libx265 and "
+                        "libvpx-vp9 also take yuv422p and yuv444p")
 
 
 def check_audio_fits(source: str | Path, output: Path) -> None:
