@@ -309,3 +309,16 @@ def test_a_checkpoint_with_a_damaged_byte_is_refused_not_loaded_as_other_weights
     path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match=r"model\.pt is damaged \(.*data/0 fails its CRC check\)"):
         weights.load_checkpoint(path)
+    # damage in the zip's structure: an entry's DOS folder bit (torch then read the tensor as zeros), a
+    # name's length in its directory record, and in a local header (torch read from a shifted offset)
+    torch.save({"w": torch.arange(4096, dtype=torch.float32)}, path)
+    good = path.read_bytes()
+    central = good.rindex(b"PK\x01\x02")  # the last entry's record in the zip's directory
+    for offset, bits, why in [(central + 38, 0x10, r"is damaged \(.*reads as a folder"), (central + 28, 0xFF, "damaged|could not read"),
+                              (good.index(b"PK\x03\x04", 100) + 26, 0x85, "damaged|could not read")]:
+        damaged = bytearray(good)
+        damaged[offset] ^= bits
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(ModelError, match=why) as err:
+            weights.load_checkpoint(path)
+        assert "\n" not in str(err.value)
