@@ -5,6 +5,9 @@ Every error a user can fix (a bad path, a bad setting, an unreadable file) is a
 Anything else is a bug and exits with status 1.
 """
 
+import math
+import time
+
 
 class UserError(Exception):
     """A problem with the user's input, settings or environment; the message says what to do."""
@@ -29,7 +32,8 @@ class Terminated(KeyboardInterrupt):
     cleaned up; the CLI exits 143."""
 
 
-TERMINATED = {"received": False}  # set by the handler: libraries (Ray) may re-raise a plain KeyboardInterrupt
+TERMINATED = {"received": False, "at": -math.inf}  # set by the handler: libraries (Ray) may re-raise a plain KeyboardInterrupt
+SAME_SIGNAL = 0.1  # s: a SIGTERM this soon after the last is the same one sent twice (to the process and its group)
 
 
 def terminate_as_interrupt() -> None:
@@ -39,9 +43,10 @@ def terminate_as_interrupt() -> None:
     import threading
 
     def handler(signum, frame):
-        if TERMINATED["received"]:  # `timeout` signals the process and then its group: once is enough,
+        now = time.monotonic()
+        if now - TERMINATED["at"] < SAME_SIGNAL:  # `timeout` signals the process, then its group: one signal,
             return  # and a second `Terminated` would cut short the clean-up the first one started
-        TERMINATED["received"] = True
+        TERMINATED["received"], TERMINATED["at"] = True, now
         raise Terminated()
 
     if threading.current_thread() is threading.main_thread():

@@ -13,6 +13,7 @@ import argparse
 import gc
 import importlib
 import logging
+import math
 import os
 import re
 import signal
@@ -140,7 +141,7 @@ def _free_what_it_left(interrupt: BaseException) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     previous = signal.getsignal(signal.SIGTERM)
-    TERMINATED["received"] = False
+    TERMINATED.update(received=False, at=-math.inf)
     terminate_as_interrupt()  # first: a signal while the commands' modules load is handled too
     args = None
     try:

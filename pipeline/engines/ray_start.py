@@ -40,8 +40,13 @@ def connect(cfg) -> bool:
                 logging_level=library_log_level(),  # ERROR under -q
                 log_to_driver=True,
             )
-    except ConnectionError as err:
-        raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
+    except Exception as err:
+        if not pending:
+            if isinstance(err, ConnectionError):
+                raise UserError(f"cannot join the Ray cluster at {cfg.ray_address}: {err}") from None
+            raise
+        # a signal to the whole group stopped Ray's own processes as they started ("the current node
+        # timed out during startup"): the run ends as that signal does, below
     terminate_as_interrupt()  # Ray's driver installs its own SIGTERM handler; ours cleans up as Ctrl-C does
     if pending:  # a Ctrl-C or SIGTERM while Ray started: stop what it started, then end as that signal does
         ray.shutdown()
