@@ -293,6 +293,30 @@ def test_a_pixel_format_the_encoder_cannot_take_is_refused_before_the_run(tmp_pa
             assert container.streams.video[0].codec_context.pix_fmt == "yuv444p"
 
 
+def test_damaged_audio_is_left_out_or_refused_in_one_line_never_an_internal_error(tmp_path, capsys):
+    """Hostile inputs: an audio codec FFmpeg does not know (renamed in the mkv) was an AttributeError;
+    an AAC whose esds box is damaged was refused by the muxer as an internal error, or made an invalid
+    channel layout ("0c")."""
+    from pipeline.commands.cli import main
+
+    src = make_video(tmp_path / "opus.mkv", frames=4, audio=("libopus",))
+    (tmp_path / "unknown.mkv").write_bytes(src.read_bytes().replace(b"A_OPUS", b"A_QQQQ"))
+    assert main(["-q", "video", str(tmp_path / "unknown.mkv"), "-o", str(tmp_path / "u.mkv")]) == 0
+    with av.open(str(tmp_path / "u.mkv")) as container:
+        assert len(container.streams.video) == 1 and len(container.streams.audio) == 0
+    aac = make_video(tmp_path / "aac.mp4", frames=4, audio=("aac",)).read_bytes()
+    at = aac.index(b"esds")
+    for offset, code in [(8, 2), (35, 0)]:
+        damaged = bytearray(aac)
+        damaged[at + offset] ^= 0xFF
+        (tmp_path / f"esds{offset}.mp4").write_bytes(bytes(damaged))
+        capsys.readouterr()
+        assert main(["-q", "video", str(tmp_path / f"esds{offset}.mp4"), "-o", str(tmp_path / f"e{offset}.mkv")]) == code
+        err = capsys.readouterr().err.strip()
+        assert code == 0 or ("muxer refused a packet" in err and len(err.splitlines()) == 1), err
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
 @pytest.mark.parametrize("audio, output", [("aac", "out.webm"), ("libopus", "out.mov")])
 def test_audio_the_output_cannot_hold_is_refused_before_the_run_starts(tmp_path, capsys, monkeypatch, audio, output):
     from pipeline import engines

@@ -13,12 +13,14 @@ where the container holds their codec and encoded to AAC (Opus in WebM) where it
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -99,6 +101,19 @@ class VideoWriter(AtomicWriter):
             self._discard()
             raise
 
+    @contextlib.contextmanager
+    def _muxing(self) -> Iterator[None]:
+        """`room_to_write`, and any other packet the muxer refuses as one line: copied audio packets go
+        in as they are, and a damaged input's can be refused (FFmpeg's "Invalid argument")."""
+        with room_to_write(self.path):
+            try:
+                yield
+            except av.error.FFmpegError as err:
+                if isinstance(err, OSError) and no_room_reason(err):
+                    raise
+                raise UserError(f"could not write {self.path}: the muxer refused a packet ({error_reason(err)}); "
+                                "a damaged input's audio fails this way (facezoom copies it as it is)") from None
+
     def _refused_audio(self, fmt: str) -> list[str]:
         """The codecs of the copied audio tracks that a `fmt` file refuses at its header."""
         return sorted({t.source_codec for t in self.audio_tracks if t.copied and not _holds(fmt, t.template, self.path)})
@@ -145,15 +160,15 @@ class VideoWriter(AtomicWriter):
             return
         self._audio_in = open_input(audio_from)
         main = main_video_stream(self._audio_in)
-        others = [s for s in self._audio_in.streams if s.type != "audio" and s is not main]  # a cover picture, subtitles, data
+        others = [s for s in self._audio_in.streams if not _copyable_audio(s) and s is not main]  # a cover picture, subtitles, data
         if others:
             def kind(s) -> str:
                 what = "cover picture" if s.disposition & av.stream.Disposition.attached_pic else s.type
-                return f"{what} ({s.codec_context.name if s.codec_context else '?'})"
+                return f"{what} ({s.codec_context.name if s.codec_context else 'a codec FFmpeg does not know'})"
 
             kinds = ", ".join(sorted({kind(s) for s in others}))
             log.warning("%s: %d stream(s) besides the video and its audio are not copied: %s", audio_from, len(others), kinds)
-        streams = list(self._audio_in.streams.audio)
+        streams = [s for s in self._audio_in.streams.audio if _copyable_audio(s)]
         if not streams:
             self._audio_in.close()
             self._audio_in = None
@@ -176,7 +191,7 @@ class VideoWriter(AtomicWriter):
         frame = _rgb_frame(image)
         frame.pts = pts
         frame.time_base = self.time_base
-        with room_to_write(self.path):
+        with self._muxing():
             self._mux_audio_until(float(pts * self.time_base))
             for packet in self._video.encode(frame):
                 self._out.mux(packet)
@@ -184,7 +199,7 @@ class VideoWriter(AtomicWriter):
 
     def write_audio(self, packet: av.Packet) -> None:
         """Write a packet of the `audio_like` stream's kind, its pts, dts and time_base already on this file's clock."""
-        with room_to_write(self.path):
+        with self._muxing():
             self.audio_tracks[0].mux(packet)
 
     def _mux_audio_until(self, seconds: float | None) -> None:
@@ -211,7 +226,7 @@ class VideoWriter(AtomicWriter):
         """Flush the encoder, copy the remaining audio and move the file into place."""
         if self._closed:
             return
-        with room_to_write(self.path):
+        with self._muxing():
             for packet in self._video.encode(None):
                 self._out.mux(packet)
             self._mux_audio_until(None)
@@ -273,7 +288,7 @@ class AudioTrack:
             log.info("%s files cannot hold %s audio: encoding it to %s", path.suffix, self.source_codec, self.codec)
         else:
             layout = template.codec_context.layout
-            if layout.name.endswith("channels"):  # "2 channels": no speaker order (mkv, avi), which mp4/mov refuse
+            if layout.name.endswith("channels") and layout.channels:  # "2 channels": no speaker order (mkv, avi), which mp4/mov refuse
                 self.stream.codec_context.layout = av.AudioLayout(f"{len(layout.channels)}c")  # FFmpeg's default order for that count
 
     @property
@@ -339,7 +354,7 @@ def check_audio_fits(source: str | Path, output: Path) -> None:
     that cannot be read is left for the run to report."""
     try:
         with open_input(source) as src:
-            refused = sorted({_codec_name(s) for s in src.streams.audio if not _holds(format_for(output), s, output)})
+            refused = sorted({_codec_name(s) for s in src.streams.audio if _copyable_audio(s) and not _holds(format_for(output), s, output)})
     except (av.error.FFmpegError, UserError):
         return
     if refused:
@@ -359,6 +374,11 @@ def _holds(fmt: str, template: av.AudioStream, path: Path) -> bool:
         return False
     finally:
         probe.close()
+
+
+def _copyable_audio(stream) -> bool:
+    """An audio stream whose codec FFmpeg knows: one it does not is left out (named in the warning)."""
+    return stream.type == "audio" and stream.codec_context is not None
 
 
 def _codec_name(stream) -> str:
