@@ -217,7 +217,11 @@ def _download_into(e: WeightsEntry, target: Path, *, progress: bool) -> Path:
                          "set FACEZOOM_HOME to a folder facezoom may write in") from None
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
-        tmp, out = open_part(target)  # locked while open: another fetch's clear_stale_parts leaves it
+        try:
+            tmp, out = open_part(target)  # locked while open: another fetch's clear_stale_parts leaves it
+        except OSError as err:
+            raise ModelError(f"cannot write into the model cache folder {target.parent}: {err.strerror or err}; "
+                             "set FACEZOOM_HOME to a folder facezoom may write in") from None
         try:
             log.info("downloading %s from %s (attempt %d of %d)", e.name, e.url, attempt, attempts)
             digest, size, content_type = download(e.url, out, timeout=TIMEOUT, desc=e.name, progress=progress)

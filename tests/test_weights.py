@@ -139,6 +139,15 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_it(tmp_path, monkeypa
     assert main(["-q", "weights", "fetch", weights.DEFAULT]) == 2
     err = capsys.readouterr().err.strip()
     assert "is a folder; move it away" in err and len(err.splitlines()) == 1, err
+    weights.path_for(weights.DEFAULT).rmdir()
+
+    def refused(target):  # a cache folder that exists but takes no new file (chmod 555 for a user, chattr +i for root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(weights, "open_part", refused)
+    assert main(["-q", "weights", "fetch", weights.DEFAULT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("facezoom: error: cannot write into the model cache folder") and "Permission denied" in err, err
 
 
 def test_fetch_verifies_and_loads_strictly(tmp_path, monkeypatch):
