@@ -147,6 +147,28 @@ def test_a_signal_in_a_folder_run_names_the_videos_it_kept(tmp_path, capsys, mon
     assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]
 
 
+def test_a_signal_just_after_a_video_is_in_place_still_names_it_kept(tmp_path, capsys, monkeypatch):
+    """The signal lands after the output moved into place but before the run counted it (the Ray
+    driver's `done` callback): the message said no output was written, with the video kept."""
+    from pipeline import engines
+    from pipeline.errors import Terminated
+
+    real = engines.run
+
+    def run_then_terminate(path, target, **kwargs):
+        real(path, target, **kwargs)
+        raise Terminated()
+
+    monkeypatch.setattr(engines, "run", run_then_terminate)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    make_video(src / "a.mp4", frames=3)
+    assert main(["-q", "video", str(src), "-o", str(out)]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err == f"facezoom: terminated; the 1 finished video in {out} kept, the unfinished one removed", err
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4"]
+
+
 @pytest.mark.parametrize("command", ["video", "zoom", "enhance"])
 def test_a_folder_run_that_writes_nothing_takes_away_the_folder_it_made(tmp_path, capsys, monkeypatch, command):
     """Stopped before its first result is finished, or with every input skipped: no empty folder is

@@ -143,20 +143,23 @@ def _video_folder(source: Path, output: Path, *, cfg, quiet: bool, report: str |
     with folder_run(output):
         make_output_folder(output, source=source, targets=targets, overwrite=overwrite)
         say_backend_note(cfg, quiet=quiet)
-        written: list[Path] = []
+        before = {target: _identity(target) for target in targets.values()}
         try:
-            frames, skipped = _run_folder(list(targets.items()), cfg=cfg, quiet=quiet, written=written)
+            frames, skipped = _run_folder(list(targets.items()), cfg=cfg, quiet=quiet)
         except KeyboardInterrupt as err:
-            if written:
-                err.kept = f"the {len(written)} finished video{'s' if len(written) > 1 else ''} in {output}"
+            # what stands there now, not only what was counted: a signal may land between a video's
+            # output moving into place and its count
+            kept = [t for t, was in before.items() if _identity(t) not in (None, was)]
+            if kept:
+                err.kept = f"the {len(kept)} finished video{'s' if len(kept) > 1 else ''} in {output}"
             raise
     if not quiet:
         print(f"facezoom: wrote {len(videos) - skipped} of {len(videos)} videos into {output} ({frames} frames)", file=sys.stderr)
     return report_skipped(skipped, len(videos), what="videos")
 
 
-def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool, written: list[Path]) -> tuple[int, int]:
-    """Run the folder's jobs; `written` gets each finished output. Returns (frames, skipped)."""
+def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool) -> tuple[int, int]:
+    """Run the folder's jobs. Returns (frames, skipped)."""
     from tqdm import tqdm
 
     from pipeline.engines import run
@@ -176,7 +179,6 @@ def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool, written: lis
             def done(report):
                 nonlocal frames
                 frames += report["frames_out"]
-                written.append(Path(report["output"]))
                 overall.update(1)
 
             run_videos_ray(jobs, cfg=cfg, progress=not quiet, skip=skip, done=done)
@@ -191,7 +193,6 @@ def _run_folder(jobs: list[tuple[Path, Path]], *, cfg, quiet: bool, written: lis
                     skip(path, err)
                     continue
                 frames += result["frames_out"]
-                written.append(target)
                 overall.update(1)
     return frames, skipped
 
